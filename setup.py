@@ -1,0 +1,43 @@
+"""Installation of the tomocpt_scipion Scipion plugin and its bundled picking engine."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+setup(
+    name="scipion-em-tomocpt",
+    version="0.1.0",
+    description="Deep-learning particle picking in cryo-ET tomograms (tomoCPT, DeepETPicker, "
+    "TomoPicker recipes) as a Scipion plugin and a standalone CLI",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="GPL-3.0-or-later",
+    python_requires=">=3.9",
+    packages=find_packages(exclude=["tests", "tests.*", "benchmarks"]),
+    include_package_data=True,
+    package_data={"tomocpt_scipion": ["protocols.conf", "icon.png", "engine/templates/*.mrc",
+                                       "engine/templates/*.md"]},
+    install_requires=[
+        "scipion-app>=3.8",
+        "scipion-pyworkflow>=3.6",
+        "scipion-em>=3.6",
+        "scipion-em-tomo>=3.6",
+        "torch==2.13.0",
+        "monai>=1.4",
+        "einops>=0.7",
+        "mrcfile",
+        "numpy",
+        "scipy",
+        "scikit-image",
+        "starfile>=0.5",
+        "imodmodel>=0.1",
+        "pandas",
+        "matplotlib",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={
+        "pyworkflow.plugin": ["tomocpt_scipion = tomocpt_scipion"],
+        "console_scripts": ["tomocpt-engine = tomocpt_scipion.engine.cli:main"],
+    },
+)

@@ -1,0 +1,13 @@
+"""Names shared by the Scipion side of the plugin (variables, recipes, peak methods)."""
+
+TOMOCPT_ENV_ACTIVATION = "TOMOCPT_ENV_ACTIVATION"
+TOMOCPT_ENV_NAME = "tomocpt-engine-0.1.0"
+ENGINE_MODULE = "tomocpt_scipion.engine"
+ENGINE_TORCH_VERSION = "2.13.0"
+
+#: recipe name -> bibtex key of the paper it reproduces
+RECIPE_CITATIONS = {
+    "tomocpt": "Shah2025tomocpt",
+    "deepetpicker": "Liu2024deepetpicker",
+    "tomopicker": "Uddin2024tomopicker",
+}
