@@ -34,6 +34,7 @@ setup(
         "imodmodel>=0.1",
         "pandas",
         "matplotlib",
+        "tqdm",
     ],
     extras_require={"test": ["pytest>=7"]},
     entry_points={

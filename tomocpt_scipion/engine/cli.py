@@ -118,6 +118,89 @@ def _export(args: argparse.Namespace) -> None:
     print(f"Wrote {len(table)} coordinate(s) of {table['tomo_name'].nunique()} tomogram(s) to {args.output}")
 
 
+# ----------------------------------------------------------------------------- train
+def _read_class_sets(paths: Sequence[str], names: Sequence[str] | None, tomograms: Sequence[str],
+                     pixel_size_a: float | None):
+    """One coordinate file per class: a table with class_id = file order + 1, and class names."""
+    import pandas as pd
+
+    from .io import read_coordinates
+
+    shapes, header_pixel = _tomogram_geometry(tomograms)
+    if names and len(names) != len(paths):
+        raise ValueError(f"{len(names)} class name(s) for {len(paths)} coordinate file(s).")
+    tables = []
+    for class_id, path in enumerate(paths, start=1):
+        table = read_coordinates(path, pixel_size_a=pixel_size_a or header_pixel, tomo_shapes=shapes,
+                                 tomo_names=list(shapes), tomo_name=None if len(shapes) != 1 else next(iter(shapes)))
+        tables.append(table.assign(class_id=class_id))
+    return pd.concat(tables, ignore_index=True), list(names or [Path(p).stem for p in paths])
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    from .config import AUGMENTATIONS, RECIPES, SAMPLINGS
+    from .labels import LABELS
+    from .losses import LOSSES
+    from .models import MODELS
+
+    parser.add_argument("--tomograms", nargs="+", required=True, help="training tomograms (MRC)")
+    parser.add_argument("--coordinates", nargs="+", required=True,
+                        help="coordinate files, one per class (star, mod, tbl, coords, txt, csv)")
+    parser.add_argument("--class-names", nargs="+", help="class names (default: coordinate file stems)")
+    parser.add_argument("--val-tomograms", nargs="*", default=[], help="validation tomograms")
+    parser.add_argument("--val-coordinates", nargs="*", default=[], help="validation coordinates, one per class")
+    parser.add_argument("--diameter", type=float, required=True, help="particle diameter in Å")
+    parser.add_argument("--pixel-size", type=float, help="pixel size in Å when the MRC headers have none")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="tomocpt",
+                        help="settings of one paper (default tomocpt); every option below overrides it")
+    parser.add_argument("--out", required=True, help="output folder (model.pt, training_log.csv, learning_curve.png)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    parser.add_argument("--finetune", help="checkpoint to start from")
+    parser.add_argument("--encoder-lr-factor", type=float, help="encoder learning-rate factor when fine-tuning")
+    parser.add_argument("--backbone", choices=sorted(MODELS))
+    parser.add_argument("--model-size", choices=("small", "default"))
+    parser.add_argument("--label", choices=sorted(LABELS))
+    parser.add_argument("--loss", choices=sorted(LOSSES))
+    parser.add_argument("--sampling", choices=SAMPLINGS)
+    parser.add_argument("--patch-size", type=int, help="patch edge in pixels at the training scale")
+    parser.add_argument("--stride", type=int, help="patch stride in pixels")
+    parser.add_argument("--target-size", type=float, dest="target_diameter_px",
+                        help="particle diameter after rescaling, pixels (tomoCPT: 10)")
+    parser.add_argument("--label-radius-fraction", type=float, help="label radius / rescaled diameter")
+    parser.add_argument("--augment", nargs="*", choices=AUGMENTATIONS, help="augmentations to use")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--patience", type=int, help="early-stopping patience in epochs")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float, help="initial learning rate")
+    parser.add_argument("--weight-decay", type=float)
+    parser.add_argument("--expected-particles", type=float,
+                        help="expected particles per tomogram, labelled or not (PU losses)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--workers", type=int, default=0, help="data-loader processes (default 0)")
+    parser.add_argument("--device", help="torch device (default: CUDA when available)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+
+
+_TRAIN_OVERRIDES = ("backbone", "model_size", "label", "loss", "sampling", "patch_size", "stride",
+                    "target_diameter_px", "label_radius_fraction", "augment", "epochs", "patience",
+                    "batch_size", "lr", "weight_decay", "expected_particles", "seed", "encoder_lr_factor")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .config import recipe_config
+    from .train import train
+
+    coordinates, classes = _read_class_sets(args.coordinates, args.class_names, args.tomograms, args.pixel_size)
+    validation = None
+    if args.val_tomograms:
+        validation, _ = _read_class_sets(args.val_coordinates, classes, args.val_tomograms, args.pixel_size)
+    config = recipe_config(args.recipe, diameter_a=args.diameter, classes=classes,
+                           **{name: getattr(args, name) for name in _TRAIN_OVERRIDES})
+    result = train(args.tomograms, coordinates, config, args.out, args.val_tomograms, validation,
+                   args.pixel_size, args.resume, args.finetune, args.overwrite, args.device, args.workers)
+    print(f"Best model (epoch {result.best_epoch}, validation loss {result.best_val_loss:.4g}): {result.checkpoint}")
+
+
 # ----------------------------------------------------------------------------- entry point
 #: sub-command -> (add its arguments, run it, one-line help)
 _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
@@ -125,6 +208,7 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
     "simulate": (_simulate_arguments, _simulate, "simulate tomograms with known particle centres"),
     "export": (_export_arguments, _export,
                "convert coordinates between STAR (RELION 4/5), IMOD, Dynamo, text and CSV"),
+    "train": (_train_arguments, _train, "train a picker (tomoCPT, DeepETPicker or TomoPicker recipe)"),
 }
 
 

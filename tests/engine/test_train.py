@@ -1,0 +1,143 @@
+"""Training: every recipe learns on a tiny volume, resumes exactly, runs under DDP, refuses bad input."""
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tomocpt_scipion.engine import io
+from tomocpt_scipion.engine.checkpoint import load_model, read_checkpoint
+from tomocpt_scipion.engine.config import recipe_config
+from tomocpt_scipion.engine.train import train
+
+RECIPE_SETTINGS = {  # small networks and patches that fit the tiny volumes, CPU-friendly
+    "tomocpt": dict(model_size="small", patch_size=64, batch_size=2),
+    "deepetpicker": dict(model_size="small", patch_size=32, batch_size=4),
+    "tomopicker": dict(model_size="small", patch_size=32, batch_size=4, expected_particles=12),
+}
+
+
+def _inputs(tiny_dataset):
+    out, summary = tiny_dataset
+    tomograms = [out / p for p in summary["tomograms"].values()]
+    coordinates = io.read_coordinates(out / "coordinates" / "4v94.star")
+    return tomograms, coordinates, summary["diameters_a"]["4v94"]
+
+
+def _config(recipe, diameter, **extra):
+    return recipe_config(recipe, diameter_a=diameter, **{**RECIPE_SETTINGS[recipe], **extra})
+
+
+@pytest.mark.parametrize("recipe,epochs", [("tomocpt", 4), ("deepetpicker", 5), ("tomopicker", 5)])
+def test_each_recipe_lowers_the_validation_loss(tiny_dataset, tmp_path, recipe, epochs):
+    tomograms, coordinates, diameter = _inputs(tiny_dataset)
+    result = train(tomograms, coordinates, _config(recipe, diameter, epochs=epochs), tmp_path)
+    losses = [row["val_loss"] for row in result.history]
+    assert len(losses) == epochs
+    assert min(losses[1:]) < losses[0], losses
+    model, config = load_model(result.checkpoint)
+    assert config.recipe == recipe and config.diameter_a == diameter
+    assert config.voxel_size_a == pytest.approx(diameter / config.target_diameter_px)
+    with open(tmp_path / "training_log.csv") as handle:
+        assert [int(r["epoch"]) for r in csv.DictReader(handle)] == list(range(1, epochs + 1))
+    assert (tmp_path / "learning_curve.png").stat().st_size > 1000
+    payload = torch.load(result.checkpoint, map_location="cpu", weights_only=True)
+    assert payload["epoch"] == result.best_epoch
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_continues_an_interrupted_run_to_the_same_result(tiny_dataset, tmp_path):
+    tomograms, coordinates, diameter = _inputs(tiny_dataset)
+    config = dict(recipe="deepetpicker", diameter=diameter, epochs=4, augment=["rot90", "flip", "affine"])
+    straight = train(tomograms, coordinates, _config(**config), tmp_path / "straight")
+
+    def stop_after_two(row):
+        if row["epoch"] == 2:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train(tomograms, coordinates, _config(**config), tmp_path / "resumed", on_epoch_end=stop_after_two)
+    resumed = train(tomograms, coordinates, _config(**config), tmp_path / "resumed", resume=True)
+    assert [r["val_loss"] for r in resumed.history] == pytest.approx([r["val_loss"] for r in straight.history])
+    a, b = (read_checkpoint(r.checkpoint)["state_dict"] for r in (straight, resumed))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key])
+
+
+def test_finetuning_starts_from_the_trained_weights_with_a_lower_encoder_rate(tiny_dataset, tmp_path):
+    tomograms, coordinates, diameter = _inputs(tiny_dataset)
+    base = train(tomograms, coordinates, _config("deepetpicker", diameter, epochs=2), tmp_path / "base")
+    tuned = train(tomograms, coordinates, _config("deepetpicker", diameter, epochs=1, encoder_lr_factor=0.1),
+                  tmp_path / "tuned", finetune=base.checkpoint)
+    assert tuned.history[0]["val_loss"] < base.history[0]["val_loss"]
+
+
+def test_ddp_with_two_gloo_processes_trains_one_model(tiny_dataset, tmp_path):
+    out, summary = tiny_dataset
+    tomograms = [str(out / p) for p in summary["tomograms"].values()]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+               "-m", "tomocpt_scipion.engine", "train", "--tomograms", *tomograms,
+               "--coordinates", str(out / "coordinates" / "4v94.star"), "--diameter",
+               str(summary["diameters_a"]["4v94"]), "--recipe", "deepetpicker", "--model-size", "small",
+               "--patch-size", "32", "--batch-size", "2", "--epochs", "2", "--out", str(tmp_path / "ddp")]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 processes" in result.stderr
+    model, _ = load_model(tmp_path / "ddp" / "model.pt")
+    with open(tmp_path / "ddp" / "training_log.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == 2
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_coordinates_outside_the_tomogram_are_refused_with_the_file_and_position(tiny_dataset, tmp_path):
+    tomograms, coordinates, diameter = _inputs(tiny_dataset)
+    bad = pd.concat([coordinates, io.coordinate_table([[500.0, 10, 10]], "tomo_000")], ignore_index=True)
+    with pytest.raises(ValueError, match=r"tomo_000.mrc: 1 coordinate\(s\) outside .*\(500.0, 10.0, 10.0\)"):
+        train(tomograms, bad, _config("deepetpicker", diameter, epochs=1), tmp_path)
+
+
+def test_zero_diameter_is_refused(tiny_dataset, tmp_path):
+    tomograms, coordinates, _ = _inputs(tiny_dataset)
+    with pytest.raises(ValueError, match="particle diameter must be > 0 Å, got 0"):
+        train(tomograms, coordinates, _config("deepetpicker", 0.0, epochs=1), tmp_path)
+
+
+def test_missing_pixel_size_without_one_given_is_refused(tiny_dataset, tmp_path):
+    _, coordinates, diameter = _inputs(tiny_dataset)
+    path = tmp_path / "tomo_000.mrc"
+    import mrcfile
+
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(np.zeros((32, 64, 64), np.float32))
+    with pytest.raises(ValueError, match="tomo_000.mrc: the MRC header holds no pixel size"):
+        train([path], coordinates[coordinates.tomo_name == "tomo_000"],
+              _config("deepetpicker", diameter, epochs=1), tmp_path / "out")
+
+
+def test_expected_particles_below_the_labelled_count_is_refused(tiny_dataset, tmp_path):
+    tomograms, coordinates, diameter = _inputs(tiny_dataset)
+    with pytest.raises(ValueError, match="expected particles per tomogram .* is smaller"):
+        train(tomograms, coordinates, _config("tomopicker", diameter, epochs=1, expected_particles=2), tmp_path)
+
+
+def test_pu_loss_without_expected_particles_is_refused(tiny_dataset, tmp_path):
+    tomograms, coordinates, diameter = _inputs(tiny_dataset)
+    config = _config("tomopicker", diameter, epochs=1)
+    config.expected_particles = None
+    with pytest.raises(ValueError, match="needs the expected number of particles"):
+        train(tomograms, coordinates, config, tmp_path)
+
+
+def test_a_finished_run_is_not_overwritten(tiny_dataset, tmp_path):
+    tomograms, coordinates, diameter = _inputs(tiny_dataset)
+    train(tomograms, coordinates, _config("deepetpicker", diameter, epochs=1), tmp_path)
+    with pytest.raises(FileExistsError, match="model.pt"):
+        train(tomograms, coordinates, _config("deepetpicker", diameter, epochs=1), tmp_path)

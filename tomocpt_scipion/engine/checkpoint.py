@@ -1,0 +1,64 @@
+"""Checkpoints: one file with the weights and the full engine config, safe to load.
+
+A checkpoint is a dict of plain types and tensors, so ``torch.load(weights_only=True)``
+reads it without unpickling arbitrary objects:
+``{"format": CHECKPOINT_FORMAT, "state_dict": ..., "config": EngineConfig.to_dict(),
+"epoch": int, "val_loss": float}``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import EngineConfig
+from .io import atomic_path
+from .models import build_model
+
+__all__ = ["CHECKPOINT_FORMAT", "save_checkpoint", "read_checkpoint", "load_model"]
+
+CHECKPOINT_FORMAT = "tomocpt-checkpoint-1"
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, config: EngineConfig, epoch: int,
+                    val_loss: float, overwrite: bool = True) -> Path:
+    """Write weights + config atomically (plain CPU tensors)."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    payload = {"format": CHECKPOINT_FORMAT, "state_dict": state, "config": config.to_dict(),
+               "epoch": int(epoch), "val_loss": float(val_loss)}
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load and check a checkpoint file (on the CPU).
+
+    Raises
+    ------
+    ValueError
+        The file is not a tomocpt checkpoint (with what was found instead).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several unrelated types for a bad file
+        raise ValueError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error}).") from error
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"{path}: not a tomocpt checkpoint (format {found!r}, expected "
+                         f"{CHECKPOINT_FORMAT!r}).")
+    return payload
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, EngineConfig]:
+    """Rebuild the network of a checkpoint with its weights, in eval mode on ``device``."""
+    payload = read_checkpoint(path)
+    config = EngineConfig.from_dict(payload["config"])
+    model = build_model(config.backbone, config.out_channels, config.model_size)
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval(), config

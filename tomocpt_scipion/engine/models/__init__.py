@@ -1,0 +1,4 @@
+"""Backbones by name: ``swinunetr`` (tomoCPT), ``resunet`` (DeepETPicker), ``multiresunet`` (TomoPicker)."""
+from .registry import MODELS, build_model, patch_multiple, smallest_patch
+
+__all__ = ["MODELS", "build_model", "patch_multiple", "smallest_patch"]
