@@ -132,8 +132,14 @@ def _read_class_sets(paths: Sequence[str], names: Sequence[str] | None, tomogram
     tables = []
     for class_id, path in enumerate(paths, start=1):
         table = read_coordinates(path, pixel_size_a=pixel_size_a or header_pixel, tomo_shapes=shapes,
-                                 tomo_names=list(shapes), tomo_name=None if len(shapes) != 1 else next(iter(shapes)))
-        tables.append(table.assign(class_id=class_id))
+                                 tomo_name=None if len(shapes) != 1 else next(iter(shapes)))
+        used = table["tomo_name"].isin(list(shapes))
+        if not used.any():
+            raise ValueError(f"{path}: none of its tomograms {sorted(set(table['tomo_name']))} is among "
+                             f"the given ones {sorted(shapes)}.")
+        if not used.all():
+            logger.info("%s: %d coordinate(s) of other tomograms ignored", path, int((~used).sum()))
+        tables.append(table[used].assign(class_id=class_id))
     return pd.concat(tables, ignore_index=True), list(names or [Path(p).stem for p in paths])
 
 
@@ -201,6 +207,105 @@ def _train(args: argparse.Namespace) -> None:
     print(f"Best model (epoch {result.best_epoch}, validation loss {result.best_val_loss:.4g}): {result.checkpoint}")
 
 
+# ----------------------------------------------------------------------------- predict
+def _predict_arguments(parser: argparse.ArgumentParser) -> None:
+    from .infer import MERGE_MODES, WINDOWS
+    from .peaks import PEAK_METHODS, REFINEMENTS
+
+    parser.add_argument("--model", required=True, help="checkpoint (model.pt)")
+    parser.add_argument("--tomograms", nargs="+", required=True, help="tomograms to pick (MRC)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--pixel-size", type=float, help="pixel size in Å when the MRC headers have none")
+    parser.add_argument("--masks", nargs="*", default=[],
+                        help="mask MRC files, one per tomogram in the same order (picks only where > 0)")
+    parser.add_argument("--method", choices=PEAK_METHODS, default="local-max",
+                        help="peak extraction: local-max (tomoCPT), mp-nms (DeepETPicker), greedy (TomoPicker)")
+    parser.add_argument("--threshold", type=float, default=0.3, help="score threshold (default 0.3)")
+    parser.add_argument("--min-distance", type=float, help="smallest distance between picks in Å "
+                                                           "(default: the particle diameter)")
+    parser.add_argument("--max-picks", type=int, help="at most this many picks per tomogram and class")
+    parser.add_argument("--refine", choices=REFINEMENTS, default="none", help="sub-voxel refinement")
+    parser.add_argument("--merge", choices=MERGE_MODES, default="blend", help="patch merging (default blend)")
+    parser.add_argument("--window", choices=WINDOWS, default="gaussian", help="blending weight")
+    parser.add_argument("--overlap", type=float, default=0.5, help="blending overlap fraction (default 0.5)")
+    parser.add_argument("--pad", type=int, help="overlap-tile margin in pixels (default: a quarter patch)")
+    parser.add_argument("--batch-size", type=int, default=4, help="patches per forward pass (default 4)")
+    parser.add_argument("--tta", action="store_true", help="average over flips (4 passes)")
+    parser.add_argument("--save-scores", action="store_true", help="write score maps (float16 MRC)")
+    parser.add_argument("--device", help="torch device (default: CUDA when available)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def _predict(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from .checkpoint import load_model
+    from .predict import pick_tomogram, write_picks
+    from .train import select_device
+
+    if args.masks and len(args.masks) != len(args.tomograms):
+        raise ValueError(f"{len(args.masks)} mask(s) for {len(args.tomograms)} tomogram(s); give one per tomogram.")
+    device = select_device(args.device)
+    model, config = load_model(args.model, device)
+    shapes, header_pixel = _tomogram_geometry(args.tomograms)
+    pixel_size = args.pixel_size or header_pixel
+    tables, score_maps = [], {}
+    for i, tomogram in enumerate(args.tomograms):
+        table, score_map = pick_tomogram(
+            model, config, tomogram, pixel_size_a=args.pixel_size, mask=args.masks[i] if args.masks else None,
+            method=args.method, threshold=args.threshold, min_distance_a=args.min_distance,
+            max_picks=args.max_picks, refine=args.refine, device=device, merge=args.merge, window=args.window,
+            overlap=args.overlap, pad=args.pad, batch_size=args.batch_size, tta=args.tta)
+        tables.append(table)
+        if args.save_scores:
+            score_maps[Path(tomogram).stem] = score_map
+        print(f"{Path(tomogram).name}: {len(table)} pick(s)", flush=True)
+    written = write_picks(args.out, pd.concat(tables, ignore_index=True), pixel_size, shapes, score_maps,
+                          config.classes, args.overwrite)
+    print(f"Wrote {len(written)} file(s) to {args.out}")
+
+
+# ----------------------------------------------------------------------------- evaluate
+def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    from .metrics import CRITERIA
+
+    parser.add_argument("--picks", required=True, help="picked coordinates (any format)")
+    parser.add_argument("--truth", required=True, help="reference coordinates (any format)")
+    parser.add_argument("--diameter", type=float, required=True, help="particle diameter in Å")
+    parser.add_argument("--tomograms", nargs="*", default=[],
+                        help="tomogram MRC files (pixel size, sizes for RELION 5 STAR)")
+    parser.add_argument("--pixel-size", type=float, help="pixel size in Å (default: from --tomograms)")
+    parser.add_argument("--criterion", choices=CRITERIA, default="half-diameter",
+                        help="hit when within half the diameter (tomoCPT), strictly within r "
+                             "(DeepETPicker) or within --distance-px pixels (TomoPicker)")
+    parser.add_argument("--distance-px", type=float, default=10.0, help="distance of --criterion pixels (default 10)")
+    parser.add_argument("--sweep", choices=("percentiles", "fine"), default="percentiles",
+                        help="threshold sweep: score percentiles 2-98 %% step 8, or 50 even steps")
+    parser.add_argument("--class-id", type=int, help="evaluate only picks of this class")
+    parser.add_argument("--out", help="folder for metrics.csv, sweep.csv, evaluation.png")
+    parser.add_argument("--write-filtered", action="store_true", help="also write the picks kept at F1max")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from .io import read_coordinates
+    from .report import evaluation_report, format_metrics
+
+    shapes, header_pixel = _tomogram_geometry(args.tomograms)
+    pixel_size = args.pixel_size or header_pixel
+    if not pixel_size:
+        raise ValueError("the pixel size is needed: give --pixel-size or --tomograms with it in their headers.")
+    names = list(shapes) or None
+    picks = read_coordinates(args.picks, pixel_size_a=pixel_size, tomo_shapes=shapes, tomo_names=names)
+    truth = read_coordinates(args.truth, pixel_size_a=pixel_size, tomo_shapes=shapes, tomo_names=names)
+    if args.class_id is not None:
+        picks = picks[picks["class_id"] == args.class_id]
+    report = evaluation_report(picks, truth, args.diameter, pixel_size, args.out, args.criterion, args.distance_px,
+                               args.sweep, args.write_filtered, args.overwrite)
+    print(format_metrics(report.metrics))
+    print(f"F1max {report.overall['f1']:.3f} at score threshold {report.best_threshold:.4g}")
+
+
 # ----------------------------------------------------------------------------- entry point
 #: sub-command -> (add its arguments, run it, one-line help)
 _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
@@ -209,6 +314,8 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
     "export": (_export_arguments, _export,
                "convert coordinates between STAR (RELION 4/5), IMOD, Dynamo, text and CSV"),
     "train": (_train_arguments, _train, "train a picker (tomoCPT, DeepETPicker or TomoPicker recipe)"),
+    "predict": (_predict_arguments, _predict, "pick particles with a trained model"),
+    "evaluate": (_evaluate_arguments, _evaluate, "compare picks with reference coordinates (P, R, F1, AD)"),
 }
 
 

@@ -52,7 +52,8 @@ def scale_coordinates(xyz_px: np.ndarray, zoom: float) -> np.ndarray:
     return np.asarray(xyz_px, dtype=float) * zoom
 
 
-def rescale_volume(volume: np.ndarray, zoom: float, chunk_slices: int = _CHUNK_SLICES) -> np.ndarray:
+def rescale_volume(volume: np.ndarray, zoom: float, chunk_slices: int = _CHUNK_SLICES,
+                   out_shape: tuple[int, int, int] | None = None) -> np.ndarray:
     """Resample a (z, y, x) volume by ``zoom`` (trilinear, Gaussian anti-aliasing when shrinking).
 
     Works on z-slabs of ``chunk_slices`` output slices so a memory-mapped input is never
@@ -63,14 +64,16 @@ def rescale_volume(volume: np.ndarray, zoom: float, chunk_slices: int = _CHUNK_S
     volume : (z, y, x) array, possibly memory-mapped.
     zoom : scale factor (> 0); 1 returns a float32 copy.
     chunk_slices : output slices per slab. Defaults to 32.
+    out_shape : output (z, y, x) size; defaults to :func:`rescaled_shape` (give the original
+        shape to go back exactly to a file's grid).
 
     Returns
     -------
-    (z', y', x') float32 array of :func:`rescaled_shape`.
+    (z', y', x') float32 array.
     """
     if not zoom > 0:
         raise ValueError(f"zoom must be > 0, got {zoom}.")
-    out_shape = rescaled_shape(volume.shape, zoom)
+    out_shape = tuple(out_shape) if out_shape is not None else rescaled_shape(volume.shape, zoom)
     out = np.empty(out_shape, dtype=np.float32)
     sigma = 0.5 / zoom if zoom < 1 else 0.0  # anti-aliasing, in input pixels
     margin = int(np.ceil(4 * sigma)) + 2

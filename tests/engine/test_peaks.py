@@ -1,0 +1,78 @@
+"""Peak extraction recovers planted peaks exactly: touching particles and particles at every face."""
+import numpy as np
+import pytest
+
+from tomocpt_scipion.engine.labels import gaussian
+from tomocpt_scipion.engine.peaks import find_peaks, mp_nms_iterations
+
+SHAPE = (24, 60, 64)  # a thin tomogram: z is only 24 voxels
+RADIUS = 5.0
+PLANTED = np.array([  # x, y, z
+    [20, 30, 12], [30, 30, 12],          # two touching particles, one diameter apart
+    [2, 45, 12], [61, 15, 12],            # within one radius of the x faces
+    [45, 2, 10], [45, 57, 14],            # ... of the y faces
+    [12, 12, 1], [52, 44, 22],            # ... of the z faces
+], dtype=float)
+
+
+@pytest.fixture(scope="module")
+def score_map():
+    heights = np.linspace(1.0, 0.6, len(PLANTED))
+    scores = np.zeros(SHAPE, np.float32)
+    for xyz, height in zip(PLANTED, heights):
+        np.maximum(scores, height * gaussian(SHAPE, [xyz], RADIUS), out=scores)
+    return scores
+
+
+def _as_set(xyz):
+    return sorted(map(tuple, np.rint(xyz).astype(int)))
+
+
+@pytest.mark.parametrize("method", ["local-max", "mp-nms", "greedy"])
+def test_each_method_recovers_every_planted_peak_exactly(score_map, method):
+    peaks = find_peaks(score_map, method, radius_px=RADIUS, threshold=0.3)
+    assert _as_set(peaks[:, :3]) == _as_set(PLANTED)
+    np.testing.assert_allclose(peaks[:, :3], np.rint(peaks[:, :3]))
+    assert np.all(np.diff(peaks[:, 3]) <= 0), "best first"
+
+
+@pytest.mark.parametrize("method", ["local-max", "mp-nms", "greedy"])
+def test_max_picks_and_threshold_limit_the_picks(score_map, method):
+    assert len(find_peaks(score_map, method, radius_px=RADIUS, threshold=0.3, max_picks=3)) == 3
+    if method == "mp-nms":
+        # the threshold segments; MP-NMS pools over what is left (small blobs here: radius 2),
+        # and peaks barely above the threshold leave single-voxel specks, which are dropped
+        peaks = find_peaks(score_map, method, radius_px=2.0, threshold=0.5)
+        assert np.all(peaks[:, 3] >= 0.5) and 1 <= len(peaks) < len(PLANTED)
+    else:
+        peaks = find_peaks(score_map, method, radius_px=RADIUS, threshold=0.75)
+        assert np.all(peaks[:, 3] >= 0.75) and len(peaks) == 5  # planted heights 1.0 ... 0.77
+
+
+def test_mask_restricts_picks(score_map):
+    mask = np.zeros(SHAPE, bool)
+    mask[:, :, :32] = True
+    peaks = find_peaks(score_map, "greedy", radius_px=RADIUS, mask=mask)
+    assert _as_set(peaks[:, :3]) == _as_set(PLANTED[PLANTED[:, 0] < 32])
+
+
+@pytest.mark.parametrize("refine", ["centroid", "quadratic"])
+def test_subvoxel_refinement_finds_an_off_grid_centre(refine):
+    true_xyz = np.array([20.3, 18.6, 11.8])
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in SHAPE], indexing="ij"), axis=-1)
+    scores = np.exp(-((grid - true_xyz[::-1]) ** 2).sum(-1) / (2 * 2.0**2)).astype(np.float32)
+    peak = find_peaks(scores, "local-max", radius_px=RADIUS, refine=refine)[0, :3]
+    tolerance = 0.15 if refine == "quadratic" else 0.35
+    np.testing.assert_allclose(peak, true_xyz, atol=tolerance)
+    assert np.abs(peak - true_xyz).max() < np.abs(np.rint(true_xyz) - true_xyz).max()
+
+
+def test_mp_nms_iterations_follow_deepetpicker_equation_6():
+    assert mp_nms_iterations(3.0) == 3 and mp_nms_iterations(3.5) == 4 and mp_nms_iterations(0.4) == 1
+
+
+def test_bad_arguments_are_refused(score_map):
+    with pytest.raises(ValueError, match="unknown peak method 'watershed'"):
+        find_peaks(score_map, "watershed", radius_px=RADIUS)
+    with pytest.raises(ValueError, match="mask shape"):
+        find_peaks(score_map, radius_px=RADIUS, mask=np.ones((2, 2, 2), bool))

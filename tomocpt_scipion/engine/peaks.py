@@ -1,0 +1,214 @@
+"""Peak extraction from score maps: one interface, three methods.
+
+``find_peaks(scores, method, ...)`` returns an (N, 4) array of x, y, z (pixels of the score
+map) and score, best first:
+
+- ``local-max`` (tomoCPT): scikit-image ``peak_local_max``; a peak is the maximum of the
+  cube of edge ``min_distance_px`` around it and above ``threshold``; borders are kept
+  (``exclude_border=False``).
+- ``mp-nms`` (DeepETPicker): the map is binarised at ``threshold``; ``ceil(2r / (k - 1))``
+  iterations of k³ mean pooling (eq. 6, k = 3) turn each blob into a soft mask that peaks at
+  its centre; a ``(2r + 1)³`` max pooling keeps local maxima whose pooled value reaches
+  ``mp_min_fill``; maxima closer than ``min_distance_px`` are de-duplicated with a KD-tree
+  (the lower one goes), and each centre moves to the highest score within r / 2. Runs on
+  the GPU when ``device`` is one.
+- ``greedy`` (TomoPicker): repeatedly take the highest remaining voxel and set a sphere of
+  ``radius_px`` around it to -inf, until ``max_picks`` or nothing above ``threshold``
+  remains. Exact, with a block-maximum index so each pick costs one block update instead of
+  a scan of the volume.
+
+Scores are the map's values at the peaks. Optional sub-voxel refinement: ``centroid``
+(score-weighted 3×3×3 centroid) or ``quadratic`` (parabola through the peak and its two
+neighbours along each axis).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.spatial import cKDTree
+
+__all__ = ["find_peaks", "PEAK_METHODS", "REFINEMENTS", "mp_nms_iterations"]
+
+PEAK_METHODS = ("local-max", "mp-nms", "greedy")
+REFINEMENTS = ("none", "centroid", "quadratic")
+_MP_KERNEL = 3
+_GREEDY_BLOCK = 16
+
+
+def mp_nms_iterations(radius_px: float, kernel: int = _MP_KERNEL) -> int:
+    """DeepETPicker eq. 6: mean-pooling iterations so the receptive field spans 2r + 1 voxels."""
+    return max(1, math.ceil(2 * radius_px / (kernel - 1)))
+
+
+def _local_max(scores: np.ndarray, min_distance_px: float, threshold: float, max_picks: int | None) -> np.ndarray:
+    from skimage.feature import peak_local_max
+
+    # tomoCPT: each voxel is compared with a cubic neighbourhood whose edge is min_distance
+    distance = max(1, int(round(min_distance_px / 2)))
+    zyx = peak_local_max(scores, min_distance=distance, threshold_abs=threshold, exclude_border=False,
+                         num_peaks=max_picks if max_picks else np.inf)
+    return zyx
+
+
+def _dedupe(zyx: np.ndarray, values: np.ndarray, min_distance_px: float) -> np.ndarray:
+    """Drop the lower of any two maxima closer than ``min_distance_px`` (highest kept first)."""
+    order = np.argsort(-values, kind="stable")
+    zyx = zyx[order]
+    if len(zyx) < 2 or min_distance_px <= 0:
+        return zyx
+    pairs = cKDTree(zyx).query_pairs(min_distance_px - 1e-9, output_type="ndarray")
+    keep = np.ones(len(zyx), dtype=bool)
+    if len(pairs):
+        pairs.sort(axis=1)  # (better, worse): rows are sorted by value
+        pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+        starts = np.searchsorted(pairs[:, 0], np.arange(len(zyx) + 1))
+        # only peaks with a close neighbour are visited, best first; a kept one removes its worse neighbours
+        for better in np.unique(pairs[:, 0]):
+            if keep[better]:
+                keep[pairs[starts[better]:starts[better + 1], 1]] = False
+    return zyx[keep]
+
+
+def _mp_nms(scores: np.ndarray, radius_px: float, min_distance_px: float, threshold: float,
+            min_fill: float, device: torch.device) -> np.ndarray:
+    binary = torch.from_numpy(np.ascontiguousarray(scores >= threshold, dtype=np.float32)).to(device)[None, None]
+    soft = binary
+    for _ in range(mp_nms_iterations(radius_px)):
+        soft = F.avg_pool3d(soft, _MP_KERNEL, stride=1, padding=_MP_KERNEL // 2, count_include_pad=True)
+    window = 2 * int(round(radius_px)) + 1
+    maxima = F.max_pool3d(soft, window, stride=1, padding=window // 2)
+    is_peak = (soft == maxima) & (soft >= min_fill) & (binary > 0)
+    zyx = torch.nonzero(is_peak[0, 0]).cpu().numpy()
+    pooled = soft[0, 0][tuple(torch.from_numpy(zyx.T).to(device))].cpu().numpy() if len(zyx) else np.zeros(0)
+    # among equal plateaus the pooled value ties; the score map breaks them
+    zyx = _dedupe(zyx, pooled + 1e-6 * scores[tuple(zyx.T)], min_distance_px)
+    return _snap_to_score_maximum(scores, zyx, max(1, int(math.ceil(radius_px / 2))))
+
+
+def _snap_to_score_maximum(scores: np.ndarray, zyx: np.ndarray, half: int) -> np.ndarray:
+    """Move each MP-NMS centre to the highest score within ``half`` voxels (a blob cut by a
+    tomogram face has its pooled centre pushed off the particle; the score peak is not)."""
+    if not len(zyx):
+        return zyx
+    axis = np.arange(-half, half + 1)
+    offsets = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
+    candidates = zyx[:, None, :] + offsets[None]
+    inside = np.all((candidates >= 0) & (candidates < scores.shape), axis=2)
+    clipped = np.clip(candidates, 0, np.array(scores.shape) - 1)
+    values = np.where(inside, scores[tuple(np.moveaxis(clipped, 2, 0))], -np.inf)
+    return candidates[np.arange(len(zyx)), np.argmax(values, axis=1)]
+
+
+def _sphere_offsets(radius_px: float) -> np.ndarray:
+    r = int(math.floor(radius_px))
+    axis = np.arange(-r, r + 1)
+    grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3)
+    return grid[(grid**2).sum(1) <= radius_px**2]
+
+
+def _greedy(scores: np.ndarray, radius_px: float, threshold: float, max_picks: int | None) -> np.ndarray:
+    work = np.array(scores, dtype=np.float32)
+    shape = np.array(work.shape)
+    b = _GREEDY_BLOCK
+    n_blocks = -(-shape // b)
+    padded = np.full(n_blocks * b, -np.inf, dtype=np.float32)
+    padded[:shape[0], :shape[1], :shape[2]] = work
+    work = padded
+    blocks = work.reshape(n_blocks[0], b, n_blocks[1], b, n_blocks[2], b)
+    block_max = blocks.max(axis=(1, 3, 5))
+    offsets = _sphere_offsets(radius_px)
+    picks = []
+    limit = max_picks or np.inf
+    while len(picks) < limit:
+        best_block = np.unravel_index(np.argmax(block_max), block_max.shape)
+        if not block_max[best_block] >= threshold or not np.isfinite(block_max[best_block]):
+            break
+        cube = blocks[best_block[0], :, best_block[1], :, best_block[2], :]
+        local = np.unravel_index(np.argmax(cube), cube.shape)
+        peak = np.array(best_block) * b + np.array(local)
+        picks.append(peak)
+        stamp = peak + offsets
+        stamp = stamp[np.all((stamp >= 0) & (stamp < shape), axis=1)]
+        work[tuple(stamp.T)] = -np.inf
+        for block in {tuple(v) for v in stamp // b}:  # refresh only the touched blocks
+            block_max[block] = blocks[block[0], :, block[1], :, block[2], :].max()
+    return np.array(picks, dtype=int).reshape(-1, 3)
+
+
+def _refine(scores: np.ndarray, zyx: np.ndarray, method: str) -> np.ndarray:
+    positions = zyx.astype(float)
+    if method == "none" or len(zyx) == 0:
+        return positions
+    padded = np.pad(scores, 1, mode="edge")
+    centre = zyx + 1
+    if method == "quadratic":
+        for axis in range(3):
+            step = np.zeros(3, dtype=int)
+            step[axis] = 1
+            left, mid, right = (padded[tuple((centre + s * step).T)] for s in (-1, 0, 1))
+            curvature = left - 2 * mid + right
+            shift = np.where(curvature < 0, 0.5 * (left - right) / np.where(curvature < 0, curvature, 1), 0.0)
+            positions[:, axis] += np.clip(shift, -0.5, 0.5)
+        return positions
+    offsets = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    values = np.stack([padded[tuple((centre + o).T)] for o in offsets], axis=1)
+    weights = np.clip(values - values.min(axis=1, keepdims=True), 0, None)
+    total = weights.sum(axis=1, keepdims=True)
+    shift = np.where(total > 0, weights @ offsets / np.where(total > 0, total, 1), 0.0)
+    return positions + shift
+
+
+def find_peaks(scores: np.ndarray, method: str = "local-max", *, radius_px: float, min_distance_px: float | None = None,
+               threshold: float = 0.3, max_picks: int | None = None, refine: str = "none",
+               mask: np.ndarray | None = None, mp_min_fill: float = 0.05,
+               device: torch.device | str = "cpu") -> np.ndarray:
+    """Particle centres in a score map.
+
+    Parameters
+    ----------
+    scores : (z, y, x) score map.
+    method : ``local-max``, ``mp-nms`` or ``greedy``.
+    radius_px : particle radius in pixels of the map (MP-NMS pooling, greedy sphere).
+    min_distance_px : smallest distance between picks, pixels; defaults to the diameter.
+    threshold : score threshold (``mp-nms``: the segmentation threshold).
+    max_picks : keep at most this many, best first.
+    refine : sub-voxel refinement, ``none``, ``centroid`` or ``quadratic``.
+    mask : (z, y, x) bool; picks only where True.
+    mp_min_fill : smallest pooled value of an MP-NMS maximum (rejects specks).
+    device : torch device for MP-NMS.
+
+    Returns
+    -------
+    (N, 4) float array: x, y, z in pixels of ``scores``, and score; best first.
+
+    Raises
+    ------
+    ValueError
+        Unknown method or refinement, bad radius, or a mask of another shape.
+    """
+    if method not in PEAK_METHODS:
+        raise ValueError(f"unknown peak method {method!r}; valid: {list(PEAK_METHODS)}.")
+    if refine not in REFINEMENTS:
+        raise ValueError(f"unknown refinement {refine!r}; valid: {list(REFINEMENTS)}.")
+    if not radius_px > 0:
+        raise ValueError(f"radius_px must be > 0, got {radius_px}.")
+    min_distance_px = 2 * radius_px if min_distance_px is None else min_distance_px
+    scores = np.asarray(scores, dtype=np.float32)
+    if mask is not None:
+        if mask.shape != scores.shape:
+            raise ValueError(f"mask shape {mask.shape} differs from the score map's {scores.shape}.")
+        scores = np.where(mask, scores, -np.inf if method == "greedy" else 0.0).astype(np.float32)
+    if method == "local-max":
+        zyx = _local_max(scores, min_distance_px, threshold, max_picks)
+    elif method == "mp-nms":
+        zyx = _mp_nms(scores, radius_px, min_distance_px, threshold, mp_min_fill, torch.device(device))
+    else:
+        zyx = _greedy(scores, radius_px, threshold, max_picks)
+    values = scores[tuple(zyx.T)] if len(zyx) else np.zeros(0, np.float32)
+    order = np.argsort(-values, kind="stable")[:max_picks or None]
+    zyx, values = zyx[order], values[order]
+    xyz = _refine(scores, zyx, refine)[:, ::-1]
+    return np.column_stack([xyz, values]).astype(float) if len(zyx) else np.zeros((0, 4))

@@ -1,0 +1,114 @@
+"""Picking pipeline: checkpoint + tomograms (+ masks) → coordinate tables and output files.
+
+Peaks are found on the score map at the training scale (particle ≈ ``target_diameter_px``)
+and scaled back to pixels of each tomogram file, so picking costs the same whatever the
+tomogram's pixel size. Masks (MRC, any shape) are looked up at the training grid by
+nearest neighbour, scaled by the ratio of the mask's to the tomogram's shape.
+
+Outputs of :func:`write_picks` in ``out_dir``: ``picks.star`` (RELION 4: pixels),
+``picks_relion5.star`` (RELION 5: centred Å), ``picks.csv``, ``<tomo>.coords`` per tomogram,
+and with score maps ``<tomo>_scores.mrc`` (float16, at the tomogram's grid; one file per
+class, ``_scores_<class>`` when there are several).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .config import EngineConfig
+from .infer import ScoreMap, predict_scores, score_map_at_original_grid
+from .io import coordinate_table, read_mrc, write_coordinates, write_mrc
+from .peaks import find_peaks
+
+__all__ = ["pick_tomogram", "picks_from_scores", "write_picks", "mask_at_training_grid"]
+
+logger = logging.getLogger(__name__)
+
+
+def mask_at_training_grid(mask_path: str | Path, score_map: ScoreMap) -> np.ndarray:
+    """(z, y, x) bool mask on the score map's grid, from a mask MRC of any shape.
+
+    Raises
+    ------
+    ValueError
+        The mask is not 3-D.
+    """
+    mask, _ = read_mrc(mask_path)
+    ratio = np.array(mask.shape) / np.array(score_map.original_shape)
+    indices = [np.clip(np.rint(np.arange(n) / score_map.zoom * r).astype(int), 0, m - 1)
+               for n, r, m in zip(score_map.scores.shape[1:], ratio, mask.shape)]
+    return np.asarray(mask[np.ix_(*indices)]) > 0
+
+
+def picks_from_scores(score_map: ScoreMap, config: EngineConfig, tomo_name: str, method: str = "local-max",
+                      threshold: float = 0.3, min_distance_a: float | None = None, max_picks: int | None = None,
+                      refine: str = "none", mask: np.ndarray | None = None,
+                      device: torch.device | str = "cpu") -> pd.DataFrame:
+    """Coordinate table (pixels of the tomogram file) of every class's peaks."""
+    voxel_a = score_map.pixel_size_a / score_map.zoom
+    radius_px = config.diameter_a / 2 / voxel_a  # the particle radius at the training scale
+    min_distance_px = (min_distance_a if min_distance_a is not None else config.diameter_a) / voxel_a
+    tables = []
+    if method == "mp-nms":  # mean pooling spans the blobs the network was taught: the label's size
+        radius_px = config.label_radius_px
+    for channel in range(score_map.scores.shape[0]):
+        peaks = find_peaks(score_map.scores[channel], method, radius_px=radius_px, min_distance_px=min_distance_px,
+                           threshold=threshold, max_picks=max_picks, refine=refine, mask=mask, device=device)
+        tables.append(coordinate_table(peaks[:, :3] / score_map.zoom, tomo_name, peaks[:, 3], channel + 1))
+    table = pd.concat(tables, ignore_index=True)
+    return table.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def pick_tomogram(model, config: EngineConfig, tomogram: str | Path, *, pixel_size_a: float | None = None,
+                  mask: str | Path | None = None, method: str = "local-max", threshold: float = 0.3,
+                  min_distance_a: float | None = None, max_picks: int | None = None, refine: str = "none",
+                  device: torch.device | str = "cpu", **network_options) -> tuple[pd.DataFrame, ScoreMap]:
+    """Score and pick one tomogram.
+
+    Parameters
+    ----------
+    model, config : from :func:`.checkpoint.load_model`.
+    tomogram : MRC file; its stem names the tomogram.
+    pixel_size_a : pixel size when the header has none.
+    mask : MRC mask; picks only where it is > 0.
+    method, threshold, min_distance_a, max_picks, refine : see :func:`.peaks.find_peaks`
+        (``min_distance_a`` in Å, default the particle diameter).
+    device : torch device.
+    **network_options : merge, window, overlap, pad, batch_size, tta (see :func:`.infer.run_network`).
+
+    Returns
+    -------
+    The coordinate table and the score map.
+    """
+    score_map = predict_scores(model, config, tomogram, pixel_size_a, device, **network_options)
+    mask_array = mask_at_training_grid(mask, score_map) if mask else None
+    table = picks_from_scores(score_map, config, Path(tomogram).stem, method, threshold, min_distance_a,
+                              max_picks, refine, mask_array, device)
+    logger.info("%s: %d pick(s) (%s, threshold %g)", Path(tomogram).name, len(table), method, threshold)
+    return table, score_map
+
+
+def write_picks(out_dir: str | Path, table: pd.DataFrame, pixel_size_a: float,
+                tomo_shapes: dict[str, Sequence[int]], score_maps: dict[str, ScoreMap] | None = None,
+                classes: Sequence[str] = ("particle",), overwrite: bool = False) -> list[Path]:
+    """Write picks in every output format (and score maps when given); returns the paths."""
+    out_dir = Path(out_dir)
+    written = [write_coordinates(out_dir / "picks.star", table, pixel_size_a=pixel_size_a, overwrite=overwrite),
+               write_coordinates(out_dir / "picks_relion5.star", table, pixel_size_a=pixel_size_a,
+                                 tomo_shapes=tomo_shapes, relion_version=5, overwrite=overwrite),
+               write_coordinates(out_dir / "picks.csv", table, overwrite=overwrite)]
+    for name in tomo_shapes:
+        written.append(write_coordinates(out_dir / f"{name}.coords", table[table["tomo_name"] == name],
+                                         overwrite=overwrite))
+    for name, score_map in (score_maps or {}).items():
+        for channel in range(score_map.scores.shape[0]):
+            suffix = "" if score_map.scores.shape[0] == 1 else f"_{classes[channel]}"
+            volume = score_map_at_original_grid(score_map, channel).astype(np.float16)
+            written.append(write_mrc(out_dir / f"{name}_scores{suffix}.mrc", volume, score_map.pixel_size_a,
+                                     overwrite=overwrite))
+    return written
