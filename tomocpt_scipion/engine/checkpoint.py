@@ -7,6 +7,7 @@ reads it without unpickling arbitrary objects:
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from .config import EngineConfig
 from .io import atomic_path
 from .models import build_model
 
-__all__ = ["CHECKPOINT_FORMAT", "save_checkpoint", "read_checkpoint", "load_model"]
+__all__ = ["CHECKPOINT_FORMAT", "save_checkpoint", "read_checkpoint", "load_model", "write_model_summary"]
 
 CHECKPOINT_FORMAT = "tomocpt-checkpoint-1"
 
@@ -62,3 +63,12 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn
     model = build_model(config.backbone, config.out_channels, config.model_size)
     model.load_state_dict(payload["state_dict"])
     return model.to(device).eval(), config
+
+
+def write_model_summary(path: str | Path, config: EngineConfig, epoch: int, val_loss: float) -> Path:
+    """JSON beside a checkpoint: its config, epoch and validation loss, for readers without torch."""
+    summary = {"format": CHECKPOINT_FORMAT, "config": config.to_dict(), "epoch": int(epoch),
+               "val_loss": float(val_loss)}
+    with atomic_path(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
+    return Path(path)

@@ -216,6 +216,9 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tomograms", nargs="+", required=True, help="tomograms to pick (MRC)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--pixel-size", type=float, help="pixel size in Å when the MRC headers have none")
+    parser.add_argument("--diameter", type=float,
+                        help="diameter in Å of the particles to pick, when it differs from the model's: "
+                             "tomograms are rescaled so they look like the training particles")
     parser.add_argument("--masks", nargs="*", default=[],
                         help="mask MRC files, one per tomogram in the same order (picks only where > 0)")
     parser.add_argument("--method", choices=PEAK_METHODS, default="local-max",
@@ -232,6 +235,7 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="patches per forward pass (default 4)")
     parser.add_argument("--tta", action="store_true", help="average over flips (4 passes)")
     parser.add_argument("--save-scores", action="store_true", help="write score maps (float16 MRC)")
+    parser.add_argument("--preview", action="store_true", help="draw the picks over slices (<tomo>_picks.png)")
     parser.add_argument("--device", help="torch device (default: CUDA when available)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
@@ -240,13 +244,15 @@ def _predict(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from .checkpoint import load_model
-    from .predict import pick_tomogram, write_picks
+    from .predict import pick_tomogram, write_picks, write_preview
     from .train import select_device
 
     if args.masks and len(args.masks) != len(args.tomograms):
         raise ValueError(f"{len(args.masks)} mask(s) for {len(args.tomograms)} tomogram(s); give one per tomogram.")
     device = select_device(args.device)
     model, config = load_model(args.model, device)
+    if args.diameter:
+        config.diameter_a = args.diameter
     shapes, header_pixel = _tomogram_geometry(args.tomograms)
     pixel_size = args.pixel_size or header_pixel
     tables, score_maps = [], {}
@@ -259,6 +265,8 @@ def _predict(args: argparse.Namespace) -> None:
         tables.append(table)
         if args.save_scores:
             score_maps[Path(tomogram).stem] = score_map
+        if args.preview:
+            write_preview(args.out, tomogram, table, config.diameter_a, score_map.pixel_size_a)
         print(f"{Path(tomogram).name}: {len(table)} pick(s)", flush=True)
     written = write_picks(args.out, pd.concat(tables, ignore_index=True), pixel_size, shapes, score_maps,
                           config.classes, args.overwrite)
@@ -306,6 +314,26 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(f"F1max {report.overall['f1']:.3f} at score threshold {report.best_threshold:.4g}")
 
 
+# ----------------------------------------------------------------------------- inspect
+def _inspect_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="checkpoint to check and describe")
+    parser.add_argument("--json", help="also write its config, epoch and validation loss to this JSON file")
+
+
+def _inspect(args: argparse.Namespace) -> None:
+    from .checkpoint import read_checkpoint, write_model_summary
+    from .config import EngineConfig
+
+    payload = read_checkpoint(args.model)
+    config = EngineConfig.from_dict(payload["config"])
+    print(f"{args.model}: {config.model_size} {config.backbone}, {config.label} labels, {config.loss} loss "
+          f"({config.recipe} recipe); classes {config.classes}; particle {config.diameter_a:.0f} Å at "
+          f"{config.voxel_size_a:.2f} Å/px; epoch {payload['epoch']}, validation loss {payload['val_loss']:.4g}; "
+          f"engine {config.engine_version}")
+    if args.json:
+        write_model_summary(args.json, config, payload["epoch"], payload["val_loss"])
+
+
 # ----------------------------------------------------------------------------- entry point
 #: sub-command -> (add its arguments, run it, one-line help)
 _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
@@ -316,6 +344,7 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
     "train": (_train_arguments, _train, "train a picker (tomoCPT, DeepETPicker or TomoPicker recipe)"),
     "predict": (_predict_arguments, _predict, "pick particles with a trained model"),
     "evaluate": (_evaluate_arguments, _evaluate, "compare picks with reference coordinates (P, R, F1, AD)"),
+    "inspect": (_inspect_arguments, _inspect, "check a checkpoint and describe the model in it"),
 }
 
 

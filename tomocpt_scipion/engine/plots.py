@@ -8,7 +8,7 @@ import numpy as np
 
 from .io import atomic_path
 
-__all__ = ["plot_learning_curve", "plot_evaluation"]
+__all__ = ["plot_learning_curve", "plot_evaluation", "plot_picks"]
 
 
 def _figure(n_axes: int):
@@ -71,4 +71,24 @@ def plot_evaluation(sweep, hits_scores: np.ndarray, false_scores: np.ndarray, pa
     hist_axis.hist(false_scores, bins=bins, alpha=0.6, label=f"false picks ({len(false_scores)})")
     hist_axis.set(xlabel="score", ylabel="picks", title="Score histogram")
     hist_axis.legend()
+    return _save(plt, figure, path)
+
+
+def plot_picks(volume: np.ndarray, xyz_px: np.ndarray, radius_px: float, path: str | Path,
+               title: str = "", n_slices: int = 3) -> Path:
+    """Picks drawn as circles over ``n_slices`` evenly spaced z-slices of a (z, y, x) volume.
+
+    A pick is drawn on a slice when its centre lies within ``radius_px`` of it, with the
+    radius of its cross-section there.
+    """
+    plt, figure, axes = _figure(n_slices)
+    depth = volume.shape[0]
+    for axis, z in zip(axes, np.linspace(0, depth - 1, n_slices + 2)[1:-1].round().astype(int)):
+        image = np.asarray(volume[z], dtype=np.float32)
+        low, high = np.percentile(image, [1, 99])
+        axis.imshow(image, cmap="gray", vmin=low, vmax=high, origin="lower")
+        near = np.abs(xyz_px[:, 2] - z) < radius_px if len(xyz_px) else np.zeros(0, bool)
+        for x, y, zc in xyz_px[near, :3]:
+            axis.add_patch(plt.Circle((x, y), np.sqrt(radius_px**2 - (zc - z) ** 2), fill=False, color="tab:orange"))
+        axis.set(title=f"{title} z = {z} ({int(near.sum())} picks)".strip(), xticks=[], yticks=[])
     return _save(plt, figure, path)

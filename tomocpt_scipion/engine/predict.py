@@ -7,8 +7,9 @@ nearest neighbour, scaled by the ratio of the mask's to the tomogram's shape.
 
 Outputs of :func:`write_picks` in ``out_dir``: ``picks.star`` (RELION 4: pixels),
 ``picks_relion5.star`` (RELION 5: centred Å), ``picks.csv``, ``<tomo>.coords`` per tomogram,
-and with score maps ``<tomo>_scores.mrc`` (float16, at the tomogram's grid; one file per
-class, ``_scores_<class>`` when there are several).
+with score maps ``<tomo>_scores.mrc`` (float16, at the tomogram's grid; one file per
+class, ``_scores_<class>`` when there are several); :func:`write_preview` draws the picks
+over slices of a tomogram (``<tomo>_picks.png``).
 """
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ from .config import EngineConfig
 from .infer import ScoreMap, predict_scores, score_map_at_original_grid
 from .io import coordinate_table, read_mrc, write_coordinates, write_mrc
 from .peaks import find_peaks
+from .plots import plot_picks
 
-__all__ = ["pick_tomogram", "picks_from_scores", "write_picks", "mask_at_training_grid"]
+__all__ = ["pick_tomogram", "picks_from_scores", "write_picks", "write_preview", "mask_at_training_grid"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,3 +114,12 @@ def write_picks(out_dir: str | Path, table: pd.DataFrame, pixel_size_a: float,
             written.append(write_mrc(out_dir / f"{name}_scores{suffix}.mrc", volume, score_map.pixel_size_a,
                                      overwrite=overwrite))
     return written
+
+
+def write_preview(out_dir: str | Path, tomogram: str | Path, table: pd.DataFrame, diameter_a: float,
+                  pixel_size_a: float) -> Path:
+    """``<tomo>_picks.png``: the picks of one tomogram over three of its z-slices."""
+    volume, _ = read_mrc(tomogram)
+    name = Path(tomogram).stem
+    picks = table[table["tomo_name"] == name][["x", "y", "z"]].to_numpy(float)
+    return plot_picks(volume, picks, diameter_a / 2 / pixel_size_a, Path(out_dir) / f"{name}_picks.png", name)

@@ -3,6 +3,7 @@
 Files written in ``out_dir`` (each atomically, after every epoch):
 
 - ``model.pt``: best checkpoint so far (lowest validation loss), see :mod:`.checkpoint`;
+- ``model.json``: its config, epoch and validation loss (readable without torch);
 - ``last.pt``: the full training state, for ``resume``;
 - ``training_log.csv``: epoch, train_loss, val_loss, lr, seconds;
 - ``learning_curve.png``.
@@ -28,7 +29,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .checkpoint import read_checkpoint, save_checkpoint
+from .checkpoint import read_checkpoint, save_checkpoint, write_model_summary
 from .config import EngineConfig
 from .data import PatchDataset, prepare_tomogram, sample_patches, split_validation
 from .io import atomic_path
@@ -46,6 +47,7 @@ ENCODER_PREFIXES = {"swinunetr": ("swinViT", "encoder1.", "encoder2.", "encoder3
                     "resunet": ("encoders.",), "multiresunet": ()}
 _STATE_FILE = "last.pt"
 _MODEL_FILE = "model.pt"
+_SUMMARY_FILE = "model.json"
 _LOG_FILE = "training_log.csv"
 _CURVE_FILE = "learning_curve.png"
 _LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "lr", "seconds")
@@ -292,6 +294,7 @@ def train(tomograms: Sequence[str | Path], coordinates: pd.DataFrame, config: En
         if rank == 0:
             if improved:
                 save_checkpoint(out_dir / _MODEL_FILE, model, config, epoch + 1, val_loss)
+                write_model_summary(out_dir / _SUMMARY_FILE, config, epoch + 1, val_loss)
             _save_state(state_path, model, optimizer, scheduler, history, epoch + 1, best_loss,
                         best_epoch, bad_epochs)
             _write_log(out_dir, history)
