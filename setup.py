@@ -36,7 +36,7 @@ setup(
         "matplotlib",
         "tqdm",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "scipion-em-reliontomo", "scipion-em-dynamo"]},
     entry_points={
         "pyworkflow.plugin": ["tomocpt_scipion = tomocpt_scipion"],
         "console_scripts": ["tomocpt-engine = tomocpt_scipion.engine.cli:main"],

@@ -40,6 +40,9 @@ def linkTomograms(tomograms, folder) -> dict:
 def coordinatesTable(coordinates, tomograms, classId=1) -> pd.DataFrame:
     """Engine table of a SetOfCoordinates3D in pixels of the given tomograms' files.
 
+    ``tomograms`` is a SetOfTomograms (iterated once; Scipion reuses the item object, so
+    never keep the items of a set in a list without cloning them).
+
     Coordinates stored at another sampling rate than the tomograms are scaled to theirs.
     Coordinates of tomograms that are not in ``tomograms`` are left out.
     """

@@ -63,7 +63,7 @@ class ProtTomoCPTEvaluate(EMProtocol, ProtTomoBase):
 
     # --------------------------- STEPS functions -----------------------------
     def convertInputStep(self):
-        tomograms = list(self.inputPicks.get().getPrecedents())
+        tomograms = self.inputPicks.get().getPrecedents()
         picks = scoredCoordinatesTable(self.inputPicks.get(), tomograms)
         writeCoordinatesCsv(picks, self._getExtraPath("picks.csv"))
         writeCoordinatesCsv(scoredCoordinatesTable(self.inputReference.get(), tomograms),

@@ -1,0 +1,308 @@
+"""A real Scipion project: import → train → pick on held-out tomograms → evaluate.
+
+Tiny settings (CPU, ~1.5 minutes): five simulated 96 × 96 × 48 tomograms at 20 Å/px, SNR 1;
+three for training (one of them validates) with 80 % of their ribosomes annotated, two
+held out for picking and evaluation against all their ribosomes.
+"""
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+from pyworkflow.object import Pointer
+from pyworkflow.tests import BaseTest, setupTestProject
+from tomo.constants import BOTTOM_LEFT_CORNER
+from tomo.objects import SetOfCoordinates3D
+from tomo.protocols import ProtImportCoordinates3D, ProtImportTomograms
+
+from tomocpt_scipion.engine import io
+from tomocpt_scipion.engine.simulate import SimulationConfig, simulate_dataset
+from tomocpt_scipion.objects import TomoCPTModel
+from tomocpt_scipion.protocols import (ProtTomoCPTEvaluate, ProtTomoCPTImportModel, ProtTomoCPTPick,
+                                       ProtTomoCPTTrain)
+from tomocpt_scipion.viewers import TomoCPTEvaluateViewer, TomoCPTPickViewer, TomoCPTTrainViewer
+
+PIXEL_SIZE_A = 20.0
+ANNOTATED_FRACTION = 0.8
+# 20 epochs of the small ResUNet on partly annotated tomograms: the engine's end-to-end test
+# (full annotation, 25 epochs) reaches 0.89; here F1 must be far above what random picks at
+# this density give (< 0.15).
+F1_BOUND = 0.6
+
+
+def simulate(folder, seed, n_tomograms=4, **config):
+    config = SimulationConfig(**{**dict(shape_zyx=(48, 96, 96), pixel_size_a=PIXEL_SIZE_A, n_target=20,
+                                        n_distractors=12, snr=1.0), **config})
+    summary = simulate_dataset(folder, n_tomograms, config, seed=seed)
+    return summary
+
+
+def split_folders(root, summary, training_names):
+    """Training / held-out tomogram folders and annotation folders (partial for training)."""
+    rng = np.random.default_rng(0)
+    for name in summary["tomograms"]:
+        kind = "train" if name in training_names else "test"
+        os.makedirs(os.path.join(root, kind, "tomograms"), exist_ok=True)
+        os.makedirs(os.path.join(root, kind, "annotations"), exist_ok=True)
+        shutil.copy(os.path.join(root, "tomograms", f"{name}.mrc"), os.path.join(root, kind, "tomograms"))
+        truth = io.read_coordinates(os.path.join(root, "coordinates", "4v94", f"{name}.txt"))
+        if kind == "train":
+            truth = truth.iloc[np.sort(rng.choice(len(truth), int(ANNOTATED_FRACTION * len(truth)), replace=False))]
+        io.write_coordinates(os.path.join(root, kind, "annotations", f"{name}.txt"), truth)
+
+
+class TomoCPTProjectTest(BaseTest):
+    """Helpers shared by the Scipion tests."""
+
+    @classmethod
+    def importTomograms(cls, folder, samplingRate=PIXEL_SIZE_A, **extra):
+        return cls.launchProtocol(cls.newProtocol(ProtImportTomograms, filesPath=folder, filesPattern="*.mrc",
+                                                  samplingRate=samplingRate, **extra)).Tomograms
+
+    @classmethod
+    def importCoordinates(cls, folder, tomograms, boxSize=20, samplingRate=PIXEL_SIZE_A, label=None):
+        """The import protocol (its output is ``outputCoordinates``)."""
+        protocol = cls.newProtocol(ProtImportCoordinates3D, importFrom=0, filesPath=folder, filesPattern="*.txt",
+                                   importTomograms=tomograms, boxSize=boxSize, samplingRate=samplingRate)
+        if label:
+            protocol.setObjLabel(label)
+        return cls.launchProtocol(protocol)
+
+    @staticmethod
+    def addCoordinates(protocol, importProtocol):
+        protocol.inputCoordinates.append(Pointer(importProtocol, extended="outputCoordinates"))
+
+
+class TestTrainPickEvaluate(TomoCPTProjectTest):
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+        cls.root = cls.getOutputPath("simulated")
+        cls.summary = simulate(cls.root, seed=5, n_tomograms=5)
+        cls.diameter = cls.summary["diameters_a"]["4v94"]
+        names = list(cls.summary["tomograms"])
+        split_folders(cls.root, cls.summary, names[:3])
+        cls.trainTomograms = cls.importTomograms(os.path.join(cls.root, "train", "tomograms"))
+        cls.testTomograms = cls.importTomograms(os.path.join(cls.root, "test", "tomograms"))
+        annotate = cls.importCoordinates(os.path.join(cls.root, "train", "annotations"), cls.trainTomograms,
+                                         label="ribosome")
+        cls.annotate = annotate
+        cls.annotations = annotate.outputCoordinates
+        cls.reference = cls.importCoordinates(os.path.join(cls.root, "test", "annotations"),
+                                              cls.testTomograms).outputCoordinates
+        train = cls.newProtocol(ProtTomoCPTTrain, inputTomograms=cls.trainTomograms, diameter=cls.diameter,
+                                recipe=1, modelSize=1, patchSize=32, epochs=20, batchSize=4)
+        cls.addCoordinates(train, annotate)
+        cls.train = cls.launchProtocol(train)
+        cls.pick = cls.launchProtocol(cls.newProtocol(ProtTomoCPTPick, inputTomograms=cls.testTomograms,
+                                                      inputModel=cls.train.model, threshold=0.05))
+        cls.evaluate = cls.launchProtocol(cls.newProtocol(ProtTomoCPTEvaluate, inputPicks=cls.pick.coordinates,
+                                                          inputReference=cls.reference))
+
+    def test_training_outputs_a_model_with_provenance(self):
+        model = self.train.model
+        self.assertIsInstance(model, TomoCPTModel)
+        self.assertTrue(os.path.exists(model.getCheckpoint()))
+        self.assertFalse(os.path.isabs(model.getCheckpoint()), "checkpoint path must be project-relative")
+        self.assertEqual((model.getBackbone(), model.getLabelType(), model.getClasses()),
+                         ("resunet", "tball", ["ribosome"]))
+        self.assertAlmostEqual(model.getDiameter(), self.diameter, places=3)
+        self.assertAlmostEqual(model.getTrainingSamplingRate(), self.diameter / 10, places=3)
+        self.assertEqual(model.getFiles(), {model.getCheckpoint()})
+        parents = {p.getObjId() for p in self.proj.getSourceParents(model)}
+        self.assertIn(self.trainTomograms.getObjId(), parents)
+        # a relation through a pointer with an extension is stored on the producing protocol
+        self.assertTrue({self.annotations.getObjId(), self.annotate.getObjId()} & parents)
+        self.assertTrue(os.path.exists(self.train.getLearningCurvePath()))
+
+    def test_picks_carry_everything_relion_and_dynamo_extraction_read(self):
+        picks = self.pick.coordinates
+        self.assertIsInstance(picks, SetOfCoordinates3D)
+        self.assertGreater(picks.getSize(), 10)
+        self.assertEqual(picks.getSamplingRate(), self.testTomograms.getSamplingRate())
+        self.assertEqual(picks.getBoxSize(), int(2 * np.ceil(1.2 * self.diameter / PIXEL_SIZE_A / 2)))
+        self.assertEqual(picks.getPrecedents().getObjId(), self.testTomograms.getObjId())
+        self.assertTrue(picks.isStreamClosed())
+        tomograms = {t.getTsId(): t for t in self.testTomograms}
+        for coordinate in picks.iterCoordinates():
+            tomo = coordinate.getVolume()
+            self.assertEqual(coordinate.getTomoId(), tomo.getTsId())
+            self.assertIn(coordinate.getTomoId(), tomograms)
+            position = np.array(coordinate.getPosition(BOTTOM_LEFT_CORNER))
+            self.assertTrue(np.all(position >= -0.5) and np.all(position <= np.array(tomo.getDimensions()) - 0.5))
+            self.assertTrue(0 <= coordinate.getScore() <= 1)
+            self.assertEqual(coordinate.getGroupId(), 1)
+            np.testing.assert_array_equal(coordinate.getMatrix(), np.eye(4))
+        parents = {p.getObjId() for p in self.proj.getSourceParents(picks)}
+        self.assertIn(self.testTomograms.getObjId(), parents)
+        self.assertIn(self.train.model.getObjId(), parents)
+
+    def test_relion5_relion4_and_dynamo_input_writers_take_the_picks_as_they_are(self):
+        """Run the input-side conversion of RELION 5 extraction, RELION 4 prepare-data and Dynamo
+        extraction on the picks; every position they write is the engine's pixel position."""
+        import starfile
+        from dynamo.convert.convert import matrix2eulerAngles
+        from reliontomo.constants import IN_PARTICLES_STAR
+        from reliontomo.convert import writeSetOfCoordinates
+        from reliontomo.convert.convert50_tomo import Writer as Relion5Writer
+
+        picks = self.pick.coordinates
+        engine = (pd.concat([io.read_coordinates(self.pick._getExtraPath("picks", t.getTsId(), "picks.csv"))
+                             for t in self.testTomograms]).sort_values(["tomo_name", "x", "y"]))
+        tomoDict = {t.getTsId(): t.clone() for t in self.testTomograms}
+        out = self.getOutputPath("relion5_input")
+        os.makedirs(out, exist_ok=True)
+        Relion5Writer.coords2Star(picks, tomoDict, out)
+        relion5 = next(iter(starfile.read(os.path.join(out, IN_PARTICLES_STAR), always_dict=True).values()))
+        relion4_file = self.getOutputPath("relion4_particles.star")
+        writeSetOfCoordinates(picks, relion4_file, list(tomoDict), sRate=picks.getSamplingRate())
+        relion4 = next(iter(starfile.read(relion4_file, always_dict=True).values()))
+        for written in (relion5, relion4):
+            written = written.sort_values(["rlnTomoName", "rlnCoordinateX", "rlnCoordinateY"])
+            self.assertEqual(list(written["rlnTomoName"]), list(engine["tomo_name"]))
+            np.testing.assert_allclose(written[["rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"]].to_numpy(),
+                                       engine[["x", "y", "z"]].to_numpy(), atol=2e-3)
+        for coordinate in picks.iterCoordinates():  # what Dynamo's extraction reads, as it reads it
+            self.assertEqual(tuple(matrix2eulerAngles(coordinate.getMatrix())[:3]), (0, 0, 0))
+            self.assertTrue(os.path.exists(os.path.abspath(tomoDict[coordinate.getTomoId()].getFileName())))
+
+    def test_evaluation_finds_the_simulated_particles(self):
+        self.assertGreaterEqual(self.evaluate.f1.get(), F1_BOUND, self.evaluate.summary())
+        rows = self.evaluate.getPerTomogramMetrics()
+        self.assertEqual([r["tomo_name"] for r in rows][-1], "all")
+        self.assertEqual(len(rows), self.testTomograms.getSize() + 1)
+        kept = self.evaluate.coordinates
+        self.assertEqual(kept.getSize(), sum(1 for c in self.pick.coordinates.iterCoordinates()
+                                             if c.getScore() >= self.evaluate.bestThreshold.get()))
+        self.assertIn("F1", self.evaluate.summary()[0])
+
+    def test_viewers_show_the_files_the_protocols_wrote(self):
+        for viewer, protocol in ((TomoCPTTrainViewer, self.train), (TomoCPTPickViewer, self.pick)):
+            views = viewer(project=self.proj, protocol=protocol)._visualize(protocol)
+            self.assertTrue(views and all(os.path.exists(v.path) for v in views))
+        rows = TomoCPTEvaluateViewer(project=self.proj, protocol=self.evaluate).getTableRows(self.evaluate)
+        self.assertEqual(rows[-1][0], "all")
+
+
+class TestCoordinateRoundTrip(TomoCPTProjectTest):
+    """Engine pixels → Scipion set → getPosition(BOTTOM_LEFT_CORNER) → the same pixels."""
+
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+        cls.root = cls.getOutputPath("odd")
+        simulate(cls.root, seed=2, n_tomograms=2, shape_zyx=(31, 47, 53), n_target=6, n_distractors=2)
+
+    def _roundTrip(self, tomograms):
+        from tomocpt_scipion.convert import coordinatesTable, fillCoordinates
+
+        truth = io.read_coordinates(os.path.join(self.root, "coordinates", "4v94.star"))
+        coordinates = SetOfCoordinates3D(filename=self.getOutputPath(f"coords_{tomograms.getObjId()}.sqlite"))
+        coordinates.setPrecedents(tomograms)
+        coordinates.setSamplingRate(tomograms.getSamplingRate())
+        fillCoordinates(coordinates, truth, {t.getTsId(): t.clone() for t in tomograms})
+        back = coordinatesTable(coordinates, tomograms)
+        np.testing.assert_allclose(back[["x", "y", "z"]].to_numpy(), truth[["x", "y", "z"]].to_numpy(), atol=1e-4)
+        self.assertEqual(list(back["tomo_name"]), list(truth["tomo_name"]))
+
+    def test_odd_sized_tomograms_with_the_default_origin(self):
+        self._roundTrip(self.importTomograms(os.path.join(self.root, "tomograms")))
+
+    def test_tomograms_with_a_non_default_origin(self):
+        self._roundTrip(self.importTomograms(os.path.join(self.root, "tomograms"), setOrigCoord=True,
+                                             x=13.0, y=-7.5, z=21.0))
+
+    def test_coordinates_imported_at_another_sampling_rate(self):
+        from tomocpt_scipion.convert import coordinatesTable
+
+        tomograms = self.importTomograms(os.path.join(self.root, "tomograms"))
+        binned = os.path.join(self.root, "binned")
+        truth = io.read_coordinates(os.path.join(self.root, "coordinates", "4v94.star"))
+        for name in truth["tomo_name"].unique():
+            part = truth[truth["tomo_name"] == name]
+            io.write_coordinates(os.path.join(binned, f"{name}.txt"), part.assign(x=part.x / 2, y=part.y / 2, z=part.z / 2))
+        coordinates = self.importCoordinates(binned, tomograms, samplingRate=2 * PIXEL_SIZE_A).outputCoordinates
+        back = coordinatesTable(coordinates, tomograms).sort_values(["tomo_name", "x"])
+        expected = truth.sort_values(["tomo_name", "x"])
+        np.testing.assert_allclose(back[["x", "y", "z"]].to_numpy(), expected[["x", "y", "z"]].to_numpy(), atol=2e-3)
+
+
+class TestPickContinueAndValidation(TomoCPTProjectTest):
+    @classmethod
+    def setUpClass(cls):
+        setupTestProject(cls)
+        from tomocpt_scipion.engine.config import recipe_config
+        from tomocpt_scipion.engine.train import train
+
+        cls.root = cls.getOutputPath("data")
+        summary = simulate(cls.root, seed=8, n_tomograms=2, n_target=8, n_distractors=4)
+        cls.diameter = summary["diameters_a"]["4v94"]
+        tomograms = [os.path.join(cls.root, p) for p in summary["tomograms"].values()]
+        config = recipe_config("deepetpicker", diameter_a=cls.diameter, model_size="small", patch_size=32,
+                               epochs=1, batch_size=4)
+        train(tomograms, io.read_coordinates(os.path.join(cls.root, "coordinates", "4v94.star")), config,
+              os.path.join(cls.root, "model"))
+        cls.model = cls.launchProtocol(cls.newProtocol(
+            ProtTomoCPTImportModel, checkpointFile=os.path.join(cls.root, "model", "model.pt"))).model
+        cls.tomograms = cls.importTomograms(os.path.join(cls.root, "tomograms"))
+
+    def test_imported_model_is_copied_into_the_project(self):
+        self.assertTrue(self.model.getCheckpoint().startswith("Runs/"))
+        self.assertEqual(self.model.getBackbone(), "resunet")
+
+    def test_continue_mode_reruns_only_the_tomogram_whose_step_failed(self):
+        from pyworkflow.protocol.constants import MODE_RESUME
+
+        second = os.path.join(self.root, "tomograms", "tomo_001.mrc")
+        backup = second + ".bak"
+        shutil.copy(second, backup)
+        with open(second, "r+b") as handle:
+            handle.truncate(2048)  # the engine will refuse it: a truncated MRC
+        pick = self.newProtocol(ProtTomoCPTPick, inputTomograms=self.tomograms, inputModel=self.model,
+                                threshold=0.05)
+        with self.assertRaises(Exception):
+            self.launchProtocol(pick)
+        first_picks = pick._getExtraPath("picks", "tomo_000", "picks.csv")
+        self.assertTrue(os.path.exists(first_picks))
+        self.assertFalse(os.path.exists(pick._getExtraPath("picks", "tomo_001", "picks.csv")))
+        first_time = os.path.getmtime(first_picks)
+        shutil.move(backup, second)
+        pick.runMode.set(MODE_RESUME)
+        self.launchProtocol(pick)
+        self.assertEqual(os.path.getmtime(first_picks), first_time, "the finished tomogram was picked again")
+        self.assertTrue(os.path.exists(pick._getExtraPath("picks", "tomo_001", "picks.csv")))
+        self.assertTrue(pick.coordinates.getSize() >= 0)
+
+    def test_pick_form_without_tomograms_is_refused(self):
+        errors = self.newProtocol(ProtTomoCPTPick, inputModel=self.model).validate()
+        self.assertTrue(any("no tomograms" in e for e in errors), errors)
+
+    def test_pick_form_for_another_particle_size_needs_rescaling(self):
+        protocol = self.newProtocol(ProtTomoCPTPick, inputTomograms=self.tomograms, inputModel=self.model,
+                                    diameter=2 * self.diameter)
+        self.assertTrue(any("was trained for particles of" in e for e in protocol.validate()))
+        protocol.rescaleToModel.set(True)
+        self.assertFalse(protocol.validate())
+
+    def test_pick_form_with_a_mask_of_another_shape_is_refused(self):
+        from tomo.objects import SetOfTomoMasks, TomoMask
+
+        # Scipion's mask import refuses such masks, so the set is built directly
+        maskSet = SetOfTomoMasks.create(self.getOutputPath(), template="masks%s.sqlite")
+        maskSet.setSamplingRate(PIXEL_SIZE_A)
+        for tomo in self.tomograms:
+            path = io.write_mrc(self.getOutputPath(f"{tomo.getTsId()}_mask.mrc"), np.ones((10, 20, 30), np.int8),
+                                PIXEL_SIZE_A, overwrite=True)
+            mask = TomoMask(location=str(path))
+            mask.setSamplingRate(PIXEL_SIZE_A)
+            mask.setTsId(tomo.getTsId())
+            maskSet.append(mask)
+        protocol = self.newProtocol(ProtTomoCPTPick, inputTomograms=self.tomograms, inputModel=self.model,
+                                    inputMasks=maskSet)
+        self.assertTrue(any("does not have the shape of its tomogram" in e for e in protocol.validate()))
+
+    def test_train_form_for_pu_learning_without_expected_count_is_refused(self):
+        annotate = self.importCoordinates(os.path.join(self.root, "coordinates", "4v94"), self.tomograms)
+        protocol = self.newProtocol(ProtTomoCPTTrain, inputTomograms=self.tomograms, diameter=self.diameter, recipe=2)
+        self.addCoordinates(protocol, annotate)
+        self.assertTrue(any("expected number of particles" in e for e in protocol.validate()))
