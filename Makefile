@@ -32,10 +32,10 @@ $(SCIPION_CONFIG_FILE): $(INSTALLED)
 		|| (cat config.log; exit 1)
 
 demo: $(SCIPION_CONFIG_FILE)
-	$(VENV)/bin/tomocpt-engine simulate --out demo_output --n-tomograms 2 --overwrite
+	$(PY) -m tomocpt_scipion.demo
 
 test: $(INSTALLED)
 	$(PY) -m pytest
 
 clean:
-	rm -rf $(VENV) .scipion demo_output
+	rm -rf $(VENV) .scipion

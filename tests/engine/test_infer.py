@@ -73,3 +73,10 @@ def test_bad_merge_options_are_refused(volume):
         run_network(_convnet(1), _config(), volume, overlap=1.0)
     with pytest.raises(ValueError, match="pad 8 leaves no centre"):
         run_network(_convnet(1), _config(), volume, merge="overlap-tile", pad=8)
+
+
+@pytest.mark.parametrize("merge", ["blend", "overlap-tile"])
+def test_a_volume_smaller_than_one_patch_is_scored_whole(merge):
+    small = np.random.default_rng(1).normal(size=(7, 12, 20)).astype(np.float32)
+    scores = run_network(_convnet(1), _config(32), small, merge=merge)
+    np.testing.assert_allclose(scores, _whole(_convnet(1), small), atol=1e-5)

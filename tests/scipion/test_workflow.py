@@ -1,8 +1,8 @@
-"""A real Scipion project: import → train → pick on held-out tomograms → evaluate.
+"""A real Scipion project: the demo chain (import → train → pick on held-out tomograms → evaluate).
 
-Tiny settings (CPU, ~1.5 minutes): five simulated 96 × 96 × 48 tomograms at 20 Å/px, SNR 1;
-three for training (one of them validates) with 80 % of their ribosomes annotated, two
-held out for picking and evaluation against all their ribosomes.
+Tiny settings (CPU, ~1.5 minutes, see tomocpt_scipion.demo): five simulated 96 × 96 × 48
+tomograms at 20 Å/px, SNR 1; three for training (one of them validates) with 80 % of their
+ribosomes annotated, two held out for picking and evaluation against all their ribosomes.
 """
 import os
 import shutil
@@ -15,6 +15,7 @@ from tomo.constants import BOTTOM_LEFT_CORNER
 from tomo.objects import SetOfCoordinates3D
 from tomo.protocols import ProtImportCoordinates3D, ProtImportTomograms
 
+from tomocpt_scipion.demo import run_demo_workflow
 from tomocpt_scipion.engine import io
 from tomocpt_scipion.engine.simulate import SimulationConfig, simulate_dataset
 from tomocpt_scipion.objects import TomoCPTModel
@@ -23,7 +24,6 @@ from tomocpt_scipion.protocols import (ProtTomoCPTEvaluate, ProtTomoCPTImportMod
 from tomocpt_scipion.viewers import TomoCPTEvaluateViewer, TomoCPTPickViewer, TomoCPTTrainViewer
 
 PIXEL_SIZE_A = 20.0
-ANNOTATED_FRACTION = 0.8
 # 20 epochs of the small ResUNet on partly annotated tomograms: the engine's end-to-end test
 # (full annotation, 25 epochs) reaches 0.89; here F1 must be far above what random picks at
 # this density give (< 0.15).
@@ -35,20 +35,6 @@ def simulate(folder, seed, n_tomograms=4, **config):
                                         n_distractors=12, snr=1.0), **config})
     summary = simulate_dataset(folder, n_tomograms, config, seed=seed)
     return summary
-
-
-def split_folders(root, summary, training_names):
-    """Training / held-out tomogram folders and annotation folders (partial for training)."""
-    rng = np.random.default_rng(0)
-    for name in summary["tomograms"]:
-        kind = "train" if name in training_names else "test"
-        os.makedirs(os.path.join(root, kind, "tomograms"), exist_ok=True)
-        os.makedirs(os.path.join(root, kind, "annotations"), exist_ok=True)
-        shutil.copy(os.path.join(root, "tomograms", f"{name}.mrc"), os.path.join(root, kind, "tomograms"))
-        truth = io.read_coordinates(os.path.join(root, "coordinates", "4v94", f"{name}.txt"))
-        if kind == "train":
-            truth = truth.iloc[np.sort(rng.choice(len(truth), int(ANNOTATED_FRACTION * len(truth)), replace=False))]
-        io.write_coordinates(os.path.join(root, kind, "annotations", f"{name}.txt"), truth)
 
 
 class TomoCPTProjectTest(BaseTest):
@@ -77,27 +63,14 @@ class TestTrainPickEvaluate(TomoCPTProjectTest):
     @classmethod
     def setUpClass(cls):
         setupTestProject(cls)
-        cls.root = cls.getOutputPath("simulated")
-        cls.summary = simulate(cls.root, seed=5, n_tomograms=5)
-        cls.diameter = cls.summary["diameters_a"]["4v94"]
-        names = list(cls.summary["tomograms"])
-        split_folders(cls.root, cls.summary, names[:3])
-        cls.trainTomograms = cls.importTomograms(os.path.join(cls.root, "train", "tomograms"))
-        cls.testTomograms = cls.importTomograms(os.path.join(cls.root, "test", "tomograms"))
-        annotate = cls.importCoordinates(os.path.join(cls.root, "train", "annotations"), cls.trainTomograms,
-                                         label="ribosome")
-        cls.annotate = annotate
-        cls.annotations = annotate.outputCoordinates
-        cls.reference = cls.importCoordinates(os.path.join(cls.root, "test", "annotations"),
-                                              cls.testTomograms).outputCoordinates
-        train = cls.newProtocol(ProtTomoCPTTrain, inputTomograms=cls.trainTomograms, diameter=cls.diameter,
-                                recipe=1, modelSize=1, patchSize=32, epochs=20, batchSize=4)
-        cls.addCoordinates(train, annotate)
-        cls.train = cls.launchProtocol(train)
-        cls.pick = cls.launchProtocol(cls.newProtocol(ProtTomoCPTPick, inputTomograms=cls.testTomograms,
-                                                      inputModel=cls.train.model, threshold=0.05))
-        cls.evaluate = cls.launchProtocol(cls.newProtocol(ProtTomoCPTEvaluate, inputPicks=cls.pick.coordinates,
-                                                          inputReference=cls.reference))
+        steps = run_demo_workflow(cls.proj, cls.getOutputPath("simulated"))
+        cls.diameter = cls.proj.getProtocol(steps["train"].getObjId()).diameter.get()
+        cls.trainTomograms = steps["import train tomograms"].Tomograms
+        cls.testTomograms = steps["import test tomograms"].Tomograms
+        cls.annotate = steps["import train coordinates"]
+        cls.annotations = cls.annotate.outputCoordinates
+        cls.reference = steps["import test coordinates"].outputCoordinates
+        cls.train, cls.pick, cls.evaluate = steps["train"], steps["pick"], steps["evaluate"]
 
     def test_training_outputs_a_model_with_provenance(self):
         model = self.train.model

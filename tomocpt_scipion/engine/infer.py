@@ -146,7 +146,7 @@ def run_network(model: nn.Module, config: EngineConfig, volume: np.ndarray, devi
             scores = sliding_window_inference(
                 tensor, patch, batch_size, predict, overlap=overlap,
                 mode="constant" if weights is not None else "gaussian", roi_weight_map=weights,
-                padding_mode="reflect", sw_device=device, device="cpu")
+                padding_mode="replicate", sw_device=device, device="cpu")
     return scores[0].numpy().astype(np.float32, copy=False)
 
 

@@ -1,0 +1,296 @@
+"""Speed and memory of the engine, with the references measured in the same run.
+
+    .venv/bin/python benchmarks/speed.py                 # full table (tens of minutes on 2 cores)
+    .venv/bin/python benchmarks/speed.py --quick         # smallest sizes: the smoke test
+
+Measures, on this machine (CUDA when present, with AMP):
+
+1. training throughput (patches/s) and peak memory of every backbone at its default size;
+2. inference voxels/s of every backbone: our batched sliding window next to the reference,
+   a plain (non-batched, fp32) MONAI sliding window;
+3. each peak method's time on a score map, next to ``skimage.feature.peak_local_max``;
+4. end-to-end ``tomocpt-engine predict`` time and peak RSS per tomogram size (tomograms at
+   10 Å/px, ribosomes, rescaled as a user would: particle → 10 px);
+5. peak RSS of rescaling + normalising a memory-mapped 1000 × 1000 × 400 float32 tomogram,
+   as a multiple of its size (target: < 3).
+
+Writes ``benchmarks/results/speed.csv`` and ``speed.md``; prints the tables.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+RESULTS = Path(__file__).with_name("results")
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = {"256x256x128": (128, 256, 256), "512x512x200": (200, 512, 512), "1024x1024x400": (400, 1024, 1024)}
+QUICK_SIZES = {"96x96x48": (48, 96, 96)}
+PIXEL_SIZE_A = 10.0
+BACKBONES = ("resunet", "multiresunet", "swinunetr")
+
+
+def _device():
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _worker(argv: list[str]) -> dict:
+    """Run one measurement in a fresh process so its peak memory is its own."""
+    result = subprocess.run([sys.executable, __file__, "--worker", *argv], capture_output=True, text=True,
+                            cwd=ROOT)
+    if result.returncode:
+        raise RuntimeError(f"worker {argv} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- workers
+def _train_worker(backbone: str, patch: int, batch: int, steps: int) -> dict:
+    import torch
+
+    from tomocpt_scipion.engine.losses import DiceLoss
+    from tomocpt_scipion.engine.models import build_model
+
+    device = _device()
+    model = build_model(backbone, 2, "default").to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
+    image = torch.randn(batch, 1, patch, patch, patch, device=device)
+    target = (torch.rand(batch, 1, patch, patch, patch, device=device) > 0.9).float()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    loss_fn = DiceLoss()
+
+    def step():
+        with autocast:
+            loss = loss_fn(model(image).float(), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    step()  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else float("nan")
+    return {"patches_per_s": steps * batch / seconds, "peak_rss_mb": _peak_rss_mb(), "gpu_mb": gpu}
+
+
+def _volume(shape, seed=0):
+    return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+
+
+def _infer_worker(backbone: str, shape, batch: int, reference: bool) -> dict:
+    import torch
+
+    from tomocpt_scipion.engine.config import recipe_config
+    from tomocpt_scipion.engine.infer import run_network
+    from tomocpt_scipion.engine.models import build_model
+
+    device = _device()
+    config = recipe_config("tomocpt", diameter_a=300.0, backbone=backbone, model_size="default")
+    model = build_model(backbone, config.out_channels, "default").to(device).eval()
+    volume = _volume(shape)
+    with torch.inference_mode():  # warm-up: first-call initialisation is not throughput
+        model(torch.zeros(1, 1, *(config.patch_size,) * 3, device=device))
+    started = time.perf_counter()
+    if reference:  # plain: one patch at a time, fp32, MONAI's sliding window
+        from monai.inferers import sliding_window_inference
+
+        with torch.inference_mode():
+            sliding_window_inference(torch.from_numpy(volume)[None, None].to(device), config.patch_size, 1, model,
+                                     overlap=0.5, mode="gaussian")
+    else:
+        run_network(model, config, volume, device, batch_size=batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return {"voxels_per_s": volume.size / (time.perf_counter() - started), "peak_rss_mb": _peak_rss_mb()}
+
+
+def _memory_worker(shape, zoom: float, folder: str) -> dict:
+    import mrcfile
+
+    from tomocpt_scipion.engine.io import read_mrc
+    from tomocpt_scipion.engine.preprocess import normalise_volume, rescale_volume
+
+    path = Path(folder) / f"big_{'x'.join(map(str, shape))}.mrc"
+    if not path.exists():
+        partial = path.with_suffix(".part")
+        with mrcfile.new_mmap(partial, shape=tuple(shape), mrc_mode=2, overwrite=True) as mrc:
+            rng = np.random.default_rng(0)
+            for z in range(shape[0]):
+                mrc.data[z] = rng.normal(size=shape[1:]).astype(np.float32)
+            mrc.voxel_size = PIXEL_SIZE_A
+        partial.rename(path)
+    baseline = _peak_rss_mb()
+    data, _ = read_mrc(path)
+    started = time.perf_counter()
+    normalise_volume(rescale_volume(data, zoom), "robust", in_place=True)
+    size_mb = data.nbytes / 2**20
+    peak = _peak_rss_mb()
+    return {"size_mb": size_mb, "baseline_mb": baseline, "peak_rss_mb": peak, "peak_over_size": peak / size_mb,
+            "added_over_size": (peak - baseline) / size_mb, "seconds": time.perf_counter() - started}
+
+
+def _predict_worker(shape, folder: str, backbone: str) -> dict:
+    """End-to-end pick of one simulated (small) or noise (large) tomogram with a default-size model."""
+    import torch
+
+    from tomocpt_scipion.engine.checkpoint import save_checkpoint
+    from tomocpt_scipion.engine.cli import main
+    from tomocpt_scipion.engine.config import recipe_config
+    from tomocpt_scipion.engine.io import write_mrc
+    from tomocpt_scipion.engine.models import build_model
+    from tomocpt_scipion.engine.simulate import SimulationConfig, simulate_tomogram, species_diameter_a
+
+    folder = Path(folder)
+    diameter = species_diameter_a("4v94", PIXEL_SIZE_A)
+    checkpoint = folder / f"{backbone}_untrained.pt"
+    if not checkpoint.exists():
+        config = recipe_config({"swinunetr": "tomocpt", "resunet": "deepetpicker", "multiresunet": "tomopicker"}[backbone],
+                               diameter_a=diameter, expected_particles=100)
+        config.voxel_size_a = diameter / config.target_diameter_px
+        torch.manual_seed(0)
+        save_checkpoint(checkpoint, build_model(backbone, config.out_channels, "default"), config, 0, 0.0)
+    tomogram = folder / f"tomo_{'x'.join(map(str, shape[::-1]))}.mrc"
+    if not tomogram.exists():
+        if np.prod(shape) <= 60e6:
+            volume = simulate_tomogram(SimulationConfig(shape_zyx=shape, pixel_size_a=PIXEL_SIZE_A,
+                                                        n_target=int(np.prod(shape) / 4e5), n_distractors=0), 1).volume
+        else:
+            volume = _volume(shape)
+        write_mrc(tomogram, volume, PIXEL_SIZE_A, overwrite=True)
+    started = time.perf_counter()
+    status = main(["predict", "--model", str(checkpoint), "--tomograms", str(tomogram), "--out",
+                   str(folder / f"picks_{backbone}_{tomogram.stem}"), "--overwrite", "--threshold", "0.5"])
+    assert status == 0
+    return {"seconds": time.perf_counter() - started, "peak_rss_mb": _peak_rss_mb(),
+            "tomogram_mb": tomogram.stat().st_size / 2**20}
+
+
+def _peaks_rows(shape) -> list[dict]:
+    """Each peak method on a score map built from Gaussian labels, next to peak_local_max."""
+    from skimage.feature import peak_local_max
+
+    from tomocpt_scipion.engine.labels import gaussian
+    from tomocpt_scipion.engine.peaks import find_peaks
+
+    rng = np.random.default_rng(1)
+    n = max(10, int(np.prod(shape) / 3000))
+    centres = rng.uniform(0, 1, (n, 3)) * (np.array(shape[::-1]) - 1)
+    scores = np.maximum(gaussian(shape, centres, 5.0), rng.uniform(0, 0.2, shape).astype(np.float32))
+    rows = []
+    started = time.perf_counter()
+    reference = peak_local_max(scores, min_distance=5, threshold_abs=0.3, exclude_border=False)
+    reference_s = time.perf_counter() - started
+    rows.append({"method": "skimage peak_local_max (reference)", "seconds": reference_s, "picks": len(reference),
+                 "ratio_to_reference": 1.0})
+    for method in ("local-max", "mp-nms", "greedy"):
+        started = time.perf_counter()
+        picks = find_peaks(scores, method, radius_px=5.0, threshold=0.3, device=_device())
+        seconds = time.perf_counter() - started
+        rows.append({"method": method, "seconds": seconds, "picks": len(picks), "ratio_to_reference": seconds / reference_s})
+    return rows
+
+
+# ----------------------------------------------------------------------------- report
+def _markdown(table: pd.DataFrame) -> str:
+    columns = list(table.columns)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in table.itertuples(index=False):
+        lines.append("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smallest sizes only (smoke test)")
+    parser.add_argument("--out", default=str(RESULTS), help="results folder")
+    parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        kind, *rest = args.worker
+        values = json.loads(rest[0])
+        result = {"train": _train_worker, "infer": _infer_worker, "memory": _memory_worker,
+                  "predict": _predict_worker}[kind](**values)
+        print(json.dumps(result))
+        return 0
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = out / "scratch"
+    scratch.mkdir(exist_ok=True)
+    import torch
+
+    hardware = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+                f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}")
+    print(f"Hardware: {hardware}\n")
+    sections = []
+
+    patch, batch, steps = (32, 2, 2) if args.quick else (64, 2, 5)
+    backbones = ("resunet",) if args.quick else BACKBONES
+    train = pd.DataFrame([{"backbone": b, "patch": patch, "batch": batch,
+                           **_worker(["train", json.dumps({"backbone": b, "patch": patch, "batch": batch, "steps": steps})])}
+                          for b in backbones])
+    sections.append(("Training throughput (default-size networks)", train))
+
+    infer_shape = (32, 64, 64) if args.quick else (60, 154, 154)  # 512 x 512 x 200 at 10 Å/px, rescaled x0.3
+    rows = []
+    for b in backbones:
+        ours = _worker(["infer", json.dumps({"backbone": b, "shape": infer_shape, "batch": 4, "reference": False})])
+        plain = _worker(["infer", json.dumps({"backbone": b, "shape": infer_shape, "batch": 1, "reference": True})])
+        rows.append({"backbone": b, "voxels_per_s": ours["voxels_per_s"], "reference_voxels_per_s": plain["voxels_per_s"],
+                     "speed_ratio": ours["voxels_per_s"] / plain["voxels_per_s"], "peak_rss_mb": ours["peak_rss_mb"]})
+    sections.append((f"Inference at the training scale ({'x'.join(map(str, infer_shape[::-1]))} voxels; "
+                     "reference = plain MONAI sliding window, batch 1, fp32)", pd.DataFrame(rows)))
+
+    sections.append(("Peak extraction on a score map of the same size",
+                     pd.DataFrame(_peaks_rows(infer_shape))))
+
+    sizes = QUICK_SIZES if args.quick else SIZES
+    predict = []
+    for name, shape in sizes.items():
+        for b in (("resunet",) if args.quick else ("resunet", "multiresunet")):
+            result = _worker(["predict", json.dumps({"shape": shape, "folder": str(scratch), "backbone": b})])
+            predict.append({"tomogram": name, "backbone": b, **result,
+                            "rss_over_tomogram": result["peak_rss_mb"] / result["tomogram_mb"]})
+    sections.append(("End-to-end predict per tomogram (10 Å/px, particle 332 Å → rescaled ×0.3)",
+                     pd.DataFrame(predict)))
+
+    memory_shape = (40, 100, 100) if args.quick else (400, 1000, 1000)
+    memory = [{"operation": f"rescale ×{zoom} + robust normalisation",
+               **_worker(["memory", json.dumps({"shape": memory_shape, "zoom": zoom, "folder": str(scratch)})])}
+              for zoom in (0.3, 1.0)]
+    sections.append((f"Peak RSS, memory-mapped {'x'.join(map(str, memory_shape[::-1]))} float32 tomogram",
+                     pd.DataFrame(memory)))
+
+    report = [f"Hardware: {hardware}", ""]
+    for title, table in sections:
+        report += [f"### {title}", "", _markdown(table), ""]
+        print(f"{title}\n{table.to_string(index=False)}\n")
+    (out / "speed.md").write_text("\n".join(report))
+    pd.concat([t.assign(section=title) for title, t in sections]).to_csv(out / "speed.csv", index=False)
+    print(f"Wrote {out / 'speed.md'} and {out / 'speed.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
