@@ -125,23 +125,62 @@ def _infer_worker(backbone: str, shape, batch: int, reference: bool) -> dict:
     return {"voxels_per_s": volume.size / (time.perf_counter() - started), "peak_rss_mb": _peak_rss_mb()}
 
 
-def _memory_worker(shape, zoom: float, folder: str) -> dict:
+def _big_tomogram_path(shape, folder) -> Path:
+    return Path(folder) / f"noise_{'x'.join(map(str, shape[::-1]))}.mrc"
+
+
+def _tomogram_path(shape, folder) -> Path:
+    return Path(folder) / f"tomo_{'x'.join(map(str, shape[::-1]))}.mrc"
+
+
+def _checkpoint_path(backbone, folder) -> Path:
+    return Path(folder) / f"{backbone}_untrained.pt"
+
+
+def _inputs_worker(shape, folder: str, backbone: str, noise: bool = False) -> dict:
+    """Write the inputs of the measurements (in their own process, so they do not count):
+    a simulated tomogram (ribosomes at 10 Å/px; noise above 60 M voxels, where the
+    simulator's FFTs would dominate), a memory-mapped noise tomogram, an untrained checkpoint."""
     import mrcfile
+    import torch
 
-    from tomocpt_scipion.engine.io import read_mrc
-    from tomocpt_scipion.engine.preprocess import normalise_volume, rescale_volume
+    from tomocpt_scipion.engine.checkpoint import save_checkpoint
+    from tomocpt_scipion.engine.config import recipe_config
+    from tomocpt_scipion.engine.io import write_mrc
+    from tomocpt_scipion.engine.models import build_model
+    from tomocpt_scipion.engine.simulate import SimulationConfig, simulate_tomogram, species_diameter_a
 
-    path = Path(folder) / f"big_{'x'.join(map(str, shape))}.mrc"
-    if not path.exists():
-        partial = path.with_suffix(".part")
+    diameter = species_diameter_a("4v94", PIXEL_SIZE_A)
+    checkpoint = _checkpoint_path(backbone, folder)
+    if not checkpoint.exists():
+        recipe = {"swinunetr": "tomocpt", "resunet": "deepetpicker", "multiresunet": "tomopicker"}[backbone]
+        config = recipe_config(recipe, diameter_a=diameter, expected_particles=100)
+        config.voxel_size_a = diameter / config.target_diameter_px
+        torch.manual_seed(0)
+        save_checkpoint(checkpoint, build_model(backbone, config.out_channels, "default"), config, 0, 0.0)
+    tomogram = _tomogram_path(shape, folder)
+    if not noise and not tomogram.exists() and np.prod(shape) <= 60e6:
+        volume = simulate_tomogram(SimulationConfig(shape_zyx=tuple(shape), pixel_size_a=PIXEL_SIZE_A,
+                                                    n_target=int(np.prod(shape) / 4e5), n_distractors=0), 1).volume
+        write_mrc(tomogram, volume, PIXEL_SIZE_A)
+    noise_path = _big_tomogram_path(shape, folder)
+    if not noise_path.exists() and (noise or np.prod(shape) > 60e6):
+        partial = noise_path.with_suffix(".part")
         with mrcfile.new_mmap(partial, shape=tuple(shape), mrc_mode=2, overwrite=True) as mrc:
             rng = np.random.default_rng(0)
             for z in range(shape[0]):
                 mrc.data[z] = rng.normal(size=shape[1:]).astype(np.float32)
             mrc.voxel_size = PIXEL_SIZE_A
-        partial.rename(path)
+        partial.rename(noise_path)
+    return {"diameter_a": diameter}
+
+
+def _memory_worker(shape, zoom: float, folder: str) -> dict:
+    from tomocpt_scipion.engine.io import read_mrc
+    from tomocpt_scipion.engine.preprocess import normalise_volume, rescale_volume
+
     baseline = _peak_rss_mb()
-    data, _ = read_mrc(path)
+    data, _ = read_mrc(_big_tomogram_path(shape, folder))
     started = time.perf_counter()
     normalise_volume(rescale_volume(data, zoom), "robust", in_place=True)
     size_mb = data.nbytes / 2**20
@@ -151,39 +190,20 @@ def _memory_worker(shape, zoom: float, folder: str) -> dict:
 
 
 def _predict_worker(shape, folder: str, backbone: str) -> dict:
-    """End-to-end pick of one simulated (small) or noise (large) tomogram with a default-size model."""
-    import torch
-
-    from tomocpt_scipion.engine.checkpoint import save_checkpoint
+    """End-to-end ``tomocpt-engine predict`` of one tomogram with a default-size network."""
     from tomocpt_scipion.engine.cli import main
-    from tomocpt_scipion.engine.config import recipe_config
-    from tomocpt_scipion.engine.io import write_mrc
-    from tomocpt_scipion.engine.models import build_model
-    from tomocpt_scipion.engine.simulate import SimulationConfig, simulate_tomogram, species_diameter_a
 
-    folder = Path(folder)
-    diameter = species_diameter_a("4v94", PIXEL_SIZE_A)
-    checkpoint = folder / f"{backbone}_untrained.pt"
-    if not checkpoint.exists():
-        config = recipe_config({"swinunetr": "tomocpt", "resunet": "deepetpicker", "multiresunet": "tomopicker"}[backbone],
-                               diameter_a=diameter, expected_particles=100)
-        config.voxel_size_a = diameter / config.target_diameter_px
-        torch.manual_seed(0)
-        save_checkpoint(checkpoint, build_model(backbone, config.out_channels, "default"), config, 0, 0.0)
-    tomogram = folder / f"tomo_{'x'.join(map(str, shape[::-1]))}.mrc"
-    if not tomogram.exists():
-        if np.prod(shape) <= 60e6:
-            volume = simulate_tomogram(SimulationConfig(shape_zyx=shape, pixel_size_a=PIXEL_SIZE_A,
-                                                        n_target=int(np.prod(shape) / 4e5), n_distractors=0), 1).volume
-        else:
-            volume = _volume(shape)
-        write_mrc(tomogram, volume, PIXEL_SIZE_A, overwrite=True)
+    tomogram = _tomogram_path(shape, folder)
+    tomogram = tomogram if tomogram.exists() else _big_tomogram_path(shape, folder)
+    baseline = _peak_rss_mb()
     started = time.perf_counter()
-    status = main(["predict", "--model", str(checkpoint), "--tomograms", str(tomogram), "--out",
-                   str(folder / f"picks_{backbone}_{tomogram.stem}"), "--overwrite", "--threshold", "0.5"])
+    status = main(["predict", "--model", str(_checkpoint_path(backbone, folder)), "--tomograms", str(tomogram),
+                   "--out", str(Path(folder) / f"picks_{backbone}_{tomogram.stem}"), "--overwrite",
+                   "--threshold", "0.5"])
     assert status == 0
-    return {"seconds": time.perf_counter() - started, "peak_rss_mb": _peak_rss_mb(),
-            "tomogram_mb": tomogram.stat().st_size / 2**20}
+    size_mb = tomogram.stat().st_size / 2**20
+    return {"seconds": time.perf_counter() - started, "peak_rss_mb": _peak_rss_mb(), "tomogram_mb": size_mb,
+            "added_over_tomogram": (_peak_rss_mb() - baseline) / size_mb}
 
 
 def _peaks_rows(shape) -> list[dict]:
@@ -230,7 +250,7 @@ def main(argv=None) -> int:
         kind, *rest = args.worker
         values = json.loads(rest[0])
         result = {"train": _train_worker, "infer": _infer_worker, "memory": _memory_worker,
-                  "predict": _predict_worker}[kind](**values)
+                  "predict": _predict_worker, "inputs": _inputs_worker}[kind](**values)
         print(json.dumps(result))
         return 0
 
@@ -269,13 +289,15 @@ def main(argv=None) -> int:
     predict = []
     for name, shape in sizes.items():
         for b in (("resunet",) if args.quick else ("resunet", "multiresunet")):
-            result = _worker(["predict", json.dumps({"shape": shape, "folder": str(scratch), "backbone": b})])
-            predict.append({"tomogram": name, "backbone": b, **result,
-                            "rss_over_tomogram": result["peak_rss_mb"] / result["tomogram_mb"]})
+            inputs = {"shape": shape, "folder": str(scratch), "backbone": b}
+            _worker(["inputs", json.dumps(inputs)])
+            predict.append({"tomogram": name, "backbone": b, **_worker(["predict", json.dumps(inputs)])})
     sections.append(("End-to-end predict per tomogram (10 Å/px, particle 332 Å → rescaled ×0.3)",
                      pd.DataFrame(predict)))
 
     memory_shape = (40, 100, 100) if args.quick else (400, 1000, 1000)
+    _worker(["inputs", json.dumps({"shape": memory_shape, "folder": str(scratch), "backbone": "resunet",
+                                   "noise": True})])
     memory = [{"operation": f"rescale ×{zoom} + robust normalisation",
                **_worker(["memory", json.dumps({"shape": memory_shape, "zoom": zoom, "folder": str(scratch)})])}
               for zoom in (0.3, 1.0)]

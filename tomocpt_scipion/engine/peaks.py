@@ -72,14 +72,25 @@ def _dedupe(zyx: np.ndarray, values: np.ndarray, min_distance_px: float) -> np.n
     return zyx[keep]
 
 
+def _separable_pool(volume: torch.Tensor, size: int, pool) -> torch.Tensor:
+    """k³ mean or max pooling (stride 1, same size) as three 1-D passes: equal for a cube
+    window, ~k²/3 times fewer operations. Mean pooling counts the zero padding, as DeepETPicker."""
+    for axis in range(3):
+        kernel = [1, 1, 1]
+        kernel[axis] = size
+        padding = [0, 0, 0]
+        padding[axis] = size // 2
+        volume = pool(volume, tuple(kernel), stride=1, padding=tuple(padding))
+    return volume
+
+
 def _mp_nms(scores: np.ndarray, radius_px: float, min_distance_px: float, threshold: float,
             min_fill: float, device: torch.device) -> np.ndarray:
     binary = torch.from_numpy(np.ascontiguousarray(scores >= threshold, dtype=np.float32)).to(device)[None, None]
     soft = binary
     for _ in range(mp_nms_iterations(radius_px)):
-        soft = F.avg_pool3d(soft, _MP_KERNEL, stride=1, padding=_MP_KERNEL // 2, count_include_pad=True)
-    window = 2 * int(round(radius_px)) + 1
-    maxima = F.max_pool3d(soft, window, stride=1, padding=window // 2)
+        soft = _separable_pool(soft, _MP_KERNEL, F.avg_pool3d)
+    maxima = _separable_pool(soft, 2 * int(round(radius_px)) + 1, F.max_pool3d)
     is_peak = (soft == maxima) & (soft >= min_fill) & (binary > 0)
     zyx = torch.nonzero(is_peak[0, 0]).cpu().numpy()
     pooled = soft[0, 0][tuple(torch.from_numpy(zyx.T).to(device))].cpu().numpy() if len(zyx) else np.zeros(0)

@@ -80,14 +80,22 @@ class ProtTomoCPTTrain(EMProtocol):
 
         form.addSection(label="Engine")
         form.addParam("backbone", params.EnumParam, choices=BACKBONES, default=0,
-                      expertLevel=params.LEVEL_ADVANCED, label="Backbone")
+                      expertLevel=params.LEVEL_ADVANCED, label="Backbone",
+                      help="swinunetr: SwinUNETR-V2 transformer (tomoCPT, slowest, largest). resunet: light "
+                           "3D-ResUNet with CoordConv and image pyramid (DeepETPicker). multiresunet: "
+                           "residual U-Net, 4 levels (TomoPicker).")
         form.addParam("modelSize", params.EnumParam, choices=SIZES, default=0,
                       expertLevel=params.LEVEL_ADVANCED, label="Network size",
                       help="small trains in minutes on a CPU; default is the papers' size.")
         form.addParam("labelType", params.EnumParam, choices=LABELS, default=0,
-                      expertLevel=params.LEVEL_ADVANCED, label="Label")
+                      expertLevel=params.LEVEL_ADVANCED, label="Label",
+                      help="gaussian: centroid map (tomoCPT; needs the huber-gradient loss). tball / ball / "
+                           "cube: weak masks with the class index (DeepETPicker). sphere: binary balls "
+                           "(TomoPicker).")
         form.addParam("loss", params.EnumParam, choices=LOSSES, default=0,
-                      expertLevel=params.LEVEL_ADVANCED, label="Loss")
+                      expertLevel=params.LEVEL_ADVANCED, label="Loss",
+                      help="huber-gradient (tomoCPT), dice (DeepETPicker), bce = positive-negative, nnpu and "
+                           "kl = positive-unlabeled (TomoPicker; need the expected particles per tomogram).")
         form.addParam("patchSize", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED,
                       label="Patch size (px)", help="Cube edge at the training scale; 0 = recipe default (64).")
         form.addParam("targetSize", params.FloatParam, default=10.0, expertLevel=params.LEVEL_ADVANCED,
@@ -100,7 +108,8 @@ class ProtTomoCPTTrain(EMProtocol):
                       label="Batch size", help="0 = recipe default.")
         form.addParam("learningRate", params.FloatParam, default=0.0, expertLevel=params.LEVEL_ADVANCED,
                       label="Learning rate", help="0 = recipe default.")
-        form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Random seed")
+        form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Random seed",
+                      help="Same inputs and seed give the same model on the same hardware.")
         form.addHidden(params.GPU_LIST, params.StringParam, default="0", label="GPU IDs",
                        help="GPUs to train on; several run data-parallel.")
 
