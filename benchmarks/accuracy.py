@@ -69,12 +69,14 @@ QUICK = [Dataset("quick", {"shape_zyx": (32, 64, 64), "n_target": 8, "n_distract
 
 #: recipe name in the table -> (engine recipe, overrides); small networks, CPU-sized patches
 RECIPES = {
-    "tomoCPT": ("tomocpt", dict(model_size="small", patch_size=64, batch_size=2, epochs=12)),
+    "tomoCPT": ("tomocpt", dict(model_size="small", patch_size=64, batch_size=2, epochs=10)),
     "DeepETPicker": ("deepetpicker", dict(model_size="small", patch_size=32, batch_size=4, epochs=20)),
     "TomoPicker-nnPU": ("tomopicker", dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="nnpu")),
     "TomoPicker-KL": ("tomopicker", dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="kl")),
 }
 PEAK_THRESHOLDS = {"local-max": 0.05, "mp-nms": 0.5, "greedy": 0.05}
+#: MP-NMS segments at its threshold: a Gaussian centroid map is above 0.5 only near the centre
+MP_NMS_GAUSSIAN_THRESHOLD = 0.2
 
 
 def _simulate(dataset: Dataset, seed: int, folder: Path):
@@ -108,6 +110,8 @@ def _recipe_rows(name, dataset, config, diameter, train_paths, annotated, test_p
     seconds = time.time() - started
     rows = []
     for method, threshold in PEAK_THRESHOLDS.items():
+        if method == "mp-nms" and model_config.label == "gaussian":
+            threshold = MP_NMS_GAUSSIAN_THRESHOLD
         picks = pd.concat([picks_from_scores(score_map, model_config, tomo, method, threshold,
                                              max_picks=int(4 * expected) + 10)
                            for tomo, score_map in maps.items()], ignore_index=True)

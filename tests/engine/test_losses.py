@@ -77,14 +77,14 @@ def test_nnpu_switches_to_the_correction_when_the_negative_risk_turns_negative()
     assert float(got) == pytest.approx(prior * r_p_minus - r_u_minus, rel=1e-6)
 
 
-def test_nnpu_gamma_scales_the_positive_terms_by_ten_positives_per_batch():
+def test_nnpu_gamma_scales_the_positive_terms_by_ten_labelled_particles_per_batch():
     target = np.zeros((2, 1, 4, 4, 4))
-    target[0, 0, 0, 0, :3] = 1  # 3 positive voxels in a batch of 2: γ = 10 * 3 / 2 = 15
+    target[0, 0, 0, :3, :2] = 1  # 6 positive voxels, 2 voxels per particle: 3 particles in a batch of 2
     logits = RNG.normal(size=target.shape)
-    pos, prior, gamma = target > 0, 0.01, 15.0
+    pos, prior, gamma = target > 0, 0.01, 10 * 3 / 2
     r_p_plus, r_p_minus = _bce(logits[pos], 1).mean(), _bce(logits[pos], 0).mean()
-    expected = prior * gamma * (r_p_plus - r_p_minus) + _bce(logits[~pos], 0).mean()
-    got = NonNegativePULoss(prior, gamma_scale=10)(torch.tensor(logits), torch.tensor(target))
+    expected = prior * gamma * r_p_plus - prior * r_p_minus + _bce(logits[~pos], 0).mean()
+    got = NonNegativePULoss(prior, gamma_scale=10, voxels_per_particle=2)(torch.tensor(logits), torch.tensor(target))
     assert float(got) == pytest.approx(expected, rel=1e-6)
 
 

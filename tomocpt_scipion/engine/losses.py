@@ -102,9 +102,12 @@ def _binary_risks(logits: torch.Tensor, target: torch.Tensor):
     return risk_p_plus, risk_p_minus, risk_u_minus, n_p
 
 
-def _gamma(n_positive: torch.Tensor, batch_size: int, scale: float) -> torch.Tensor:
-    """TomoPicker's positive-term scaling γ = scale · |P| / bs (§3.3); 1 when scale is 0."""
-    return torch.clamp(scale * n_positive / batch_size, min=1.0) if scale else torch.ones(())
+def _gamma(n_positive_voxels: torch.Tensor, batch_size: int, scale: float, voxels_per_particle: int) -> torch.Tensor:
+    """TomoPicker's positive-term scaling γ = scale · |P| / bs (§3.3), |P| the labelled particles
+    of the batch (positive voxels / voxels per particle); never below 1, and 1 when scale is 0."""
+    if not scale:
+        return torch.ones(())
+    return torch.clamp(scale * n_positive_voxels / voxels_per_particle / batch_size, min=1.0)
 
 
 class BCEPNLoss(nn.Module):
@@ -129,27 +132,32 @@ class BCEPNLoss(nn.Module):
 class NonNegativePULoss(nn.Module):
     """Non-negative PU risk (TomoPicker eq. 4-5) with the γ scaling of §3.3.
 
-    ``R = π'(γ R_P+ - γ R_P-) + R_U-`` while ``R_U- - π' γ R_P- ≥ 0``; otherwise the loss is
-    ``π' γ R_P- - R_U-``, whose gradient pushes the negative-class risk back up (the
-    nnPU correction of Kiryo et al.).
+    ``R = π' γ R_P+ + (R_U- - π' R_P-)`` while the negative-class risk ``R_U- - π' R_P-`` is
+    ≥ 0; otherwise the loss is ``π' R_P- - R_U-``, whose gradient pushes that risk back up
+    (the nnPU correction of Kiryo et al.). γ weights the positive fit only: scaling R_P- by
+    γ as well (one reading of §3.3) makes the negative-class risk negative from the first
+    step whenever π'γ > 1, and the correction then teaches the network the inverse of the
+    labels (measured: scores inside particles 0.15, outside 0.43).
 
     Args:
         prior: π', expected positive voxel fraction (see :func:`pu_priors`).
         gamma_scale: the 10 of γ = 10 |P| / bs; 0 disables the scaling. Defaults to 10.
+        voxels_per_particle: voxels one labelled particle covers (Rn), to count |P| in particles.
     """
 
-    def __init__(self, prior: float, gamma_scale: float = 10.0) -> None:
+    def __init__(self, prior: float, gamma_scale: float = 10.0, voxels_per_particle: int = 1) -> None:
         super().__init__()
         if not 0 < prior < 1:
             raise ValueError(f"prior must be in (0, 1), got {prior}.")
         self.prior = prior
         self.gamma_scale = gamma_scale
+        self.voxels_per_particle = voxels_per_particle
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """logits, target: (B, 1, Z, Y, X) → scalar."""
         risk_p_plus, risk_p_minus, risk_u_minus, n_p = _binary_risks(logits, target)
-        gamma = _gamma(n_p, logits.shape[0], self.gamma_scale).to(logits.dtype)
-        negative_risk = risk_u_minus - self.prior * gamma * risk_p_minus
+        gamma = _gamma(n_p, logits.shape[0], self.gamma_scale, self.voxels_per_particle).to(logits.dtype)
+        negative_risk = risk_u_minus - self.prior * risk_p_minus
         if negative_risk >= 0:
             return self.prior * gamma * risk_p_plus + negative_risk
         return -negative_risk
@@ -164,20 +172,23 @@ class KLPULoss(nn.Module):
         prior_unlabeled: π'' = π' - π, expected positive fraction among unlabeled voxels.
         kl_weight: λ. Defaults to 1.
         gamma_scale: the 10 of γ = 10 |P| / bs; 0 disables the scaling. Defaults to 10.
+        voxels_per_particle: voxels one labelled particle covers (Rn), to count |P| in particles.
     """
 
-    def __init__(self, prior_unlabeled: float, kl_weight: float = 1.0, gamma_scale: float = 10.0) -> None:
+    def __init__(self, prior_unlabeled: float, kl_weight: float = 1.0, gamma_scale: float = 10.0,
+                 voxels_per_particle: int = 1) -> None:
         super().__init__()
         if not 0 < prior_unlabeled < 1:
             raise ValueError(f"prior_unlabeled must be in (0, 1), got {prior_unlabeled}.")
         self.prior_unlabeled = prior_unlabeled
         self.kl_weight = kl_weight
         self.gamma_scale = gamma_scale
+        self.voxels_per_particle = voxels_per_particle
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """logits, target: (B, 1, Z, Y, X) → scalar."""
         risk_p_plus, _, _, n_p = _binary_risks(logits, target)
-        gamma = _gamma(n_p, logits.shape[0], self.gamma_scale).to(logits.dtype)
+        gamma = _gamma(n_p, logits.shape[0], self.gamma_scale, self.voxels_per_particle).to(logits.dtype)
         unlabeled = target <= 0
         mean_u = (torch.sigmoid(logits) * unlabeled).sum() / unlabeled.sum().clamp(min=1)
         mean_u = mean_u.clamp(_EPS_LOG, 1 - _EPS_LOG)
@@ -225,8 +236,9 @@ _ACTIVATIONS = {"huber-gradient": "clip", "dice": "softmax", "bce": "sigmoid", "
 
 
 def build_loss(name: str, priors: dict[str, float] | None = None, gamma_scale: float = 10.0,
-               kl_weight: float = 1.0) -> nn.Module:
-    """Loss by name; PU losses and BCE need ``priors`` from :func:`pu_priors`."""
+               kl_weight: float = 1.0, voxels_per_particle: int = 1) -> nn.Module:
+    """Loss by name; PU losses and BCE need ``priors`` from :func:`pu_priors`, PU losses the
+    voxels one labelled particle covers (for γ)."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; valid: {sorted(LOSSES)}.")
     if name in ("bce", "nnpu", "kl") and priors is None:
@@ -234,9 +246,9 @@ def build_loss(name: str, priors: dict[str, float] | None = None, gamma_scale: f
     if name == "bce":
         return BCEPNLoss(priors["pi"])
     if name == "nnpu":
-        return NonNegativePULoss(priors["pi_expected"], gamma_scale)
+        return NonNegativePULoss(priors["pi_expected"], gamma_scale, voxels_per_particle)
     if name == "kl":
-        return KLPULoss(priors["pi_unlabeled"], kl_weight, gamma_scale)
+        return KLPULoss(priors["pi_unlabeled"], kl_weight, gamma_scale, voxels_per_particle)
     return LOSSES[name]()
 
 

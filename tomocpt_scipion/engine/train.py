@@ -229,7 +229,8 @@ def train(tomograms: Sequence[str | Path], coordinates: pd.DataFrame, config: En
         training = [prepared[i] for i in train_idx]
         validation = [prepared[i] for i in val_idx]
     shared_tomogram = not validation_tomograms and len(prepared) == 1
-    loss_fn = build_loss(config.loss, _priors(config, training), config.gamma_scale, config.kl_weight)
+    loss_fn = build_loss(config.loss, _priors(config, training), config.gamma_scale, config.kl_weight,
+                         label_voxel_count(config.label, config.label_radius_px))
 
     val_corners = sample_patches(validation, config, epoch=0, seed=config.seed + 1)
     if shared_tomogram:  # one tomogram: a fixed 20 % of its patches is held out
