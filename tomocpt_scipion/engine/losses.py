@@ -102,15 +102,29 @@ def _binary_risks(logits: torch.Tensor, target: torch.Tensor):
     return risk_p_plus, risk_p_minus, risk_u_minus, n_p
 
 
-def _gamma(n_positive_voxels: torch.Tensor, batch_size: int, scale: float, voxels_per_particle: int) -> torch.Tensor:
-    """TomoPicker's positive-term scaling γ = scale · |P| / bs (§3.3), |P| the labelled particles
-    of the batch (positive voxels / voxels per particle); never below 1, and 1 when scale is 0."""
-    if not scale:
-        return torch.ones(())
-    return torch.clamp(scale * n_positive_voxels / voxels_per_particle / batch_size, min=1.0)
+class _PriorWeightedLoss(nn.Module):
+    """Base of the losses weighted by a class prior, with TomoPicker's γ (§3.3).
+
+    γ = ``gamma_scale`` · |P| / bs, |P| the labelled particles of the batch (positive voxels /
+    ``voxels_per_particle``); never below 1, and 1 when ``gamma_scale`` is 0.
+    """
+
+    def __init__(self, prior: float, gamma_scale: float = 0.0, voxels_per_particle: int = 1) -> None:
+        super().__init__()
+        if not 0 < prior < 1:
+            raise ValueError(f"prior must be in (0, 1), got {prior}.")
+        self.prior = prior
+        self.gamma_scale = gamma_scale
+        self.voxels_per_particle = voxels_per_particle
+
+    def _gamma(self, n_positive_voxels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        if not self.gamma_scale:
+            return torch.ones((), dtype=logits.dtype)
+        particles = n_positive_voxels / self.voxels_per_particle
+        return torch.clamp(self.gamma_scale * particles / logits.shape[0], min=1.0).to(logits.dtype)
 
 
-class BCEPNLoss(nn.Module):
+class BCEPNLoss(_PriorWeightedLoss):
     """Positive-negative BCE (TomoPicker eq. 1): π E_P[L(f, 1)] + (1 - π) E_U[L(f, 0)].
 
     Args:
@@ -118,10 +132,7 @@ class BCEPNLoss(nn.Module):
     """
 
     def __init__(self, prior: float) -> None:
-        super().__init__()
-        if not 0 < prior < 1:
-            raise ValueError(f"prior must be in (0, 1), got {prior}.")
-        self.prior = prior
+        super().__init__(prior)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """logits, target: (B, 1, Z, Y, X) → scalar."""
@@ -129,7 +140,7 @@ class BCEPNLoss(nn.Module):
         return self.prior * risk_p_plus + (1 - self.prior) * risk_u_minus
 
 
-class NonNegativePULoss(nn.Module):
+class NonNegativePULoss(_PriorWeightedLoss):
     """Non-negative PU risk (TomoPicker eq. 4-5) with the γ scaling of §3.3.
 
     ``R = π' γ R_P+ + (R_U- - π' R_P-)`` while the negative-class risk ``R_U- - π' R_P-`` is
@@ -146,24 +157,19 @@ class NonNegativePULoss(nn.Module):
     """
 
     def __init__(self, prior: float, gamma_scale: float = 10.0, voxels_per_particle: int = 1) -> None:
-        super().__init__()
-        if not 0 < prior < 1:
-            raise ValueError(f"prior must be in (0, 1), got {prior}.")
-        self.prior = prior
-        self.gamma_scale = gamma_scale
-        self.voxels_per_particle = voxels_per_particle
+        super().__init__(prior, gamma_scale, voxels_per_particle)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """logits, target: (B, 1, Z, Y, X) → scalar."""
         risk_p_plus, risk_p_minus, risk_u_minus, n_p = _binary_risks(logits, target)
-        gamma = _gamma(n_p, logits.shape[0], self.gamma_scale, self.voxels_per_particle).to(logits.dtype)
+        gamma = self._gamma(n_p, logits)
         negative_risk = risk_u_minus - self.prior * risk_p_minus
         if negative_risk >= 0:
             return self.prior * gamma * risk_p_plus + negative_risk
         return -negative_risk
 
 
-class KLPULoss(nn.Module):
+class KLPULoss(_PriorWeightedLoss):
     """KL-regularised PU (TomoPicker eq. 6-8): γ E_P[L(f, 1)] + λ KL(E_U[f] ‖ π'').
 
     The KL is between Bernoulli distributions of means E_U[sigmoid(f)] and π''.
@@ -177,22 +183,17 @@ class KLPULoss(nn.Module):
 
     def __init__(self, prior_unlabeled: float, kl_weight: float = 1.0, gamma_scale: float = 10.0,
                  voxels_per_particle: int = 1) -> None:
-        super().__init__()
-        if not 0 < prior_unlabeled < 1:
-            raise ValueError(f"prior_unlabeled must be in (0, 1), got {prior_unlabeled}.")
-        self.prior_unlabeled = prior_unlabeled
+        super().__init__(prior_unlabeled, gamma_scale, voxels_per_particle)
         self.kl_weight = kl_weight
-        self.gamma_scale = gamma_scale
-        self.voxels_per_particle = voxels_per_particle
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """logits, target: (B, 1, Z, Y, X) → scalar."""
         risk_p_plus, _, _, n_p = _binary_risks(logits, target)
-        gamma = _gamma(n_p, logits.shape[0], self.gamma_scale, self.voxels_per_particle).to(logits.dtype)
+        gamma = self._gamma(n_p, logits)
         unlabeled = target <= 0
         mean_u = (torch.sigmoid(logits) * unlabeled).sum() / unlabeled.sum().clamp(min=1)
         mean_u = mean_u.clamp(_EPS_LOG, 1 - _EPS_LOG)
-        q = self.prior_unlabeled
+        q = self.prior  # π''
         kl = mean_u * torch.log(mean_u / q) + (1 - mean_u) * torch.log((1 - mean_u) / (1 - q))
         return gamma * risk_p_plus + self.kl_weight * kl
 
