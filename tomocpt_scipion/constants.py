@@ -11,3 +11,6 @@ RECIPE_CITATIONS = {
     "deepetpicker": "Liu2024deepetpicker",
     "tomopicker": "Uddin2024tomopicker",
 }
+
+#: recipe name -> its backbone (fine-tuning must keep the backbone)
+RECIPE_BACKBONES = {"tomocpt": "swinunetr", "deepetpicker": "resunet", "tomopicker": "multiresunet"}

@@ -37,41 +37,30 @@ def linkTomograms(tomograms, folder) -> dict:
     return links
 
 
-def coordinatesTable(coordinates, tomograms, classId=1) -> pd.DataFrame:
+def coordinatesTable(coordinates, tomograms, classId=None) -> pd.DataFrame:
     """Engine table of a SetOfCoordinates3D in pixels of the given tomograms' files.
 
     ``tomograms`` is a SetOfTomograms (iterated once; Scipion reuses the item object, so
     never keep the items of a set in a list without cloning them).
 
     Coordinates stored at another sampling rate than the tomograms are scaled to theirs.
-    Coordinates of tomograms that are not in ``tomograms`` are left out.
+    Coordinates of tomograms that are not in ``tomograms`` are left out. With ``classId``
+    every row gets that class and score 1 (training annotations); without, each keeps its
+    score and group id.
     """
     tomoRate = {t.getTsId(): t.getSamplingRate() for t in tomograms}
     coordRate = coordinates.getSamplingRate()
-    rows, names = [], []
+    positions, names, scores, classes = [], [], [], []
     for coord in coordinates.iterCoordinates():
         tsId = coord.getTomoId()
         if tsId not in tomoRate:
             continue
         scale = coordRate / tomoRate[tsId] if coordRate else 1.0
-        rows.append(np.array(coord.getPosition(BOTTOM_LEFT_CORNER), dtype=float) * scale)
+        positions.append(np.array(coord.getPosition(BOTTOM_LEFT_CORNER), dtype=float) * scale)
         names.append(tsId)
-    scores = np.ones(len(rows))
-    return coordinate_table(np.array(rows).reshape(-1, 3), np.array(names, dtype=object), scores, classId)
-
-
-def scoredCoordinatesTable(coordinates, tomograms) -> pd.DataFrame:
-    """Like :func:`coordinatesTable`, keeping each coordinate's score and class (group id)."""
-    tomoRate = {t.getTsId(): t.getSamplingRate() for t in tomograms}
-    coordRate = coordinates.getSamplingRate()
-    records = []
-    for coord in coordinates.iterCoordinates():
-        tsId = coord.getTomoId()
-        if tsId in tomoRate:
-            scale = coordRate / tomoRate[tsId] if coordRate else 1.0
-            x, y, z = (v * scale for v in coord.getPosition(BOTTOM_LEFT_CORNER))
-            records.append((tsId, x, y, z, coord.getScore() or 0.0, coord.getGroupId() or 1, coord.getObjId()))
-    return pd.DataFrame(records, columns=["tomo_name", "x", "y", "z", "score", "class_id", "obj_id"])
+        scores.append(1.0 if classId else coord.getScore() or 0.0)
+        classes.append(classId or coord.getGroupId() or 1)
+    return coordinate_table(np.array(positions).reshape(-1, 3), np.array(names, dtype=object), scores, classes)
 
 
 def writeCoordinatesCsv(table: pd.DataFrame, path) -> str:

@@ -4,6 +4,8 @@ Easy setting: SNR 1.0, 20 ribosomes and 12 distractors per 96 × 96 × 48 tomogr
 three tomograms for training (one of them validates), a fourth one only for picking.
 """
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -31,10 +33,10 @@ def trained(tmp_path_factory):
 
 def _predict_and_evaluate(root, diameter, method, capsys, *extra):
     held_out = str(root / "sim" / "tomograms" / "tomo_003.mrc")
-    out = root / f"picks_{method}_{'_'.join(extra)}".replace("-", "").replace(".", "")
+    out = Path(tempfile.mkdtemp(prefix=f"picks_{method}_", dir=root))
+    # a --threshold in extra comes later and wins
     assert main(["predict", "--model", str(root / "model" / "model.pt"), "--tomograms", held_out,
-                 "--out", str(out), "--method", method, *(() if "--threshold" in extra else ("--threshold", "0.05")),
-                 *extra]) == 0
+                 "--out", str(out), "--method", method, "--threshold", "0.05", *extra]) == 0
     capsys.readouterr()
     assert main(["evaluate", "--picks", str(out / "picks.star"), "--truth",
                  str(root / "sim" / "coordinates" / "4v94" / "tomo_003.txt"), "--diameter", str(diameter),
@@ -83,9 +85,12 @@ def test_a_mask_keeps_picks_inside_it(trained, capsys, tmp_path):
     assert len(picks) and picks["x"].max() < 48.5
 
 
-def test_predict_refuses_to_overwrite_its_outputs(trained, capsys):
+def test_predict_refuses_to_overwrite_its_outputs(trained, capsys, tmp_path):
     root, _ = trained
     arguments = ["predict", "--model", str(root / "model" / "model.pt"), "--tomograms",
-                 str(root / "sim" / "tomograms" / "tomo_003.mrc"), "--out", str(root / "picks_localmax_")]
+                 str(root / "sim" / "tomograms" / "tomo_003.mrc"), "--out", str(tmp_path)]
+    assert main(arguments) == 0
+    written = {p: p.stat().st_mtime for p in tmp_path.iterdir()}
     assert main(arguments) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime for p in tmp_path.iterdir()} == written

@@ -19,7 +19,7 @@ from tomocpt_scipion.demo import run_demo_workflow
 from tomocpt_scipion.engine import io
 from tomocpt_scipion.engine.simulate import SimulationConfig, simulate_dataset
 from tomocpt_scipion.objects import TomoCPTModel
-from tomocpt_scipion.protocols import (ProtTomoCPTEvaluate, ProtTomoCPTImportModel, ProtTomoCPTPick,
+from tomocpt_scipion.protocols import (ProtTomoCPTImportModel, ProtTomoCPTPick,
                                        ProtTomoCPTTrain)
 from tomocpt_scipion.viewers import TomoCPTEvaluateViewer, TomoCPTPickViewer, TomoCPTTrainViewer
 

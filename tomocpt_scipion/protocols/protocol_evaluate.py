@@ -11,7 +11,7 @@ from tomo.objects import SetOfCoordinates3D
 from tomo.protocols import ProtTomoBase
 
 from .. import Plugin
-from ..convert import readMetrics, scoredCoordinatesTable, writeCoordinatesCsv
+from ..convert import readMetrics, coordinatesTable, writeCoordinatesCsv
 
 CRITERIA = ["half-diameter", "radius", "pixels"]
 CRITERIA_LABELS = ["within half the diameter (tomoCPT)", "strictly within the radius (DeepETPicker)",
@@ -64,9 +64,9 @@ class ProtTomoCPTEvaluate(EMProtocol, ProtTomoBase):
     # --------------------------- STEPS functions -----------------------------
     def convertInputStep(self):
         tomograms = self.inputPicks.get().getPrecedents()
-        picks = scoredCoordinatesTable(self.inputPicks.get(), tomograms)
+        picks = coordinatesTable(self.inputPicks.get(), tomograms)
         writeCoordinatesCsv(picks, self._getExtraPath("picks.csv"))
-        writeCoordinatesCsv(scoredCoordinatesTable(self.inputReference.get(), tomograms),
+        writeCoordinatesCsv(coordinatesTable(self.inputReference.get(), tomograms),
                             self._getExtraPath("reference.csv"))
 
     def evaluateStep(self):

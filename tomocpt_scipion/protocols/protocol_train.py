@@ -9,7 +9,7 @@ from pyworkflow.protocol import params
 from pyworkflow.utils import Message
 
 from .. import Plugin
-from ..constants import RECIPE_CITATIONS
+from ..constants import RECIPE_BACKBONES, RECIPE_CITATIONS
 from ..convert import coordinatesTable, linkTomograms, readModelSummary, writeCoordinatesCsv
 from ..objects import TomoCPTModel
 
@@ -158,8 +158,7 @@ class ProtTomoCPTTrain(EMProtocol):
                 errors.append("Positive-unlabeled training needs the expected number of particles per "
                               "tomogram (all of them, labelled or not).")
         if self.inputModel.get() is not None:
-            backbone = self._choice(BACKBONES, self.backbone) or {"tomocpt": "swinunetr", "deepetpicker": "resunet",
-                                                                   "tomopicker": "multiresunet"}[self._recipeName()]
+            backbone = self._choice(BACKBONES, self.backbone) or RECIPE_BACKBONES[self._recipeName()]
             if self.inputModel.get().getBackbone() != backbone:
                 errors.append(f"The model to fine-tune is a {self.inputModel.get().getBackbone()}; this run "
                               f"trains a {backbone}. Choose the same backbone.")
