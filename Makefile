@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+# A second environment with the engine alone: no Scipion, the newest numpy/scipy/MONAI
+# the resolver gives (what a GPU workstation's engine environment installs).
+ENGINE_VENV := .venv-engine
+ENGINE_PY := $(ENGINE_VENV)/bin/python
+ENGINE_INSTALLED := $(ENGINE_VENV)/.installed
 
 # Headless Scipion under the repository: no prompts, no network, no usage statistics.
 export SCIPION_HOME := $(CURDIR)/.scipion
@@ -14,16 +19,25 @@ export SCIPION_TEST_NOSYNC := 1
 export SCIPION_PYTHON := $(CURDIR)/$(PY)
 SCIPION_CONFIG_FILE := $(SCIPION_HOME)/config/scipion.conf
 
-.PHONY: demo test install clean
+.PHONY: demo test test-engine install install-engine clean
 
 install: $(INSTALLED)
 
+install-engine: $(ENGINE_INSTALLED)
+
 # torch first, by itself: the exact pin resolves to the CPU wheel shipped on this machine's
 # disk; everything else in one resolver run so the Scipion pins (numpy, scipy) hold.
-$(INSTALLED): setup.py
+$(INSTALLED): setup.py tomocpt_scipion/engine/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+# One resolver run for the engine's dependencies, then the package itself without Scipion's.
+$(ENGINE_INSTALLED): setup.py tomocpt_scipion/engine/requirements.txt
+	test -x $(ENGINE_PY) || $(PYTHON) -m venv $(ENGINE_VENV)
+	$(ENGINE_PY) -m pip install --quiet torch==2.13.0 -r tomocpt_scipion/engine/requirements.txt pytest
+	$(ENGINE_PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 $(SCIPION_CONFIG_FILE): $(INSTALLED)
@@ -34,8 +48,12 @@ $(SCIPION_CONFIG_FILE): $(INSTALLED)
 demo: $(SCIPION_CONFIG_FILE)
 	$(PY) -m tomocpt_scipion.demo
 
-test: $(INSTALLED)
+# The whole suite in the Scipion environment, then the engine tests where Scipion is absent.
+test: $(INSTALLED) test-engine
 	$(PY) -m pytest
 
+test-engine: $(ENGINE_INSTALLED)
+	$(ENGINE_PY) -m pytest tests/engine
+
 clean:
-	rm -rf $(VENV) .scipion
+	rm -rf $(VENV) $(ENGINE_VENV) .scipion

@@ -4,6 +4,9 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
+ENGINE_REQUIREMENTS = HERE / "tomocpt_scipion" / "engine" / "requirements.txt"
+ENGINE_REQUIRES = [line.strip() for line in ENGINE_REQUIREMENTS.read_text().splitlines()
+                   if line.strip() and not line.startswith("#")]
 
 setup(
     name="scipion-em-tomocpt",
@@ -13,28 +16,17 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="GPL-3.0-or-later",
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     packages=find_packages(exclude=["tests", "tests.*", "benchmarks"]),
     include_package_data=True,
-    package_data={"tomocpt_scipion": ["protocols.conf", "icon.png", "engine/templates/*.mrc",
-                                       "engine/templates/*.md"]},
+    package_data={"tomocpt_scipion": ["protocols.conf", "icon.png", "engine/requirements.txt",
+                                       "engine/templates/*.mrc", "engine/templates/*.md"]},
     install_requires=[
         "scipion-app>=3.8",
         "scipion-pyworkflow>=3.6",
         "scipion-em>=3.6",
         "scipion-em-tomo>=3.6",
-        "torch==2.13.0",
-        "monai>=1.4",
-        "einops>=0.7",
-        "mrcfile",
-        "numpy",
-        "scipy",
-        "scikit-image",
-        "starfile>=0.5",
-        "imodmodel>=0.1",
-        "pandas",
-        "matplotlib",
-        "tqdm",
+        *ENGINE_REQUIRES,
     ],
     extras_require={"test": ["pytest>=7", "scipion-em-reliontomo", "scipion-em-dynamo"]},
     entry_points={

@@ -18,13 +18,13 @@ __all__ = ["template_matching_scores"]
 
 
 def _padded_fft(array: np.ndarray, shape) -> np.ndarray:
-    return fft.rfftn(array, s=shape, workers=-1)
+    return fft.rfftn(array, s=shape, axes=(0, 1, 2), workers=-1)
 
 
 def _correlate(volume_fft: np.ndarray, kernel: np.ndarray, shape) -> np.ndarray:
     """Σ_m kernel(m) V(x + m) for kernels centred on their middle voxel."""
     flipped = kernel[::-1, ::-1, ::-1]
-    full = fft.irfftn(volume_fft * _padded_fft(flipped, shape), s=shape, workers=-1)
+    full = fft.irfftn(volume_fft * _padded_fft(flipped, shape), s=shape, axes=(0, 1, 2), workers=-1)
     half = np.array(kernel.shape) // 2
     return np.roll(full, tuple(-half), axis=(0, 1, 2))
 

@@ -1,8 +1,10 @@
 """Test-wide set-up: a headless, offline Scipion in temporary folders.
 
 pyworkflow reads its configuration from the environment when it is first imported, so the
-variables are set here, at conftest import, before any test module imports Scipion.
+variables are set here, at conftest import, before any test module imports Scipion. In an
+engine-only environment (no Scipion: ``make test-engine``) there is nothing to configure.
 """
+import importlib.util
 import os
 import subprocess
 import sys
@@ -34,7 +36,8 @@ def _write_scipion_config() -> None:
         raise RuntimeError(f"headless Scipion config failed:\n{result.stdout}\n{result.stderr}")
 
 
-_write_scipion_config()
+if importlib.util.find_spec("pyworkflow") is not None:
+    _write_scipion_config()
 
 
 @pytest.fixture(scope="session")

@@ -26,8 +26,7 @@ if pwem is not None:
                             TOMOCPT_ENV_NAME)
 
     _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    _ENGINE_REQUIREMENTS = (f"torch=={ENGINE_TORCH_VERSION} monai einops mrcfile numpy scipy "
-                            "scikit-image starfile imodmodel pandas matplotlib tqdm")
+    _ENGINE_REQUIREMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "engine", "requirements.txt")
 
     class Plugin(pwem.Plugin):
         """tomocpt_scipion: deep-learning particle picking in tomograms.
@@ -78,7 +77,8 @@ if pwem is not None:
             """A venv with the engine's dependencies, for installs that want CUDA torch apart."""
             installed = f"{TOMOCPT_ENV_NAME}_installed"
             commands = [(f"{shlex.quote(sys.executable)} -m venv env && "
-                         f"env/bin/pip install {_ENGINE_REQUIREMENTS} && touch {installed}",
+                         f"env/bin/pip install torch=={ENGINE_TORCH_VERSION} -r {shlex.quote(_ENGINE_REQUIREMENTS)} "
+                         f"&& touch {installed}",
                          installed)]
             env.addPackage(TOMOCPT_ENV_NAME, version="0.1.0", tar="void.tgz", commands=commands,
                            default=True)

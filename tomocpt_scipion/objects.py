@@ -22,6 +22,7 @@ class TomoCPTModel(EMObject):
         self._trainingSamplingRate = pwobj.Float()
         self._diameter = pwobj.Float()
         self._classes = pwobj.String()
+        self._thresholds = pwobj.String()
         self._engineVersion = pwobj.String()
 
     def getCheckpoint(self):
@@ -44,6 +45,7 @@ class TomoCPTModel(EMObject):
         self._trainingSamplingRate.set(config["voxel_size_a"])
         self._diameter.set(config["diameter_a"])
         self._classes.set(json.dumps(config["classes"]))
+        self._thresholds.set(json.dumps(config.get("thresholds", [])))
         self._engineVersion.set(config["engine_version"])
 
     def getRecipe(self):
@@ -69,9 +71,14 @@ class TomoCPTModel(EMObject):
     def getClasses(self):
         return json.loads(self._classes.get() or "[]")
 
+    def getThresholds(self):
+        """Score threshold per class calibrated after training ([] for an uncalibrated model)."""
+        return json.loads(self._thresholds.get() or "[]")
+
     def getEngineVersion(self):
         return self._engineVersion.get()
 
     def __str__(self):
         return (f"TomoCPTModel ({self.getBackbone()}, {self.getLabelType()} labels, "
-                f"{self.getDiameter() or 0:.0f} Å particles, classes {self.getClasses()})")
+                f"{self.getDiameter() or 0:.0f} Å particles, classes {self.getClasses()}, "
+                f"thresholds {self.getThresholds() or 'not calibrated'})")

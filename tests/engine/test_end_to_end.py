@@ -21,7 +21,7 @@ F1_BOUND = 0.8
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("end_to_end")
     assert main(["simulate", "--out", str(root / "sim"), "--n-tomograms", "4", "--shape", "48", "96", "96",
-                 "--pixel-size", "20", "--n-target", "20", "--n-distractors", "12", "--snr", "1.0",
+                 "--pixel-size", "20", "--n-target", "20", "--n-distractors", "12", "--mode", "fourier", "--snr", "1.0",
                  "--seed", "5"]) == 0
     diameter = json.loads((root / "sim" / "simulation.json").read_text())["diameters_a"]["4v94"]
     tomograms = [str(root / "sim" / "tomograms" / f"tomo_00{i}.mrc") for i in range(3)]

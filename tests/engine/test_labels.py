@@ -65,3 +65,20 @@ def test_bad_label_arguments_are_refused():
         gaussian(SHAPE, CENTRE, 0)
     with pytest.raises(ValueError, match="unknown label kind 'disc'"):
         make_label("disc", SHAPE, CENTRE, 2.0)
+
+
+def test_labels_are_centred_on_the_exact_sub_voxel_position():
+    centre = np.array([[7.3, 6.6, 7.45]])
+    label = gaussian(SHAPE, centre, radius_px=4.0)
+    z, y, x = np.indices(SHAPE)
+    centroid = np.array([(label * axis).sum() / label.sum() for axis in (x, y, z)])
+    np.testing.assert_allclose(centroid, centre[0], atol=0.02)
+    weak = ball(SHAPE, centre, 3.0).astype(float)
+    centroid = np.array([(weak * axis).sum() / weak.sum() for axis in (x, y, z)])
+    np.testing.assert_allclose(centroid, centre[0], atol=0.15)
+
+
+def test_class_index_labels_stamp_python_int_classes_without_casting_errors():
+    # numpy 2 refuses an int64 product written into a uint8 output (UFuncOutputCastingError)
+    volume = make_label("tball", SHAPE, CENTRE, 2.0, class_ids=np.array([2], dtype=np.int64))
+    assert volume.dtype == np.uint8 and volume[7, 7, 7] == 2

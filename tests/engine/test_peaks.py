@@ -2,8 +2,11 @@
 import numpy as np
 import pytest
 
+from tomocpt_scipion.engine.config import EngineConfig
+from tomocpt_scipion.engine.infer import ScoreMap
 from tomocpt_scipion.engine.labels import gaussian
 from tomocpt_scipion.engine.peaks import find_peaks, mp_nms_iterations
+from tomocpt_scipion.engine.predict import picks_from_scores
 
 SHAPE = (24, 60, 64)  # a thin tomogram: z is only 24 voxels
 RADIUS = 5.0
@@ -30,7 +33,7 @@ def _as_set(xyz):
 
 @pytest.mark.parametrize("method", ["local-max", "mp-nms", "greedy"])
 def test_each_method_recovers_every_planted_peak_exactly(score_map, method):
-    peaks = find_peaks(score_map, method, radius_px=RADIUS, threshold=0.3)
+    peaks = find_peaks(score_map, method, radius_px=RADIUS, threshold=0.3, refine="none")
     assert _as_set(peaks[:, :3]) == _as_set(PLANTED)
     np.testing.assert_allclose(peaks[:, :3], np.rint(peaks[:, :3]))
     assert np.all(np.diff(peaks[:, 3]) <= 0), "best first"
@@ -76,3 +79,29 @@ def test_bad_arguments_are_refused(score_map):
         find_peaks(score_map, "watershed", radius_px=RADIUS)
     with pytest.raises(ValueError, match="mask shape"):
         find_peaks(score_map, radius_px=RADIUS, mask=np.ones((2, 2, 2), bool))
+
+
+@pytest.mark.parametrize("blob", ["gaussian", "plateau"])
+@pytest.mark.parametrize("method", ["local-max", "mp-nms", "greedy"])
+def test_planted_off_grid_centres_come_back_within_0_3_px_of_the_original_grid(blob, method):
+    """A ribosome at 10 Å/px is rescaled by 0.3: one score-map voxel spans 3.3 tomogram pixels."""
+    config = EngineConfig(diameter_a=330.0, target_diameter_px=10.0, label="tball", loss="dice")
+    zoom = 0.3
+    original_shape = (60, 150, 160)
+    rng = np.random.default_rng(7)
+    true_xyz = np.array([[40, 40, 30], [75, 45, 28], [40, 80, 33], [110, 110, 25], [140, 20, 40]], float)
+    true_xyz += rng.uniform(-2, 2, true_xyz.shape)
+    shape = tuple(int(np.floor((n - 1) * zoom)) + 1 for n in original_shape)
+    grid = np.indices(shape).transpose(1, 2, 3, 0)[..., ::-1]
+    scores = np.zeros(shape, np.float32)
+    for xyz in true_xyz * zoom:
+        distance = np.linalg.norm(grid - xyz, axis=-1)
+        # network outputs: a smooth Gaussian peak, or the flat top a weak-label network gives
+        value = np.exp(-distance**2 / 4) if blob == "gaussian" else 1 / (1 + np.exp(3 * (distance - 3.5)))
+        scores = np.maximum(scores, value.astype(np.float32))
+    score_map = ScoreMap(scores[None], zoom, original_shape, 10.0)
+    picks = picks_from_scores(score_map, config, "tomo", method, threshold=0.3)
+    found = picks[["x", "y", "z"]].to_numpy()
+    assert len(found) == len(true_xyz)
+    distances = np.linalg.norm(found[:, None] - true_xyz[None], axis=-1).min(axis=0)
+    assert distances.max() < 0.3, distances

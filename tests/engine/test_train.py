@@ -1,5 +1,6 @@
 """Training: every recipe learns on a tiny volume, resumes exactly, runs under DDP, refuses bad input."""
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import torch
 
 from tomocpt_scipion.engine import io
 from tomocpt_scipion.engine.checkpoint import load_model, read_checkpoint
+from tomocpt_scipion.engine.cli import main
 from tomocpt_scipion.engine.config import recipe_config
 from tomocpt_scipion.engine.train import train
 
@@ -47,6 +49,20 @@ def test_each_recipe_lowers_the_validation_loss(tiny_dataset, tmp_path, recipe, 
     assert (tmp_path / "learning_curve.png").stat().st_size > 1000
     payload = torch.load(result.checkpoint, map_location="cpu", weights_only=True)
     assert payload["epoch"] == result.best_epoch
+
+
+@pytest.mark.parametrize("recipe", ["deepetpicker", "tomopicker"])
+def test_the_calibrated_threshold_round_trips_through_checkpoint_json_and_inspect(tiny_dataset, tmp_path, recipe,
+                                                                                  capsys):
+    tomograms, coordinates, diameter = _inputs(tiny_dataset)
+    result = train(tomograms, coordinates, _config(recipe, diameter, epochs=3), tmp_path)
+    _, config = load_model(result.checkpoint)
+    assert len(config.thresholds) == 1 and 0 < config.thresholds[0] < 1
+    assert config.thresholds == result.config.thresholds
+    summary = json.loads((tmp_path / "model.json").read_text())
+    assert summary["config"]["thresholds"] == config.thresholds
+    assert main(["inspect", str(result.checkpoint)]) == 0
+    assert f"score threshold particle {config.thresholds[0]:.3g}" in capsys.readouterr().out
 
 
 class _Interrupt(Exception):

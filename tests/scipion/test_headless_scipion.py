@@ -18,7 +18,7 @@ class TestHeadlessScipionImportsSimulatedData(BaseTest):
         setupTestProject(cls)
         cls.data = cls.getOutputPath("simulated")
         cls.summary = simulate_dataset(cls.data, n_tomograms=2, seed=3, config=SimulationConfig(
-            shape_zyx=(24, 48, 48), pixel_size_a=PIXEL_SIZE_A, n_target=5, n_distractors=4))
+            shape_zyx=(24, 48, 48), pixel_size_a=PIXEL_SIZE_A, n_target=5, n_distractors=4, mode="fourier"))
 
     def test_plugin_is_discovered_by_scipion(self):
         self.assertIn("tomocpt_scipion", pwem.Domain.getPlugins())

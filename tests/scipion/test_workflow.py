@@ -32,7 +32,7 @@ F1_BOUND = 0.6
 
 def simulate(folder, seed, n_tomograms=4, **config):
     config = SimulationConfig(**{**dict(shape_zyx=(48, 96, 96), pixel_size_a=PIXEL_SIZE_A, n_target=20,
-                                        n_distractors=12, snr=1.0), **config})
+                                        n_distractors=12, mode="fourier", snr=1.0), **config})
     summary = simulate_dataset(folder, n_tomograms, config, seed=seed)
     return summary
 

@@ -34,7 +34,7 @@ def _tomogram_geometry(paths: Sequence[str]) -> tuple[dict[str, tuple[int, int, 
 
 # ----------------------------------------------------------------------------- simulate
 def _simulate_arguments(parser: argparse.ArgumentParser) -> None:
-    from .simulate import SimulationConfig, available_species
+    from .simulate import SIMULATION_MODES, SimulationConfig, available_species
 
     defaults = SimulationConfig()
     parser.add_argument("--out", required=True, help="output folder")
@@ -53,10 +53,20 @@ def _simulate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="target particles per tomogram (default %(default)s)")
     parser.add_argument("--n-distractors", type=int, default=defaults.n_distractors,
                         help="distractor particles per tomogram (default %(default)s)")
+    parser.add_argument("--mode", choices=SIMULATION_MODES, default=defaults.mode,
+                        help="wbp: tilt series with CTF, dose and Poisson noise, reconstructed by weighted "
+                             "back-projection (realistic); fourier: one Fourier filter and Gaussian noise "
+                             "(fast) (default %(default)s)")
     parser.add_argument("--snr", type=float, default=defaults.snr,
-                        help="signal-to-noise variance ratio (default %(default)s)")
+                        help="fourier mode: signal-to-noise variance ratio (default %(default)s)")
     parser.add_argument("--tilt-range", type=float, default=defaults.tilt_range_deg,
                         help="tilt range ± degrees (default %(default)s)")
+    parser.add_argument("--tilt-step", type=float, default=defaults.tilt_step_deg,
+                        help="wbp mode: tilt increment in degrees (default %(default)s)")
+    parser.add_argument("--tilt-angles", type=float, nargs="+",
+                        help="wbp mode: explicit tilt angles in degrees (instead of range and step)")
+    parser.add_argument("--dose", type=float, default=defaults.dose_e_per_a2,
+                        help="wbp mode: total exposure of the tilt series, e/Å² (default %(default)s)")
     parser.add_argument("--defocus", type=float, default=defaults.defocus_um,
                         help="defocus in µm (default %(default)s)")
     parser.add_argument("--no-membrane", action="store_true", help="leave out the vesicle")
@@ -71,13 +81,17 @@ def _simulate(args: argparse.Namespace) -> None:
     config = SimulationConfig(
         shape_zyx=tuple(args.shape), pixel_size_a=args.pixel_size, target=args.target,
         distractors=tuple(args.distractors), n_target=args.n_target,
-        n_distractors=args.n_distractors, snr=args.snr, tilt_range_deg=args.tilt_range,
+        n_distractors=args.n_distractors, mode=args.mode, snr=args.snr, tilt_range_deg=args.tilt_range,
+        tilt_step_deg=args.tilt_step, tilt_angles_deg=args.tilt_angles, dose_e_per_a2=args.dose,
         defocus_um=args.defocus, membrane=not args.no_membrane, n_gold=args.n_gold)
     summary = simulate_dataset(args.out, args.n_tomograms, config, args.seed, args.prefix,
                                overwrite=args.overwrite)
     out = Path(args.out)
+    noise = (f"{config.dose_e_per_a2:g} e/Å² over {len(config.angles_deg)} tilts "
+             f"{config.angles_deg[0]:g}..{config.angles_deg[-1]:g}°, weighted back-projection"
+             if config.mode == "wbp" else f"SNR {config.snr}, tilt ±{config.tilt_range_deg}°")
     print(f"Simulated {len(summary['tomograms'])} tomogram(s) of {config.shape_zyx[::-1]} voxels "
-          f"(x, y, z) at {config.pixel_size_a} Å/px, SNR {config.snr}, tilt ±{config.tilt_range_deg}°:")
+          f"(x, y, z) at {config.pixel_size_a} Å/px, {noise}:")
     for name, path in summary["tomograms"].items():
         counts = ", ".join(f"{n} {s}" for s, n in summary["counts"][name].items())
         print(f"  {out / path}: {counts}")
@@ -210,7 +224,7 @@ def _train(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------- predict
 def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     from .infer import MERGE_MODES, WINDOWS
-    from .peaks import PEAK_METHODS, REFINEMENTS
+    from .specs import DEFAULT_PEAK_METHOD, FALLBACK_THRESHOLD, PEAK_METHODS, REFINEMENTS
 
     parser.add_argument("--model", required=True, help="checkpoint (model.pt)")
     parser.add_argument("--tomograms", nargs="+", required=True, help="tomograms to pick (MRC)")
@@ -221,13 +235,17 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
                              "tomograms are rescaled so they look like the training particles")
     parser.add_argument("--masks", nargs="*", default=[],
                         help="mask MRC files, one per tomogram in the same order (picks only where > 0)")
-    parser.add_argument("--method", choices=PEAK_METHODS, default="local-max",
+    parser.add_argument("--method", choices=PEAK_METHODS, default=DEFAULT_PEAK_METHOD,
                         help="peak extraction: local-max (tomoCPT), mp-nms (DeepETPicker), greedy (TomoPicker)")
-    parser.add_argument("--threshold", type=float, default=0.3, help="score threshold (default 0.3)")
+    parser.add_argument("--threshold", type=float,
+                        help="score threshold (default: the model's, calibrated per class on the validation "
+                             f"tomograms at the end of training; {FALLBACK_THRESHOLD} for a model without one)")
     parser.add_argument("--min-distance", type=float, help="smallest distance between picks in Å "
                                                            "(default: the particle diameter)")
     parser.add_argument("--max-picks", type=int, help="at most this many picks per tomogram and class")
-    parser.add_argument("--refine", choices=REFINEMENTS, default="none", help="sub-voxel refinement")
+    parser.add_argument("--refine", choices=REFINEMENTS, default=REFINEMENTS[0],
+                        help="sub-voxel refinement: centroid of the score blob above half its peak (default), "
+                             "quadratic fit, or none")
     parser.add_argument("--merge", choices=MERGE_MODES, default="blend", help="patch merging (default blend)")
     parser.add_argument("--window", choices=WINDOWS, default="gaussian", help="blending weight")
     parser.add_argument("--overlap", type=float, default=0.5, help="blending overlap fraction (default 0.5)")
@@ -320,6 +338,14 @@ def _inspect_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", help="also write its config, epoch and validation loss to this JSON file")
 
 
+def _thresholds_text(config) -> str:
+    from .specs import FALLBACK_THRESHOLD
+
+    if not config.thresholds:
+        return f"{FALLBACK_THRESHOLD} (not calibrated)"
+    return ", ".join(f"{name} {value:.3g}" for name, value in zip(config.classes, config.thresholds))
+
+
 def _inspect(args: argparse.Namespace) -> None:
     from .checkpoint import read_checkpoint, write_model_summary
     from .config import EngineConfig
@@ -329,6 +355,7 @@ def _inspect(args: argparse.Namespace) -> None:
     print(f"{args.model}: {config.model_size} {config.backbone}, {config.label} labels, {config.loss} loss "
           f"({config.recipe} recipe); classes {config.classes}; particle {config.diameter_a:.0f} Å at "
           f"{config.voxel_size_a:.2f} Å/px; epoch {payload['epoch']}, validation loss {payload['val_loss']:.4g}; "
+          f"score threshold {_thresholds_text(config)}; "
           f"engine {config.engine_version}")
     if args.json:
         write_model_summary(args.json, config, payload["epoch"], payload["val_loss"])

@@ -13,6 +13,7 @@ from .labels import LABELS
 from .losses import LOSSES
 from .models.registry import MODEL_SIZES, MODELS, patch_multiple, smallest_patch
 from .preprocess import NORMALISATIONS
+from .specs import FALLBACK_THRESHOLD, PU_LOSSES
 
 __all__ = ["EngineConfig", "RECIPES", "recipe_config", "SAMPLINGS", "AUGMENTATIONS"]
 
@@ -49,6 +50,8 @@ class EngineConfig:
     gamma_scale, kl_weight : TomoPicker γ = gamma_scale |P| / bs, and λ of the KL loss.
     validation_fraction : patch fraction held out when there is one training tomogram.
     voxel_size_a : Å per pixel at the training scale (set by training).
+    thresholds : score threshold per class, calibrated on the validation tomograms after
+        training (empty: not calibrated, :data:`.specs.FALLBACK_THRESHOLD` applies).
     engine_version : engine version that trained the model.
     """
 
@@ -80,11 +83,17 @@ class EngineConfig:
     kl_weight: float = 1.0
     validation_fraction: float = 0.2
     voxel_size_a: float = 0.0
+    thresholds: list[float] = field(default_factory=list)
     engine_version: str = __version__
 
     def __post_init__(self) -> None:
         self.classes = list(self.classes)
         self.augment = list(self.augment)
+        self.thresholds = [float(t) for t in self.thresholds]
+
+    def class_threshold(self, class_index: int) -> float:
+        """Calibrated score threshold of class ``class_index`` (0-based), or the fallback."""
+        return self.thresholds[class_index] if self.thresholds else FALLBACK_THRESHOLD
 
     @property
     def n_classes(self) -> int:
@@ -135,7 +144,7 @@ class EngineConfig:
                              f"regresses Gaussian labels, the others classify voxels.")
         if self.loss in ("bce", "nnpu", "kl") and self.n_classes > 1:
             raise ValueError(f"loss {self.loss!r} is binary; got {self.n_classes} classes.")
-        if self.loss in ("nnpu", "kl") and not self.expected_particles:
+        if self.loss in PU_LOSSES and not self.expected_particles:
             raise ValueError(f"loss {self.loss!r} needs the expected number of particles per tomogram.")
         for name in ("target_diameter_px", "label_radius_fraction", "lr", "stride", "batch_size", "epochs"):
             if not getattr(self, name) > 0:

@@ -1,8 +1,10 @@
-"""Training labels built from particle centres by stamping a precomputed kernel.
+"""Training labels built from particle centres, evaluated at each centre's exact position.
 
 Every kind has the same signature ``fn(shape_zyx, xyz_px, radius_px, class_ids=None)`` and
-returns a (z, y, x) array. Centres are rounded to the nearest voxel; where particles overlap
-the maximum wins.
+returns a (z, y, x) array. Distances are measured from the sub-voxel centre (never rounded
+to a voxel): a label rounded to the grid teaches the network an offset of up to half a
+training voxel per axis, which is 1-2 px of the original tomogram after rescaling. Where
+particles overlap the maximum wins.
 
 ==========  ==============================================================  ===========
 kind        value at distance r from a centre                                paper
@@ -31,41 +33,36 @@ __all__ = ["LABELS", "gaussian", "tball", "ball", "cube", "sphere", "make_label"
 GAUSSIAN_FRACTIONS = (0.95, 0.5)
 
 
-def _offsets(radius_px: float) -> tuple[np.ndarray, int]:
-    half = int(np.floor(radius_px * np.sqrt(2))) if radius_px > 0 else 0
-    axis = np.arange(-half, half + 1, dtype=np.float32)
-    z, y, x = np.meshgrid(axis, axis, axis, indexing="ij")
-    return np.sqrt(x**2 + y**2 + z**2), half
-
-
-def _gaussian_kernel(radius_px: float) -> np.ndarray:
-    r, _ = _offsets(radius_px)
+def _gaussian_value(offsets_zyx: np.ndarray, radius_px: float) -> np.ndarray:
+    """Label value at (..., 3) offsets from a centre: 1 at the centre, 0 beyond R."""
+    r2 = np.square(offsets_zyx).sum(-1)
     sigma1, sigma2 = (f * radius_px / 3 for f in GAUSSIAN_FRACTIONS)
-    value = np.exp(-r**2 / (2 * sigma1**2)) + np.exp(-r**2 / (2 * sigma2**2))
-    return np.where(r <= radius_px, value / value.max(), 0.0).astype(np.float32)
+    value = (np.exp(-r2 / (2 * sigma1**2)) + np.exp(-r2 / (2 * sigma2**2))) / 2
+    return np.where(r2 <= radius_px**2, value, 0.0).astype(np.float32)
 
 
-def _mask_kernel(kind: str, radius_px: float) -> np.ndarray:
-    r, half = _offsets(radius_px)
-    axis = np.arange(-half, half + 1)
-    in_cube = np.all(np.abs(np.stack(np.meshgrid(axis, axis, axis, indexing="ij"))) <= radius_px, axis=0)
-    return {"tball": (r < np.sqrt(2) * radius_px) & in_cube, "ball": r < radius_px,
-            "cube": in_cube, "sphere": r <= radius_px}[kind]
+def _mask_value(kind: str) -> Callable[[np.ndarray, float], np.ndarray]:
+    def inside(offsets_zyx: np.ndarray, radius_px: float) -> np.ndarray:
+        r2 = np.square(offsets_zyx).sum(-1)
+        in_cube = np.all(np.abs(offsets_zyx) <= radius_px, axis=-1)
+        return {"tball": (r2 < 2 * radius_px**2) & in_cube, "ball": r2 < radius_px**2,
+                "cube": in_cube, "sphere": r2 <= radius_px**2}[kind]
+    return inside
 
 
-def _stamp(shape_zyx, xyz_px, kernel: np.ndarray, values: np.ndarray, dtype) -> np.ndarray:
+def _stamp(shape_zyx, xyz_px, value_fn, radius_px: float, values: np.ndarray, dtype) -> np.ndarray:
     out = np.zeros(shape_zyx, dtype=dtype)
-    half = kernel.shape[0] // 2
-    centres = np.rint(np.asarray(xyz_px, dtype=float).reshape(-1, 3)[:, ::-1]).astype(int)
     shape = np.asarray(shape_zyx)
-    for centre, value in zip(centres, values):
-        lo, hi = centre - half, centre + half + 1
-        clo, chi = np.maximum(lo, 0), np.minimum(hi, shape)
-        if np.any(chi <= clo):
+    extent = radius_px  # no label reaches beyond the cube [-R, R]³ along an axis
+    for centre, value in zip(np.asarray(xyz_px, dtype=float).reshape(-1, 3)[:, ::-1], values):
+        lo = np.maximum(np.ceil(centre - extent - 1e-9).astype(int), 0)
+        hi = np.minimum(np.floor(centre + extent + 1e-9).astype(int) + 1, shape)
+        if np.any(hi <= lo):
             continue
-        dst = tuple(slice(a, b) for a, b in zip(clo, chi))
-        src = tuple(slice(a - l, b - l) for a, b, l in zip(clo, chi, lo))
-        np.maximum(out[dst], kernel[src] * value, out=out[dst])
+        grid = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij"), axis=-1)
+        stamp = (value_fn(grid - centre, radius_px) * value).astype(dtype)
+        dst = tuple(slice(a, b) for a, b in zip(lo, hi))
+        np.maximum(out[dst], stamp, out=out[dst])
     return out
 
 
@@ -82,12 +79,12 @@ def _check(shape_zyx, xyz_px, radius_px, class_ids):
 
 
 def gaussian(shape_zyx, xyz_px, radius_px: float, class_ids=None) -> np.ndarray:
-    """tomoCPT centroid label: two Gaussians truncated at R, peak 1 (eq. 1-4).
+    """tomoCPT centroid label: two Gaussians truncated at R, 1 at the exact centre (eq. 1-4).
 
     Parameters
     ----------
     shape_zyx : (z, y, x) size of the label volume.
-    xyz_px : (N, 3) particle centres, x, y, z in pixels.
+    xyz_px : (N, 3) particle centres, x, y, z in pixels (sub-voxel positions are kept).
     radius_px : particle radius R in pixels.
     class_ids : ignored (one channel per class is built by :func:`make_label`).
 
@@ -96,17 +93,19 @@ def gaussian(shape_zyx, xyz_px, radius_px: float, class_ids=None) -> np.ndarray:
     (z, y, x) float32 in [0, 1].
     """
     xyz, _ = _check(shape_zyx, xyz_px, radius_px, class_ids)
-    return _stamp(shape_zyx, xyz, _gaussian_kernel(radius_px), np.ones(len(xyz)), np.float32)
+    return _stamp(shape_zyx, xyz, _gaussian_value, radius_px, np.ones(len(xyz)), np.float32)
 
 
 def _class_index_label(kind: str) -> Callable:
+    inside = _mask_value(kind)
+
     def label(shape_zyx, xyz_px, radius_px: float, class_ids=None) -> np.ndarray:
         xyz, ids = _check(shape_zyx, xyz_px, radius_px, class_ids)
-        return _stamp(shape_zyx, xyz, _mask_kernel(kind, radius_px).astype(np.uint8), ids, np.uint8)
+        return _stamp(shape_zyx, xyz, inside, radius_px, ids, np.uint8)
 
     label.__name__ = kind
-    label.__doc__ = (f"{kind} weak label: class index inside the shape, 0 outside (see module table).\n\n"
-                     "Returns\n-------\n(z, y, x) uint8 class indices.")
+    label.__doc__ = (f"{kind} weak label: class index inside the shape around the exact centre, 0 "
+                     "outside (see module table).\n\nReturns\n-------\n(z, y, x) uint8 class indices.")
     return label
 
 
@@ -142,6 +141,7 @@ def make_label(kind: str, shape_zyx, xyz_px, radius_px: float, class_ids=None,
 
 
 def label_voxel_count(kind: str, radius_px: float) -> int:
-    """Voxels one isolated particle labels as positive (TomoPicker's Rn)."""
-    kernel = _gaussian_kernel(radius_px) if kind == "gaussian" else _mask_kernel(kind, radius_px)
-    return int(np.count_nonzero(kernel))
+    """Voxels one isolated particle centred on a voxel labels as positive (TomoPicker's Rn)."""
+    half = int(np.ceil(radius_px))
+    size = 2 * half + 1
+    return int(np.count_nonzero(make_label(kind, (size,) * 3, [[half] * 3], radius_px)))

@@ -17,9 +17,16 @@ map) and score, best first:
   remains. Exact, with a block-maximum index so each pick costs one block update instead of
   a scan of the volume.
 
-Scores are the map's values at the peaks. Optional sub-voxel refinement: ``centroid``
-(score-weighted 3×3×3 centroid) or ``quadratic`` (parabola through the peak and its two
-neighbours along each axis).
+Scores are the map's values at the peaks. Sub-voxel refinement (``refine``):
+
+- ``centroid`` (default): mean shift. The position moves to the centroid of the score
+  above half the peak's value within ``refine_radius_px`` of it (the map sampled
+  trilinearly on a half-voxel grid around the current, sub-voxel position), three times.
+  It finds the centre of a Gaussian peak and of a flat-topped blob alike (a weak-label
+  network outputs a plateau, where the first maximum found is any voxel of the plateau).
+- ``quadratic``: parabola through the peak and its two neighbours along each axis (sharp,
+  single-voxel peaks only).
+- ``none``: the voxel found.
 """
 from __future__ import annotations
 
@@ -28,14 +35,18 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from scipy.spatial import cKDTree
+
+from .specs import PEAK_METHODS, REFINEMENTS
 
 __all__ = ["find_peaks", "PEAK_METHODS", "REFINEMENTS", "mp_nms_iterations"]
 
-PEAK_METHODS = ("local-max", "mp-nms", "greedy")
-REFINEMENTS = ("none", "centroid", "quadratic")
 _MP_KERNEL = 3
 _GREEDY_BLOCK = 16
+_MEAN_SHIFT_STEPS = 3
+_MEAN_SHIFT_SPACING = 0.5
+_MEAN_SHIFT_LEVEL = 0.5
 
 
 def mp_nms_iterations(radius_px: float, kernel: int = _MP_KERNEL) -> int:
@@ -149,33 +160,48 @@ def _greedy(scores: np.ndarray, radius_px: float, threshold: float, max_picks: i
     return np.array(picks, dtype=int).reshape(-1, 3)
 
 
-def _refine(scores: np.ndarray, zyx: np.ndarray, method: str) -> np.ndarray:
+def _quadratic(scores: np.ndarray, zyx: np.ndarray) -> np.ndarray:
     positions = zyx.astype(float)
-    if method == "none" or len(zyx) == 0:
-        return positions
     padded = np.pad(scores, 1, mode="edge")
     centre = zyx + 1
-    if method == "quadratic":
-        for axis in range(3):
-            step = np.zeros(3, dtype=int)
-            step[axis] = 1
-            left, mid, right = (padded[tuple((centre + s * step).T)] for s in (-1, 0, 1))
-            curvature = left - 2 * mid + right
-            shift = np.where(curvature < 0, 0.5 * (left - right) / np.where(curvature < 0, curvature, 1), 0.0)
-            positions[:, axis] += np.clip(shift, -0.5, 0.5)
-        return positions
-    offsets = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
-    values = np.stack([padded[tuple((centre + o).T)] for o in offsets], axis=1)
-    weights = np.clip(values - values.min(axis=1, keepdims=True), 0, None)
-    total = weights.sum(axis=1, keepdims=True)
-    shift = np.where(total > 0, weights @ offsets / np.where(total > 0, total, 1), 0.0)
-    return positions + shift
+    for axis in range(3):
+        step = np.zeros(3, dtype=int)
+        step[axis] = 1
+        left, mid, right = (padded[tuple((centre + s * step).T)] for s in (-1, 0, 1))
+        curvature = left - 2 * mid + right
+        shift = np.where(curvature < 0, 0.5 * (left - right) / np.where(curvature < 0, curvature, 1), 0.0)
+        positions[:, axis] += np.clip(shift, -0.5, 0.5)
+    return positions
+
+
+def _mean_shift(scores: np.ndarray, zyx: np.ndarray, radius_px: float) -> np.ndarray:
+    """Centroid of the score above half the peak within ``radius_px``, iterated (see module)."""
+    positions = zyx.astype(float)
+    axis = np.arange(-np.floor(radius_px / _MEAN_SHIFT_SPACING), np.floor(radius_px / _MEAN_SHIFT_SPACING) + 1)
+    offsets = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1).reshape(-1, 3) * _MEAN_SHIFT_SPACING
+    offsets = offsets[(offsets**2).sum(1) <= radius_px**2]
+    level = _MEAN_SHIFT_LEVEL * scores[tuple(zyx.T)][:, None]
+    upper = np.array(scores.shape) - 1
+    for _ in range(_MEAN_SHIFT_STEPS):
+        points = np.clip(positions[:, None, :] + offsets[None], 0, upper)
+        values = ndimage.map_coordinates(scores, points.reshape(-1, 3).T, order=1, mode="nearest")
+        weights = np.clip(values.reshape(len(positions), -1) - level, 0, None)
+        total = weights.sum(1, keepdims=True)
+        centroid = (weights[..., None] * points).sum(1) / np.where(total > 0, total, 1)
+        positions = np.where(total > 0, centroid, positions)
+    return positions
+
+
+def _refine(scores: np.ndarray, zyx: np.ndarray, method: str, radius_px: float) -> np.ndarray:
+    if method == "none" or len(zyx) == 0:
+        return zyx.astype(float)
+    return _quadratic(scores, zyx) if method == "quadratic" else _mean_shift(scores, zyx, radius_px)
 
 
 def find_peaks(scores: np.ndarray, method: str = "local-max", *, radius_px: float, min_distance_px: float | None = None,
-               threshold: float = 0.3, max_picks: int | None = None, refine: str = "none",
-               mask: np.ndarray | None = None, mp_min_fill: float = 0.05,
-               device: torch.device | str = "cpu") -> np.ndarray:
+               threshold: float = 0.3, max_picks: int | None = None, refine: str = "centroid",
+               refine_radius_px: float | None = None, mask: np.ndarray | None = None,
+               mp_min_fill: float = 0.05, device: torch.device | str = "cpu") -> np.ndarray:
     """Particle centres in a score map.
 
     Parameters
@@ -186,7 +212,8 @@ def find_peaks(scores: np.ndarray, method: str = "local-max", *, radius_px: floa
     min_distance_px : smallest distance between picks, pixels; defaults to the diameter.
     threshold : score threshold (``mp-nms``: the segmentation threshold).
     max_picks : keep at most this many, best first.
-    refine : sub-voxel refinement, ``none``, ``centroid`` or ``quadratic``.
+    refine : sub-voxel refinement, ``centroid`` (default), ``quadratic`` or ``none``.
+    refine_radius_px : window radius of ``centroid`` refinement, pixels; defaults to ``radius_px``.
     mask : (z, y, x) bool; picks only where True.
     mp_min_fill : smallest pooled value of an MP-NMS maximum (rejects specks).
     device : torch device for MP-NMS.
@@ -221,5 +248,5 @@ def find_peaks(scores: np.ndarray, method: str = "local-max", *, radius_px: floa
     values = scores[tuple(zyx.T)] if len(zyx) else np.zeros(0, np.float32)
     order = np.argsort(-values, kind="stable")[:max_picks or None]
     zyx, values = zyx[order], values[order]
-    xyz = _refine(scores, zyx, refine)[:, ::-1]
+    xyz = _refine(scores, zyx, refine, radius_px if refine_radius_px is None else refine_radius_px)[:, ::-1]
     return np.column_stack([xyz, values]).astype(float) if len(zyx) else np.zeros((0, 4))

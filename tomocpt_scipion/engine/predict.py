@@ -25,6 +25,7 @@ from .config import EngineConfig
 from .infer import ScoreMap, predict_scores, score_map_at_original_grid
 from .io import coordinate_table, read_mrc, write_coordinates, write_mrc
 from .peaks import find_peaks
+from .specs import DEFAULT_PEAK_METHOD, REFINEMENTS
 from .plots import plot_picks
 
 __all__ = ["pick_tomogram", "picks_from_scores", "write_picks", "write_preview", "mask_at_training_grid"]
@@ -47,11 +48,14 @@ def mask_at_training_grid(mask_path: str | Path, score_map: ScoreMap) -> np.ndar
     return np.asarray(mask[np.ix_(*indices)]) > 0
 
 
-def picks_from_scores(score_map: ScoreMap, config: EngineConfig, tomo_name: str, method: str = "local-max",
-                      threshold: float = 0.3, min_distance_a: float | None = None, max_picks: int | None = None,
-                      refine: str = "none", mask: np.ndarray | None = None,
+def picks_from_scores(score_map: ScoreMap, config: EngineConfig, tomo_name: str, method: str = DEFAULT_PEAK_METHOD,
+                      threshold: float | None = None, min_distance_a: float | None = None, max_picks: int | None = None,
+                      refine: str = REFINEMENTS[0], mask: np.ndarray | None = None,
                       device: torch.device | str = "cpu") -> pd.DataFrame:
-    """Coordinate table (pixels of the tomogram file) of every class's peaks."""
+    """Coordinate table (pixels of the tomogram file) of every class's peaks.
+
+    ``threshold`` None uses each class's calibrated threshold (:meth:`.EngineConfig.class_threshold`).
+    """
     voxel_a = score_map.pixel_size_a / score_map.zoom
     radius_px = config.diameter_a / 2 / voxel_a  # the particle radius at the training scale
     min_distance_px = (min_distance_a if min_distance_a is not None else config.diameter_a) / voxel_a
@@ -60,15 +64,17 @@ def picks_from_scores(score_map: ScoreMap, config: EngineConfig, tomo_name: str,
         radius_px = config.label_radius_px
     for channel in range(score_map.scores.shape[0]):
         peaks = find_peaks(score_map.scores[channel], method, radius_px=radius_px, min_distance_px=min_distance_px,
-                           threshold=threshold, max_picks=max_picks, refine=refine, mask=mask, device=device)
+                           threshold=config.class_threshold(channel) if threshold is None else threshold,
+                           max_picks=max_picks, refine=refine,
+                           refine_radius_px=config.target_diameter_px / 2, mask=mask, device=device)
         tables.append(coordinate_table(peaks[:, :3] / score_map.zoom, tomo_name, peaks[:, 3], channel + 1))
     table = pd.concat(tables, ignore_index=True)
     return table.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def pick_tomogram(model, config: EngineConfig, tomogram: str | Path, *, pixel_size_a: float | None = None,
-                  mask: str | Path | None = None, method: str = "local-max", threshold: float = 0.3,
-                  min_distance_a: float | None = None, max_picks: int | None = None, refine: str = "none",
+                  mask: str | Path | None = None, method: str = DEFAULT_PEAK_METHOD, threshold: float | None = None,
+                  min_distance_a: float | None = None, max_picks: int | None = None, refine: str = REFINEMENTS[0],
                   device: torch.device | str = "cpu", **network_options) -> tuple[pd.DataFrame, ScoreMap]:
     """Score and pick one tomogram.
 
@@ -79,7 +85,8 @@ def pick_tomogram(model, config: EngineConfig, tomogram: str | Path, *, pixel_si
     pixel_size_a : pixel size when the header has none.
     mask : MRC mask; picks only where it is > 0.
     method, threshold, min_distance_a, max_picks, refine : see :func:`.peaks.find_peaks`
-        (``min_distance_a`` in Å, default the particle diameter).
+        (``min_distance_a`` in Å, default the particle diameter; ``threshold`` None: the
+        model's calibrated threshold per class).
     device : torch device.
     **network_options : merge, window, overlap, pad, batch_size, tta (see :func:`.infer.run_network`).
 
@@ -91,7 +98,9 @@ def pick_tomogram(model, config: EngineConfig, tomogram: str | Path, *, pixel_si
     mask_array = mask_at_training_grid(mask, score_map) if mask else None
     table = picks_from_scores(score_map, config, Path(tomogram).stem, method, threshold, min_distance_a,
                               max_picks, refine, mask_array, device)
-    logger.info("%s: %d pick(s) (%s, threshold %g)", Path(tomogram).name, len(table), method, threshold)
+    used = threshold if threshold is not None else ", ".join(
+        f"{config.class_threshold(c):.3g}" for c in range(config.n_classes))
+    logger.info("%s: %d pick(s) (%s, threshold %s)", Path(tomogram).name, len(table), method, used)
     return table, score_map
 
 

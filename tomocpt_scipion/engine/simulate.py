@@ -1,17 +1,23 @@
 """Synthetic cryo-ET tomograms with known particle centres.
 
-What is modelled: crowded, non-overlapping particles of a target species and of distractor
+The specimen: crowded, non-overlapping particles of a target species and of distractor
 species (real protein maps shipped in ``templates/`` and generated shapes), random 3-D
-rotations and sub-voxel positions, an optional lipid-bilayer vesicle and gold beads,
-protein darker than ice, the missing wedge of a single-axis tilt series (tilt axis y,
-``±tilt_range_deg``), a phase-flipped (or raw) CTF with a B-factor envelope, and noise
-that passes through the same reconstruction filter, scaled to a chosen SNR.
+rotations and sub-voxel positions, an optional lipid-bilayer vesicle and gold beads.
 
-What is not modelled: tilt-series alignment errors, the real back-projection's streaks,
-dose-dependent damage, thickness-dependent noise, a solvent density gradient, and
+Two imaging modes (``SimulationConfig.mode``):
+
+- ``wbp`` (realistic, the default): a tilt series (±``tilt_range_deg`` in ``tilt_step_deg``
+  steps, or ``tilt_angles_deg``), dose-symmetric, with per-tilt CTF (defocus gradient across
+  the tilt axis), exposure filter, B-factor, residual alignment error, inelastic loss and
+  Poisson noise at ``dose_e_per_a2``, reconstructed by phase-flipped weighted
+  back-projection (see :mod:`.tilt_series`); back-projection streaks, the missing wedge and
+  thickness-dependent noise come out of the reconstruction itself. ``snr`` is not used.
+- ``fourier`` (fast, for unit tests): the volume passes once through missing wedge × CTF ×
+  envelope in Fourier space, plus noise through the same filter scaled to ``snr``
+  (var(filtered noise-free volume) / var(filtered noise)).
+
+Not modelled in either: beam-induced motion within a tilt, a solvent density gradient, and
 molecular crowding at realistic protein densities (particles never interpenetrate).
-
-SNR is var(filtered noise-free volume) / var(filtered noise), over the whole volume.
 """
 from __future__ import annotations
 
@@ -26,17 +32,17 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from .io import atomic_path, coordinate_table, read_mrc, write_coordinates, write_mrc
+from .optics import ELECTRON_WAVELENGTH_A, bfactor_envelope, ctf
+from .tilt_series import reconstruct, simulate_tilt_series, tilt_angles
 
-__all__ = ["SimulationConfig", "SimulatedTomogram", "simulate_tomogram", "simulate_dataset",
+__all__ = ["SIMULATION_MODES", "SimulationConfig", "SimulatedTomogram", "simulate_tomogram", "simulate_dataset",
            "species_density", "available_species"]
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 TEMPLATE_PIXEL_SIZE_A = 10.0
 #: generated shapes: name -> (kind, size parameters in Å)
 GENERATED_SHAPES = {"sphere": ("ball", 160.0), "rod": ("rod", 70.0, 260.0), "shell": ("shell", 220.0)}
-_ELECTRON_WAVELENGTH_A = {300: 0.019687, 200: 0.025079}
-_CS_A = 2.7e7
-_AMPLITUDE_CONTRAST = 0.07
+SIMULATION_MODES = ("wbp", "fourier")
 _MEMBRANE_LEAFLET_SEPARATION_A = 40.0
 _MEMBRANE_LEAFLET_SIGMA_A = 10.0
 _GOLD_DIAMETER_A = 100.0
@@ -62,12 +68,20 @@ class SimulationConfig:
         a ball and a rod.
     n_target : target particles to place (fewer if the volume is full). Defaults to 40.
     n_distractors : distractor particles, spread evenly over ``distractors``. Defaults to 40.
-    snr : signal-to-noise variance ratio after filtering. Defaults to 0.5.
+    mode : ``wbp`` (tilt series + weighted back-projection) or ``fourier`` (one filter).
+        Defaults to "wbp".
+    snr : ``fourier`` mode: signal-to-noise variance ratio after filtering. Defaults to 0.5.
     tilt_range_deg : tilt range ±degrees of the simulated tilt series. Defaults to 60.
+    tilt_step_deg : ``wbp``: tilt increment in degrees. Defaults to 3.
+    tilt_angles_deg : ``wbp``: explicit tilt angles (degrees), instead of range and step.
+    dose_e_per_a2 : ``wbp``: total exposure of the tilt series, e/Å². Defaults to 120.
+    alignment_error_px : ``wbp``: standard deviation of the residual, uncorrected shift of
+        each tilt image, pixels. Defaults to 0.5.
     defocus_um : defocus in µm (positive = underfocus). Defaults to 3.
     voltage_kv : 200 or 300. Defaults to 300.
     bfactor_a2 : envelope B-factor in Å². Defaults to 400.
-    phase_flip : apply |CTF| (CTF-corrected tomogram) instead of the raw CTF. Defaults to True.
+    phase_flip : CTF-corrected tomogram (|CTF| in ``fourier`` mode, phase-flipped tilts in
+        ``wbp`` mode) instead of the raw CTF. Defaults to True.
     membrane : add a lipid-bilayer vesicle. Defaults to True.
     n_gold : gold beads. Defaults to 2.
     dark_protein : protein darker than ice, as in cryo-ET. Defaults to True.
@@ -79,8 +93,13 @@ class SimulationConfig:
     distractors: tuple[str, ...] = ("1bxn", "3d2f", "sphere", "rod")
     n_target: int = 40
     n_distractors: int = 40
+    mode: str = "wbp"
     snr: float = 0.5
     tilt_range_deg: float = 60.0
+    tilt_step_deg: float = 3.0
+    tilt_angles_deg: tuple[float, ...] | None = None
+    dose_e_per_a2: float = 120.0
+    alignment_error_px: float = 0.5
     defocus_um: float = 3.0
     voltage_kv: int = 300
     bfactor_a2: float = 400.0
@@ -92,6 +111,10 @@ class SimulationConfig:
     def __post_init__(self):
         self.shape_zyx = tuple(int(s) for s in self.shape_zyx)
         self.distractors = tuple(self.distractors)
+        if self.tilt_angles_deg is not None:
+            self.tilt_angles_deg = tuple(sorted(float(a) for a in self.tilt_angles_deg))
+        if self.mode not in SIMULATION_MODES:
+            raise ValueError(f"unknown simulation mode {self.mode!r}; valid: {list(SIMULATION_MODES)}.")
         known = available_species()
         for name in (self.target, *self.distractors):
             if name not in known:
@@ -104,9 +127,24 @@ class SimulationConfig:
             raise ValueError(f"snr must be > 0, got {self.snr}.")
         if not 0 < self.tilt_range_deg <= 90:
             raise ValueError(f"tilt_range_deg must be in (0, 90], got {self.tilt_range_deg}.")
-        if self.voltage_kv not in _ELECTRON_WAVELENGTH_A:
-            raise ValueError(f"voltage_kv must be one of {sorted(_ELECTRON_WAVELENGTH_A)}, "
+        if self.voltage_kv not in ELECTRON_WAVELENGTH_A:
+            raise ValueError(f"voltage_kv must be one of {sorted(ELECTRON_WAVELENGTH_A)}, "
                              f"got {self.voltage_kv}.")
+        if not self.tilt_step_deg > 0 or not self.dose_e_per_a2 > 0 or self.alignment_error_px < 0:
+            raise ValueError(f"tilt_step_deg ({self.tilt_step_deg}) and dose_e_per_a2 "
+                             f"({self.dose_e_per_a2}) must be > 0 and alignment_error_px "
+                             f"({self.alignment_error_px}) >= 0.")
+        if self.tilt_angles_deg is not None and (len(self.tilt_angles_deg) < 2 or max(
+                abs(a) for a in self.tilt_angles_deg) >= 90):
+            raise ValueError(f"tilt_angles_deg must hold at least two angles within (-90, 90), got "
+                             f"{self.tilt_angles_deg}.")
+
+    @property
+    def angles_deg(self) -> np.ndarray:
+        """Tilt angles of the ``wbp`` mode, degrees, ascending."""
+        if self.tilt_angles_deg is not None:
+            return np.array(self.tilt_angles_deg)
+        return tilt_angles(self.tilt_range_deg, self.tilt_step_deg)
 
 
 @dataclass
@@ -118,11 +156,15 @@ class SimulatedTomogram:
     volume : (z, y, x) float32 tomogram.
     coordinates : {species: (N, 3) x, y, z in pixels}.
     diameters_a : {species: diameter in Å}.
+    tilt_series : ``wbp`` mode: (n_tilts, y, x) float32 electron counts, else None.
+    tilt_angles_deg : ``wbp`` mode: (n_tilts,) angles of ``tilt_series``, degrees.
     """
 
     volume: np.ndarray
     coordinates: dict[str, np.ndarray]
     diameters_a: dict[str, float] = field(default_factory=dict)
+    tilt_series: np.ndarray | None = None
+    tilt_angles_deg: np.ndarray | None = None
 
 
 # ----------------------------------------------------------------------------- species
@@ -249,18 +291,14 @@ def _reconstruction_filter(shape_zyx, config: SimulationConfig) -> np.ndarray:
     kx = np.fft.rfftfreq(shape_zyx[2])[None, None, :]
     wedge = np.abs(kz) <= np.abs(kx) * np.tan(np.deg2rad(config.tilt_range_deg)) + 1e-9
     k_a = np.sqrt(kx**2 + ky**2 + kz**2) / config.pixel_size_a
-    wavelength = _ELECTRON_WAVELENGTH_A[config.voltage_kv]
-    chi = (np.pi * wavelength * config.defocus_um * 1e4 * k_a**2
-           - 0.5 * np.pi * _CS_A * wavelength**3 * k_a**4)
-    ctf = -(np.sqrt(1 - _AMPLITUDE_CONTRAST**2) * np.sin(chi) + _AMPLITUDE_CONTRAST * np.cos(chi))
+    transfer = ctf(k_a, config.defocus_um, config.voltage_kv)
     if config.phase_flip:
-        ctf = np.abs(ctf)
-    envelope = np.exp(-config.bfactor_a2 * k_a**2 / 4)
-    return (wedge * ctf * envelope).astype(np.float32)
+        transfer = np.abs(transfer)
+    return (wedge * transfer * bfactor_envelope(k_a, config.bfactor_a2)).astype(np.float32)
 
 
 def _filtered(volume: np.ndarray, transfer: np.ndarray) -> np.ndarray:
-    return np.fft.irfftn(np.fft.rfftn(volume) * transfer, s=volume.shape).astype(np.float32)
+    return np.fft.irfftn(np.fft.rfftn(volume) * transfer, s=volume.shape, axes=(0, 1, 2)).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- public
@@ -300,15 +338,24 @@ def simulate_tomogram(config: SimulationConfig, seed: int = 0) -> SimulatedTomog
                 _place(density, occupancy, species_density(name, config.pixel_size_a), rng, 1,
                        records[name])
                 pending[name] -= 1
-    transfer = _reconstruction_filter(config.shape_zyx, config)
-    signal = _filtered(-density if config.dark_protein else density, transfer)
-    noise = _filtered(rng.standard_normal(config.shape_zyx).astype(np.float32), transfer)
-    noise *= np.sqrt(signal.var() / (config.snr * noise.var()))
     coordinates = {name: np.array(points, dtype=float).reshape(-1, 3) for name, points in records.items()}
     coordinates["gold"] = np.array(gold, dtype=float).reshape(-1, 3)
     diameters = {name: species_diameter_a(name, config.pixel_size_a) for name in counts}
     diameters["gold"] = _GOLD_DIAMETER_A
-    return SimulatedTomogram(signal + noise, coordinates, diameters)
+    if config.mode == "fourier":
+        transfer = _reconstruction_filter(config.shape_zyx, config)
+        signal = _filtered(-density if config.dark_protein else density, transfer)
+        noise = _filtered(rng.standard_normal(config.shape_zyx).astype(np.float32), transfer)
+        noise *= np.sqrt(signal.var() / (config.snr * noise.var()))
+        return SimulatedTomogram(signal + noise, coordinates, diameters)
+    angles = config.angles_deg
+    images, defoci = simulate_tilt_series(
+        density, angles, config.pixel_size_a, defocus_um=config.defocus_um, voltage_kv=config.voltage_kv,
+        bfactor_a2=config.bfactor_a2, dose_e_per_a2=config.dose_e_per_a2,
+        alignment_error_px=config.alignment_error_px, rng=rng)
+    volume = reconstruct(images, angles, config.shape_zyx, config.pixel_size_a, defocus_um=defoci,
+                         voltage_kv=config.voltage_kv, phase_flip=config.phase_flip)
+    return SimulatedTomogram(volume if config.dark_protein else -volume, coordinates, diameters, images, angles)
 
 
 def simulate_dataset(out_dir: str | Path, n_tomograms: int = 2, config: SimulationConfig | None = None,
@@ -317,7 +364,9 @@ def simulate_dataset(out_dir: str | Path, n_tomograms: int = 2, config: Simulati
 
     Writes ``tomograms/<prefix>_NNN.mrc``, ``coordinates/<species>.star`` (RELION 4 style,
     all tomograms, pixels), ``coordinates/<species>/<tomo>.txt`` (x y z per tomogram, the
-    layout Scipion's coordinate import reads) and ``simulation.json``.
+    layout Scipion's coordinate import reads) and ``simulation.json``; in ``wbp`` mode also
+    ``tilt_series/<tomo>.mrc`` (the images in ascending angle order, electron counts) and
+    ``tilt_series/<tomo>.tlt`` (IMOD: one angle in degrees per line).
 
     Parameters
     ----------
@@ -349,6 +398,11 @@ def simulate_dataset(out_dir: str | Path, n_tomograms: int = 2, config: Simulati
         path = write_mrc(out_dir / "tomograms" / f"{name}.mrc", tomo.volume, config.pixel_size_a,
                          overwrite=overwrite)
         summary["tomograms"][name] = str(path.relative_to(out_dir))
+        if tomo.tilt_series is not None:
+            write_mrc(out_dir / "tilt_series" / f"{name}.mrc", tomo.tilt_series, config.pixel_size_a,
+                      overwrite=overwrite)
+            with atomic_path(out_dir / "tilt_series" / f"{name}.tlt", overwrite=overwrite) as tmp:
+                tmp.write_text("".join(f"{angle:.2f}\n" for angle in tomo.tilt_angles_deg))
         summary["diameters_a"] = tomo.diameters_a
         summary["counts"][name] = {s: len(c) for s, c in tomo.coordinates.items()}
         for species, xyz in tomo.coordinates.items():

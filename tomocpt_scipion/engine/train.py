@@ -3,6 +3,8 @@
 Files written in ``out_dir`` (each atomically, after every epoch):
 
 - ``model.pt``: best checkpoint so far (lowest validation loss), see :mod:`.checkpoint`;
+  once training ends, its config carries the score thresholds calibrated on the
+  validation tomograms (:mod:`.calibrate`);
 - ``model.json``: its config, epoch and validation loss (readable without torch);
 - ``last.pt``: the full training state, for ``resume``;
 - ``training_log.csv``: epoch, train_loss, val_loss, lr, seconds;
@@ -29,6 +31,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .calibrate import calibrate_thresholds
 from .checkpoint import read_checkpoint, save_checkpoint, write_model_summary
 from .config import EngineConfig
 from .data import PatchDataset, prepare_tomogram, sample_patches, split_validation
@@ -37,6 +40,7 @@ from .labels import label_voxel_count
 from .losses import build_loss, pu_priors
 from .models import build_model
 from .plots import plot_learning_curve
+from .specs import PU_LOSSES
 
 __all__ = ["train", "TrainingResult", "ENCODER_PREFIXES", "select_device"]
 
@@ -98,7 +102,7 @@ def _group_by_tomogram(paths: Sequence[str | Path], coordinates: pd.DataFrame) -
 
 
 def _priors(config: EngineConfig, tomograms) -> dict[str, float] | None:
-    if config.loss not in ("bce", "nnpu", "kl"):
+    if config.loss not in ("bce", *PU_LOSSES):
         return None
     labelled = sum(int(t.positive_mask.sum()) for t in tomograms)
     total = sum(t.volume.size for t in tomograms)
@@ -306,9 +310,21 @@ def train(tomograms: Sequence[str | Path], coordinates: pd.DataFrame, config: En
         if bad_epochs >= config.patience:
             logger.info("Early stop: no improvement for %d epochs.", bad_epochs)
             break
+    if rank == 0 and best_epoch > 0:
+        _calibrate(model, config, validation, torch_device, out_dir, best_epoch, best_loss)
     if world > 1:
         dist.barrier()
     return TrainingResult(out_dir / _MODEL_FILE, history, best_epoch, best_loss, config)
+
+
+def _calibrate(model, config: EngineConfig, validation, device, out_dir: Path, best_epoch: int,
+               best_loss: float) -> None:
+    """Reload the best weights, calibrate the score thresholds, store them in the checkpoint."""
+    model.load_state_dict(read_checkpoint(out_dir / _MODEL_FILE)["state_dict"])
+    model.eval()
+    config.thresholds = calibrate_thresholds(model, config, validation, device)
+    save_checkpoint(out_dir / _MODEL_FILE, model, config, best_epoch, best_loss)
+    write_model_summary(out_dir / _SUMMARY_FILE, config, best_epoch, best_loss)
 
 
 def _shard(corners: np.ndarray, rank: int, world: int) -> np.ndarray:

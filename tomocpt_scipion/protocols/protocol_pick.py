@@ -12,12 +12,10 @@ from tomo.protocols import ProtTomoBase
 
 from .. import Plugin
 from ..constants import RECIPE_CITATIONS
+from ..engine.specs import FALLBACK_THRESHOLD, PEAK_METHOD_LABELS, PEAK_METHODS, REFINEMENTS
 from ..convert import fillCoordinates, linkTomograms, readPicks
 
-PEAK_METHODS = ["local-max", "mp-nms", "greedy"]
-PEAK_LABELS = ["local maxima (tomoCPT)", "mean-pooling NMS (DeepETPicker)", "greedy spheres (TomoPicker)"]
 MERGE_MODES = ["blend", "overlap-tile"]
-REFINEMENTS = ["none", "centroid", "quadratic"]
 _DIAMETER_TOLERANCE = 0.25  # relative difference from the model's particle size accepted as the same
 
 
@@ -58,14 +56,20 @@ class ProtTomoCPTPick(EMProtocol, ProtTomoBase):
                       label="Rescale to the model's particle size?",
                       help="Rescale the tomograms so these particles span as many pixels as the "
                            "model's training particles did (zero-shot use of a model on another particle).")
-        form.addParam("method", params.EnumParam, choices=PEAK_LABELS, default=0, label="Peak extraction",
+        form.addParam("method", params.EnumParam, choices=PEAK_METHOD_LABELS, default=0, label="Peak extraction",
                       help="local maxima: the highest point in each cube of the minimum distance "
                            "(tomoCPT). mean-pooling NMS: segment at the threshold, then find blob "
                            "centres (DeepETPicker). greedy spheres: take the best voxel, remove a "
                            "sphere of the particle radius, repeat (TomoPicker).")
-        form.addParam("threshold", params.FloatParam, default=0.3, label="Score threshold",
-                      help="Picks below this score are dropped (0-1). tomoCPT suggests 0.3; inspect "
-                           "the score maps or use 'evaluate picks' to choose.")
+        form.addParam("useModelThreshold", params.BooleanParam, default=True,
+                      label="Use the model's score threshold?",
+                      help="Yes: each class uses the threshold calibrated on the validation tomograms at "
+                           "the end of training (the one with the best F1 there; for positive-unlabelled "
+                           f"training, the one that keeps the expected number of particles); {FALLBACK_THRESHOLD} "
+                           "for a model trained by an older version. No: give your own.")
+        form.addParam("threshold", params.FloatParam, default=FALLBACK_THRESHOLD, label="Score threshold",
+                      condition="not useModelThreshold",
+                      help="Picks below this score are dropped (0-1), for every class.")
         form.addParam("minDistance", params.FloatParam, default=0.0, label="Minimum distance (Å)",
                       help="Smallest distance between picks; 0 = the model's particle diameter.")
         form.addParam("maxPicks", params.IntParam, default=0, label="Maximum picks per tomogram",
@@ -76,7 +80,11 @@ class ProtTomoCPTPick(EMProtocol, ProtTomoBase):
         form.addParam("saveScoreMaps", params.BooleanParam, default=False, label="Save score maps?",
                       help="Also output the score maps as tomograms (float16).")
         form.addParam("refine", params.EnumParam, choices=REFINEMENTS, default=0,
-                      expertLevel=params.LEVEL_ADVANCED, label="Sub-voxel refinement")
+                      expertLevel=params.LEVEL_ADVANCED, label="Sub-voxel refinement",
+                      help="centroid: each pick moves to the centroid of its score blob above half its "
+                           "peak (mean shift), which centres Gaussian and flat-topped score blobs alike. "
+                           "quadratic: a parabola through the peak voxel and its neighbours. none: the "
+                           "voxel of the score map (several pixels of the tomogram per voxel).")
         form.addParam("merge", params.EnumParam, choices=MERGE_MODES, default=0, expertLevel=params.LEVEL_ADVANCED,
                       label="Patch merging",
                       help="blend: Gaussian-weighted overlapping patches. overlap-tile: keep only the "
@@ -172,7 +180,7 @@ class ProtTomoCPTPick(EMProtocol, ProtTomoBase):
         return []
 
     def _summary(self):
-        summary = [f"Peak extraction: {PEAK_LABELS[self.method.get()]}, threshold {self.threshold.get()}."]
+        summary = [f"Peak extraction: {PEAK_METHOD_LABELS[self.method.get()]}, threshold {self._thresholdText()}."]
         for name, output in self.iterOutputAttributes():
             if isinstance(output, SetOfCoordinates3D):
                 summary.append(f"{name}: {output.getSize()} coordinates in "
@@ -184,13 +192,21 @@ class ProtTomoCPTPick(EMProtocol, ProtTomoBase):
         recipe = model.getRecipe() if model else None
         citation = f" [{RECIPE_CITATIONS[recipe]}]" if recipe in RECIPE_CITATIONS else ""
         return [f"Particles were picked with a {model.getBackbone() if model else ''} network{citation} "
-                f"using {PEAK_LABELS[self.method.get()]} at a score threshold of {self.threshold.get()}."]
+                f"using {PEAK_METHOD_LABELS[self.method.get()]} at a score threshold of {self._thresholdText()}."]
 
     def _citations(self):
         model = self.inputModel.get()
         return [RECIPE_CITATIONS[model.getRecipe()]] if model and model.getRecipe() in RECIPE_CITATIONS else []
 
     # --------------------------- UTILS functions -----------------------------
+    def _thresholdText(self):
+        if not self.useModelThreshold:
+            return f"{self.threshold.get()}"
+        model = self.inputModel.get()
+        thresholds = model.getThresholds() if model else []
+        return (f"the model's ({', '.join(f'{t:.3g}' for t in thresholds)})" if thresholds
+                else f"{FALLBACK_THRESHOLD} (model not calibrated)")
+
     def _getPicksFile(self, tsId):
         return self._getExtraPath("picks", tsId, "picks.csv")
 
@@ -209,9 +225,11 @@ class ProtTomoCPTPick(EMProtocol, ProtTomoBase):
         args = ["predict", "--model", os.path.abspath(self.inputModel.get().getCheckpoint()),
                 "--tomograms", self._getExtraPath("tomograms", f"{tsId}.mrc"), "--out", out,
                 "--pixel-size", str(self.inputTomograms.get().getSamplingRate()),
-                "--method", PEAK_METHODS[self.method.get()], "--threshold", str(self.threshold.get()),
+                "--method", PEAK_METHODS[self.method.get()],
                 "--refine", REFINEMENTS[self.refine.get()], "--merge", MERGE_MODES[self.merge.get()],
                 "--batch-size", str(self.batchSize.get()), "--preview", "--overwrite"]
+        if not self.useModelThreshold:
+            args += ["--threshold", str(self.threshold.get())]
         if self.minDistance.get():
             args += ["--min-distance", str(self.minDistance.get())]
         if self.diameter.get():

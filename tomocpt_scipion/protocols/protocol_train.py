@@ -11,6 +11,7 @@ from pyworkflow.utils import Message
 from .. import Plugin
 from ..constants import RECIPE_BACKBONES, RECIPE_CITATIONS
 from ..convert import coordinatesTable, linkTomograms, readModelSummary, writeCoordinatesCsv
+from ..engine.specs import PU_LOSSES
 from ..objects import TomoCPTModel
 
 RECIPES = ["tomocpt", "deepetpicker", "tomopicker"]
@@ -21,7 +22,6 @@ LABELS = ["recipe default", "gaussian", "tball", "ball", "cube", "sphere"]
 LOSSES = ["recipe default", "huber-gradient", "dice", "bce", "nnpu", "kl"]
 SIZES = ["default", "small"]
 PU_RECIPE = "tomopicker"
-PU_LOSSES = ("nnpu", "kl")
 
 
 class TrainOutputs(Enum):
