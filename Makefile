@@ -8,6 +8,9 @@ INSTALLED := $(VENV)/.installed
 ENGINE_VENV := .venv-engine
 ENGINE_PY := $(ENGINE_VENV)/bin/python
 ENGINE_INSTALLED := $(ENGINE_VENV)/.installed
+# The template-matching peer of the accuracy benchmark, pyTME, in its own environment.
+BENCH_VENV := .venv-bench
+PYTME_VERSION := 0.3.6
 
 # Headless Scipion under the repository: no prompts, no network, no usage statistics.
 export SCIPION_HOME := $(CURDIR)/.scipion
@@ -19,7 +22,7 @@ export SCIPION_TEST_NOSYNC := 1
 export SCIPION_PYTHON := $(CURDIR)/$(PY)
 SCIPION_CONFIG_FILE := $(SCIPION_HOME)/config/scipion.conf
 
-.PHONY: demo test test-engine install install-engine clean
+.PHONY: demo test test-engine install install-engine install-bench clean
 
 install: $(INSTALLED)
 
@@ -40,6 +43,12 @@ $(ENGINE_INSTALLED): setup.py tomocpt_scipion/engine/requirements.txt
 	$(ENGINE_PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
+install-bench: $(BENCH_VENV)/bin/pytme
+
+$(BENCH_VENV)/bin/pytme:
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet pytme==$(PYTME_VERSION)
+
 $(SCIPION_CONFIG_FILE): $(INSTALLED)
 	mkdir -p $(SCIPION_HOME) $(SCIPION_USER_DATA)
 	cd $(SCIPION_HOME) && $(CURDIR)/$(PY) -m scipion config --unattended > config.log 2>&1 \
@@ -56,4 +65,4 @@ test-engine: $(ENGINE_INSTALLED)
 	$(ENGINE_PY) -m pytest tests/engine
 
 clean:
-	rm -rf $(VENV) $(ENGINE_VENV) .scipion
+	rm -rf $(VENV) $(ENGINE_VENV) $(BENCH_VENV) .scipion

@@ -77,7 +77,7 @@ QUICK_TASKS = [Task("4v94", ("4v94",), label_fractions=(1.0,))]
 #: recipe name in the tables -> (engine recipe, overrides): CPU-sized networks and epochs
 RECIPES = {
     "tomoCPT": ("tomocpt", dict(model_size="small", patch_size=64, batch_size=2, epochs=15)),
-    "DeepETPicker": ("deepetpicker", dict(model_size="small", patch_size=32, batch_size=4, epochs=30)),
+    "DeepETPicker": ("deepetpicker", dict(model_size="small", patch_size=32, batch_size=4, epochs=100)),
     "TomoPicker": ("tomopicker", dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="nnpu")),
 }
 QUICK_RECIPES = {"DeepETPicker": ("deepetpicker", dict(model_size="small", patch_size=32, batch_size=4,
@@ -257,7 +257,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="simulation seeds (default 1 2)")
     parser.add_argument("--tasks", nargs="*", help="task names to run (default all)")
     parser.add_argument("--recipes", nargs="*", help="recipe names to run (default all)")
-    parser.add_argument("--pytme", default=str(ROOT / ".venv-engine" / "bin" / "pytme"),
+    parser.add_argument("--pytme", default=str(ROOT / ".venv-bench" / "bin" / "pytme"),
                         help="the pytme program (`make install-bench` puts it here); skipped if absent")
     parser.add_argument("--pytme-sampling", type=float, default=20.0, help="pyTME angular sampling, degrees")
     parser.add_argument("--no-template-matching", action="store_true", help="leave NCC and pyTME out")

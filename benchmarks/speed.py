@@ -119,7 +119,7 @@ def _infer_worker(backbone: str, shape, batch: int, reference: bool) -> dict:
             sliding_window_inference(torch.from_numpy(volume)[None, None].to(device), config.patch_size, 1, model,
                                      overlap=0.5, mode="gaussian")
     else:
-        run_network(model, config, volume, device, batch_size=batch)
+        run_network(model, config, volume, device, batch_size=batch, tta=False)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return {"voxels_per_s": volume.size / (time.perf_counter() - started), "peak_rss_mb": _peak_rss_mb()}
@@ -199,7 +199,7 @@ def _predict_worker(shape, folder: str, backbone: str) -> dict:
     started = time.perf_counter()
     status = main(["predict", "--model", str(_checkpoint_path(backbone, folder)), "--tomograms", str(tomogram),
                    "--out", str(Path(folder) / f"picks_{backbone}_{tomogram.stem}"), "--overwrite",
-                   "--threshold", "0.5"])
+                   "--threshold", "0.5", "--no-tta"])
     assert status == 0
     size_mb = tomogram.stat().st_size / 2**20
     return {"seconds": time.perf_counter() - started, "peak_rss_mb": _peak_rss_mb(), "tomogram_mb": size_mb,

@@ -81,8 +81,7 @@ def run_demo_workflow(project, folder, n_train=3, n_test=2, annotated_fraction=0
                              inputTomograms=steps["import train tomograms"].Tomograms, diameter=diameter,
                              **{**DEMO_TRAINING, **(training or {})})
     steps["pick"] = _launch(project, ProtTomoCPTPick, "pick particles",
-                            inputTomograms=steps["import test tomograms"].Tomograms, inputModel=steps["train"].model,
-                            threshold=0.05)
+                            inputTomograms=steps["import test tomograms"].Tomograms, inputModel=steps["train"].model)
     steps["evaluate"] = _launch(project, ProtTomoCPTEvaluate, "evaluate picks",
                                 inputPicks=steps["pick"].coordinates,
                                 inputReference=steps["import test coordinates"].outputCoordinates)

@@ -33,7 +33,7 @@ def volume():
 @pytest.mark.parametrize("pad", [2, 4])
 def test_overlap_tile_equals_whole_volume_inference_away_from_the_borders(volume, pad):
     model = _convnet(3)  # receptive field 5: tiles keep voxels >= 2 from their edge
-    tiled = run_network(model, _config(), volume, merge="overlap-tile", pad=pad, batch_size=3)
+    tiled = run_network(model, _config(), volume, merge="overlap-tile", pad=pad, batch_size=3, tta=False)
     whole = _whole(model, volume)
     assert tiled.shape == whole.shape
     np.testing.assert_allclose(tiled[:, 2:-2, 2:-2, 2:-2], whole[:, 2:-2, 2:-2, 2:-2], atol=1e-5)
@@ -42,13 +42,14 @@ def test_overlap_tile_equals_whole_volume_inference_away_from_the_borders(volume
 @pytest.mark.parametrize("window", ["gaussian", "hann"])
 def test_blended_inference_equals_whole_volume_inference_for_a_pointwise_network(volume, window):
     model = _convnet(1)  # pointwise: every tile agrees, so any weighting must return the same map
-    blended = run_network(model, _config(), volume, merge="blend", window=window, overlap=0.5, batch_size=5)
+    blended = run_network(model, _config(), volume, merge="blend", window=window, overlap=0.5, batch_size=5,
+                          tta=False)
     np.testing.assert_allclose(blended, _whole(model, volume), atol=1e-5)
 
 
 def test_blended_inference_of_a_conv_net_is_close_in_the_interior(volume):
     model = _convnet(3)
-    blended = run_network(model, _config(32), volume, merge="blend", overlap=0.5)
+    blended = run_network(model, _config(32), volume, merge="blend", overlap=0.5, tta=False)
     whole = _whole(model, volume)
     assert np.abs(blended - whole)[:, 4:-4, 4:-4, 4:-4].mean() < 0.02
 

@@ -1,6 +1,7 @@
 """Peak extraction recovers planted peaks exactly: touching particles and particles at every face."""
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from tomocpt_scipion.engine.config import EngineConfig
 from tomocpt_scipion.engine.infer import ScoreMap
@@ -105,3 +106,25 @@ def test_planted_off_grid_centres_come_back_within_0_3_px_of_the_original_grid(b
     assert len(found) == len(true_xyz)
     distances = np.linalg.norm(found[:, None] - true_xyz[None], axis=-1).min(axis=0)
     assert distances.max() < 0.3, distances
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("min_distance", [2.0, 7.0, 10.0])
+def test_local_max_picks_exactly_what_peak_local_max_picks(seed, min_distance):
+    from skimage.feature import peak_local_max
+
+    rng = np.random.default_rng(seed)
+    # smooth noise with plateaus (ties) from rounding, as a quantised network output has
+    scores = np.round(ndimage.gaussian_filter(rng.random((20, 40, 44)), 1.5) * 50) / 50
+    expected = peak_local_max(scores, min_distance=max(1, int(round(min_distance / 2))), threshold_abs=0.5,
+                              exclude_border=False)
+    found = find_peaks(scores, "local-max", radius_px=5.0, min_distance_px=min_distance, threshold=0.5,
+                       refine="none")
+    values = scores[tuple(expected.T)]
+    order = np.argsort(-values, kind="stable")  # find_peaks returns best first, as peak_local_max does
+    np.testing.assert_array_equal(found[:, :3][:, ::-1].astype(int), expected[order])
+    assert len(found) > 3
+
+
+def test_local_max_of_a_constant_map_is_empty():
+    assert len(find_peaks(np.full((8, 8, 8), 0.7, np.float32), "local-max", radius_px=2.0, threshold=0.1)) == 0

@@ -231,8 +231,7 @@ class TestPickContinueAndValidation(TomoCPTProjectTest):
         shutil.copy(second, backup)
         with open(second, "r+b") as handle:
             handle.truncate(2048)  # the engine will refuse it: a truncated MRC
-        pick = self.newProtocol(ProtTomoCPTPick, inputTomograms=self.tomograms, inputModel=self.model,
-                                threshold=0.05)
+        pick = self.newProtocol(ProtTomoCPTPick, inputTomograms=self.tomograms, inputModel=self.model)
         with self.assertRaises(Exception):
             self.launchProtocol(pick)
         first_picks = pick._getExtraPath("picks", "tomo_000", "picks.csv")

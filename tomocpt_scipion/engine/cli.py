@@ -251,7 +251,9 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlap", type=float, default=0.5, help="blending overlap fraction (default 0.5)")
     parser.add_argument("--pad", type=int, help="overlap-tile margin in pixels (default: a quarter patch)")
     parser.add_argument("--batch-size", type=int, default=4, help="patches per forward pass (default 4)")
-    parser.add_argument("--tta", action="store_true", help="average over flips (4 passes)")
+    parser.add_argument("--no-tta", dest="tta", action="store_false",
+                        help="one network pass instead of the average over flips along x, y and z (4 passes; "
+                             "the default, which localises picks better)")
     parser.add_argument("--save-scores", action="store_true", help="write score maps (float16 MRC)")
     parser.add_argument("--preview", action="store_true", help="draw the picks over slices (<tomo>_picks.png)")
     parser.add_argument("--device", help="torch device (default: CUDA when available)")

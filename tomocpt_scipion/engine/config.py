@@ -13,7 +13,7 @@ from .labels import LABELS
 from .losses import LOSSES
 from .models.registry import MODEL_SIZES, MODELS, patch_multiple, smallest_patch
 from .preprocess import NORMALISATIONS
-from .specs import FALLBACK_THRESHOLD, PU_LOSSES
+from .specs import FALLBACK_THRESHOLD, LOSS_SPECS
 
 __all__ = ["EngineConfig", "RECIPES", "recipe_config", "SAMPLINGS", "AUGMENTATIONS"]
 
@@ -102,10 +102,8 @@ class EngineConfig:
 
     @property
     def out_channels(self) -> int:
-        """Network outputs: n + 1 for Dice (background first), n for Gaussians, 1 for binary losses."""
-        if self.loss == "dice":
-            return self.n_classes + 1
-        return self.n_classes if self.loss == "huber-gradient" else 1
+        """Network outputs: n + 1 for Dice (background first), n for centre maps, 1 for binary losses."""
+        return LOSS_SPECS[self.loss].out_channels(self.n_classes)
 
     @property
     def label_radius_px(self) -> float:
@@ -139,12 +137,13 @@ class EngineConfig:
         if self.stride > self.patch_size:
             raise ValueError(f"stride {self.stride} is larger than patch_size {self.patch_size}: "
                              f"parts of the tomograms would never be seen.")
-        if (self.loss == "huber-gradient") != (self.label == "gaussian"):
+        spec = LOSS_SPECS[self.loss]
+        if (spec.target == "centres") != (self.label == "gaussian"):
             raise ValueError(f"loss {self.loss!r} does not fit label {self.label!r}: huber-gradient "
-                             f"regresses Gaussian labels, the others classify voxels.")
-        if self.loss in ("bce", "nnpu", "kl") and self.n_classes > 1:
+                             f"learns Gaussian centre labels, the others classify voxels.")
+        if spec.target == "binary" and self.n_classes > 1:
             raise ValueError(f"loss {self.loss!r} is binary; got {self.n_classes} classes.")
-        if self.loss in PU_LOSSES and not self.expected_particles:
+        if spec.partial_labels and not self.expected_particles:
             raise ValueError(f"loss {self.loss!r} needs the expected number of particles per tomogram.")
         for name in ("target_diameter_px", "label_radius_fraction", "lr", "stride", "batch_size", "epochs"):
             if not getattr(self, name) > 0:

@@ -105,7 +105,7 @@ def _hann_weights(patch: int, device: torch.device) -> torch.Tensor:
 
 def run_network(model: nn.Module, config: EngineConfig, volume: np.ndarray, device: torch.device | str = "cpu",
                 merge: str = "blend", window: str = "gaussian", overlap: float = 0.5, pad: int | None = None,
-                batch_size: int = 4, tta: bool = False) -> np.ndarray:
+                batch_size: int = 4, tta: bool = True) -> np.ndarray:
     """Network scores of a normalised volume at the training scale.
 
     Parameters
@@ -119,7 +119,9 @@ def run_network(model: nn.Module, config: EngineConfig, volume: np.ndarray, devi
     overlap : blending overlap fraction in [0, 1).
     pad : overlap-tile margin in pixels; defaults to a quarter patch.
     batch_size : patches per forward pass. Defaults to 4.
-    tta : average over flips along x, y and z (4 passes).
+    tta : average over flips along x, y and z (4 passes). Defaults to True: on held-out WBP
+        tomograms it brought the mean hit distance of a DeepETPicker model from 3.65 to
+        2.76 px at the same F1 (README, "Decisions").
 
     Returns
     -------

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .specs import LOSS_SPECS
+
 __all__ = ["HuberGradientLoss", "DiceLoss", "BCEPNLoss", "NonNegativePULoss", "KLPULoss",
            "LOSSES", "build_loss", "pu_priors", "activation"]
 
@@ -232,8 +234,6 @@ def pu_priors(labelled_voxels: int, total_voxels: int, expected_particles_per_to
 
 LOSSES = {"huber-gradient": HuberGradientLoss, "dice": DiceLoss, "bce": BCEPNLoss,
           "nnpu": NonNegativePULoss, "kl": KLPULoss}
-_ACTIVATIONS = {"huber-gradient": "clip", "dice": "softmax", "bce": "sigmoid", "nnpu": "sigmoid",
-                "kl": "sigmoid"}
 
 
 def build_loss(name: str, priors: dict[str, float] | None = None, gamma_scale: float = 10.0,
@@ -242,7 +242,7 @@ def build_loss(name: str, priors: dict[str, float] | None = None, gamma_scale: f
     voxels one labelled particle covers (for γ)."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; valid: {sorted(LOSSES)}.")
-    if name in ("bce", "nnpu", "kl") and priors is None:
+    if LOSS_SPECS[name].needs_priors and priors is None:
         raise ValueError(f"loss {name!r} needs the class priors (expected particles per tomogram).")
     if name == "bce":
         return BCEPNLoss(priors["pi"])
@@ -255,7 +255,7 @@ def build_loss(name: str, priors: dict[str, float] | None = None, gamma_scale: f
 
 def activation(loss_name: str, logits: torch.Tensor) -> torch.Tensor:
     """Per-class scores in [0, 1] from logits: (B, C, ...) → (B, n_classes, ...)."""
-    kind = _ACTIVATIONS[loss_name]
+    kind = LOSS_SPECS[loss_name].activation
     if kind == "softmax":
         return torch.softmax(logits, dim=1)[:, 1:]
     if kind == "sigmoid":

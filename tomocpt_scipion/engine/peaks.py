@@ -3,9 +3,10 @@
 ``find_peaks(scores, method, ...)`` returns an (N, 4) array of x, y, z (pixels of the score
 map) and score, best first:
 
-- ``local-max`` (tomoCPT): scikit-image ``peak_local_max``; a peak is the maximum of the
-  cube of edge ``min_distance_px`` around it and above ``threshold``; borders are kept
-  (``exclude_border=False``).
+- ``local-max`` (tomoCPT): the picks of scikit-image ``peak_local_max`` (borders kept,
+  ``exclude_border=False``), computed with a separable max pooling in torch, on the GPU
+  when ``device`` is one: a peak is the maximum of the cube of edge ``min_distance_px``
+  around it and above ``threshold``.
 - ``mp-nms`` (DeepETPicker): the map is binarised at ``threshold``; ``ceil(2r / (k - 1))``
   iterations of k³ mean pooling (eq. 6, k = 3) turn each blob into a soft mask that peaks at
   its centre; a ``(2r + 1)³`` max pooling keeps local maxima whose pooled value reaches
@@ -54,23 +55,33 @@ def mp_nms_iterations(radius_px: float, kernel: int = _MP_KERNEL) -> int:
     return max(1, math.ceil(2 * radius_px / (kernel - 1)))
 
 
-def _local_max(scores: np.ndarray, min_distance_px: float, threshold: float, max_picks: int | None) -> np.ndarray:
-    from skimage.feature import peak_local_max
+def _local_max(scores: np.ndarray, min_distance_px: float, threshold: float, max_picks: int | None,
+               device: torch.device) -> np.ndarray:
+    """``skimage.feature.peak_local_max(exclude_border=False)`` on ``device``: the same picks.
 
+    A peak equals the maximum of the cube of half-edge ``distance`` around it (a separable max
+    pooling; its -inf padding gives the maximum filter's ``nearest`` border) and exceeds
+    ``threshold``; candidates closer than ``distance`` (Chebyshev) to a higher kept one go.
+    """
     # tomoCPT: each voxel is compared with a cubic neighbourhood whose edge is min_distance
     distance = max(1, int(round(min_distance_px / 2)))
-    zyx = peak_local_max(scores, min_distance=distance, threshold_abs=threshold, exclude_border=False,
-                         num_peaks=max_picks if max_picks else np.inf)
-    return zyx
+    volume = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32)).to(device)[None, None]
+    pooled = _separable_pool(volume, 2 * distance + 1, F.max_pool3d)
+    is_peak = volume == pooled
+    if bool(is_peak.all()):  # a constant map has no peak
+        return np.zeros((0, 3), int)
+    zyx = torch.nonzero((is_peak & (volume > threshold))[0, 0]).cpu().numpy()
+    kept = _dedupe(zyx, scores[tuple(zyx.T)], distance, p_norm=np.inf)
+    return kept[:max_picks] if max_picks else kept
 
 
-def _dedupe(zyx: np.ndarray, values: np.ndarray, min_distance_px: float) -> np.ndarray:
-    """Drop the lower of any two maxima closer than ``min_distance_px`` (highest kept first)."""
+def _dedupe(zyx: np.ndarray, values: np.ndarray, min_distance_px: float, p_norm: float = 2.0) -> np.ndarray:
+    """Drop any maximum closer than ``min_distance_px`` to a kept, higher one (highest first)."""
     order = np.argsort(-values, kind="stable")
     zyx = zyx[order]
     if len(zyx) < 2 or min_distance_px <= 0:
         return zyx
-    pairs = cKDTree(zyx).query_pairs(min_distance_px - 1e-9, output_type="ndarray")
+    pairs = cKDTree(zyx).query_pairs(min_distance_px - 1e-9, p=p_norm, output_type="ndarray")
     keep = np.ones(len(zyx), dtype=bool)
     if len(pairs):
         pairs.sort(axis=1)  # (better, worse): rows are sorted by value
@@ -216,7 +227,7 @@ def find_peaks(scores: np.ndarray, method: str = "local-max", *, radius_px: floa
     refine_radius_px : window radius of ``centroid`` refinement, pixels; defaults to ``radius_px``.
     mask : (z, y, x) bool; picks only where True.
     mp_min_fill : smallest pooled value of an MP-NMS maximum (rejects specks).
-    device : torch device for MP-NMS.
+    device : torch device of the local-max and MP-NMS pooling.
 
     Returns
     -------
@@ -240,7 +251,7 @@ def find_peaks(scores: np.ndarray, method: str = "local-max", *, radius_px: floa
             raise ValueError(f"mask shape {mask.shape} differs from the score map's {scores.shape}.")
         scores = np.where(mask, scores, -np.inf if method == "greedy" else 0.0).astype(np.float32)
     if method == "local-max":
-        zyx = _local_max(scores, min_distance_px, threshold, max_picks)
+        zyx = _local_max(scores, min_distance_px, threshold, max_picks, torch.device(device))
     elif method == "mp-nms":
         zyx = _mp_nms(scores, radius_px, min_distance_px, threshold, mp_min_fill, torch.device(device))
     else:

@@ -5,8 +5,10 @@ first entry of each option tuple is the default.
 """
 from __future__ import annotations
 
-__all__ = ["PEAK_METHODS", "PEAK_METHOD_LABELS", "DEFAULT_PEAK_METHOD", "REFINEMENTS", "PU_LOSSES",
-           "FALLBACK_THRESHOLD"]
+from dataclasses import dataclass
+
+__all__ = ["PEAK_METHODS", "PEAK_METHOD_LABELS", "DEFAULT_PEAK_METHOD", "REFINEMENTS", "LossSpec", "LOSS_SPECS",
+           "PU_LOSSES", "FALLBACK_THRESHOLD"]
 
 #: peak extraction (see :mod:`.peaks`), with the labels the protocol form shows
 PEAK_METHODS = ("local-max", "mp-nms", "greedy")
@@ -16,8 +18,47 @@ DEFAULT_PEAK_METHOD = PEAK_METHODS[0]
 #: sub-voxel refinement of picks (see :mod:`.peaks`)
 REFINEMENTS = ("centroid", "quadratic", "none")
 
+
+@dataclass(frozen=True)
+class LossSpec:
+    """What a loss needs and gives (the loss itself is in :mod:`.losses`).
+
+    Attributes
+    ----------
+    name : registry name.
+    target : ``centres`` (Gaussian centre maps, one channel per class), ``classes`` (class
+        indices, 0 = background) or ``binary`` (0/1, one class).
+    activation : logits → scores: ``clip`` to [0, 1], ``softmax`` (background first) or ``sigmoid``.
+    needs_priors : needs the class priors, i.e. the expected particles per tomogram.
+    partial_labels : positive-unlabelled: the annotations may be a small part of the particles.
+    help : one line for command-line and form help.
+    """
+
+    name: str
+    target: str
+    activation: str
+    needs_priors: bool
+    partial_labels: bool
+    help: str
+
+    def out_channels(self, n_classes: int) -> int:
+        """Network outputs for ``n_classes`` particle classes."""
+        if self.activation == "softmax":
+            return n_classes + 1
+        return n_classes if self.target == "centres" else 1
+
+
+LOSS_SPECS: dict[str, LossSpec] = {spec.name: spec for spec in (
+    LossSpec("huber-gradient", "centres", "clip", False, False,
+             "Huber + 10 x Huber of second derivatives, regressing Gaussian centres (tomoCPT)"),
+    LossSpec("dice", "classes", "softmax", False, False, "multi-class Dice on weak masks (DeepETPicker)"),
+    LossSpec("bce", "binary", "sigmoid", True, False, "prior-weighted positive-negative cross-entropy (TomoPicker)"),
+    LossSpec("nnpu", "binary", "sigmoid", True, True, "non-negative positive-unlabelled risk (TomoPicker)"),
+    LossSpec("kl", "binary", "sigmoid", True, True, "KL-regularised positive-unlabelled risk (TomoPicker)"),
+)}
+
 #: positive-unlabelled losses: trained on partial annotations, with a prior on the particle count
-PU_LOSSES = ("nnpu", "kl")
+PU_LOSSES = tuple(name for name, spec in LOSS_SPECS.items() if spec.partial_labels)
 
 #: score threshold of a model that carries no calibrated one (tomoCPT's suggestion)
 FALLBACK_THRESHOLD = 0.3

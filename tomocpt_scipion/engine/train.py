@@ -40,7 +40,7 @@ from .labels import label_voxel_count
 from .losses import build_loss, pu_priors
 from .models import build_model
 from .plots import plot_learning_curve
-from .specs import PU_LOSSES
+from .specs import LOSS_SPECS
 
 __all__ = ["train", "TrainingResult", "ENCODER_PREFIXES", "select_device"]
 
@@ -102,7 +102,7 @@ def _group_by_tomogram(paths: Sequence[str | Path], coordinates: pd.DataFrame) -
 
 
 def _priors(config: EngineConfig, tomograms) -> dict[str, float] | None:
-    if config.loss not in ("bce", *PU_LOSSES):
+    if not LOSS_SPECS[config.loss].needs_priors:
         return None
     labelled = sum(int(t.positive_mask.sum()) for t in tomograms)
     total = sum(t.volume.size for t in tomograms)

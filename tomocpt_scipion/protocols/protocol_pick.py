@@ -89,8 +89,8 @@ class ProtTomoCPTPick(EMProtocol, ProtTomoBase):
                       label="Patch merging",
                       help="blend: Gaussian-weighted overlapping patches. overlap-tile: keep only the "
                            "centre of each patch (DeepETPicker).")
-        form.addParam("tta", params.BooleanParam, default=False, expertLevel=params.LEVEL_ADVANCED,
-                      label="Flip test-time augmentation?", help="Average four flipped passes (4x slower).")
+        form.addParam("tta", params.BooleanParam, default=True, expertLevel=params.LEVEL_ADVANCED,
+                      label="Flip test-time augmentation?", help="Average four passes flipped along x, y and z (4x slower): picks sit closer to the particle centres. No: one pass, for speed.")
         form.addParam("batchSize", params.IntParam, default=4, expertLevel=params.LEVEL_ADVANCED,
                       label="Patches per batch")
         form.addHidden(params.GPU_LIST, params.StringParam, default="0", label="GPU IDs",
@@ -238,8 +238,8 @@ class ProtTomoCPTPick(EMProtocol, ProtTomoBase):
             args += ["--max-picks", str(self.maxPicks.get())]
         if self.inputMasks.get() is not None:
             args += ["--masks", self._getExtraPath("masks", f"{tsId}.mrc")]
-        if self.tta:
-            args.append("--tta")
+        if not self.tta:
+            args.append("--no-tta")
         if self.saveScoreMaps:
             args.append("--save-scores")
         return args

@@ -11,7 +11,7 @@ from pyworkflow.utils import Message
 from .. import Plugin
 from ..constants import RECIPE_BACKBONES, RECIPE_CITATIONS
 from ..convert import coordinatesTable, linkTomograms, readModelSummary, writeCoordinatesCsv
-from ..engine.specs import PU_LOSSES
+from ..engine.specs import LOSS_SPECS, PU_LOSSES
 from ..objects import TomoCPTModel
 
 RECIPES = ["tomocpt", "deepetpicker", "tomopicker"]
@@ -19,7 +19,7 @@ RECIPE_LABELS = ["tomoCPT (SwinUNETR, Gaussian centroids)", "DeepETPicker (3D-Re
                  "TomoPicker (PU learning, few labels)"]
 BACKBONES = ["recipe default", "swinunetr", "resunet", "multiresunet"]
 LABELS = ["recipe default", "gaussian", "tball", "ball", "cube", "sphere"]
-LOSSES = ["recipe default", "huber-gradient", "dice", "bce", "nnpu", "kl"]
+LOSSES = ["recipe default", *LOSS_SPECS]
 SIZES = ["default", "small"]
 PU_RECIPE = "tomopicker"
 
@@ -94,8 +94,8 @@ class ProtTomoCPTTrain(EMProtocol):
                            "(TomoPicker).")
         form.addParam("loss", params.EnumParam, choices=LOSSES, default=0,
                       expertLevel=params.LEVEL_ADVANCED, label="Loss",
-                      help="huber-gradient (tomoCPT), dice (DeepETPicker), bce = positive-negative, nnpu and "
-                           "kl = positive-unlabeled (TomoPicker; need the expected particles per tomogram).")
+                      help=" ".join(f"{spec.name}: {spec.help}." for spec in LOSS_SPECS.values())
+                      + " The priors of bce, nnpu and kl need the expected particles per tomogram.")
         form.addParam("patchSize", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED,
                       label="Patch size (px)", help="Cube edge at the training scale; 0 = recipe default (64).")
         form.addParam("targetSize", params.FloatParam, default=10.0, expertLevel=params.LEVEL_ADVANCED,
