@@ -1,20 +1,25 @@
 """Speed and memory of the engine, with the references measured in the same run.
 
-    .venv/bin/python benchmarks/speed.py                 # full table (tens of minutes on 2 cores)
+    .venv/bin/python benchmarks/speed.py                 # full table on this machine (CPU or GPU)
+    .venv/bin/python benchmarks/speed.py --gpu           # the GPU table (needs CUDA): 100 training steps
     .venv/bin/python benchmarks/speed.py --quick         # smallest sizes: the smoke test
 
-Measures, on this machine (CUDA when present, with AMP):
+Each table is printed as soon as it is measured; every measurement runs in its own process
+(its peak memory is its own) and is reported as timed out past ``--budget`` seconds.
 
-1. training throughput (patches/s) and peak memory of every backbone at its default size;
-2. inference voxels/s of every backbone: our batched sliding window next to the reference,
-   a plain (non-batched, fp32) MONAI sliding window;
-3. each peak method's time on a score map, next to ``skimage.feature.peak_local_max``;
-4. end-to-end ``tomocpt-engine predict`` time and peak RSS per tomogram size (tomograms at
-   10 Å/px, ribosomes, rescaled as a user would: particle → 10 px);
+1. training: first step, a step on a new (shorter) batch shape, and steady patches/s of every
+   backbone at 64³ (and ResUNet small at 32³), next to MONAI's ``BasicUNet`` in eager fp32;
+2. inference voxels/s of every backbone, one pass: our batched sliding window next to a plain
+   (batch 1, fp32) MONAI sliding window;
+3. each peak method on a planted 200 × 512 × 512 score map with 3000 particles, next to
+   ``skimage.feature.peak_local_max``, this engine's previous release and DeepETPicker's
+   MP-NMS + de_dup (``peak_references.py``);
+4. end-to-end ``tomocpt-engine predict --no-tta`` time and peak RSS per tomogram size
+   (10 Å/px, ribosomes, rescaled as a user would: particle → 10 px);
 5. peak RSS of rescaling + normalising a memory-mapped 1000 × 1000 × 400 float32 tomogram,
    as a multiple of its size (target: < 3).
 
-Writes ``benchmarks/results/speed.csv`` and ``speed.md``; prints the tables.
+Writes ``speed.csv`` and ``speed.md`` (``speed_gpu.*`` with ``--gpu``) in ``--out``.
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+sys.path.insert(0, str(Path(__file__).parent))
 RESULTS = Path(__file__).with_name("results")
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"256x256x128": (128, 256, 256), "512x512x200": (200, 512, 512), "1024x1024x400": (400, 1024, 1024)}
@@ -49,49 +55,66 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _worker(argv: list[str]) -> dict:
-    """Run one measurement in a fresh process so its peak memory is its own."""
-    result = subprocess.run([sys.executable, __file__, "--worker", *argv], capture_output=True, text=True,
-                            cwd=ROOT)
+def _worker(argv: list[str], budget_s: float) -> dict:
+    """Run one measurement in a fresh process so its peak memory is its own; past ``budget_s``
+    seconds it is stopped and reported as timed out."""
+    try:
+        result = subprocess.run([sys.executable, __file__, "--worker", *argv], capture_output=True, text=True,
+                                cwd=ROOT, timeout=budget_s)
+    except subprocess.TimeoutExpired:
+        print(f"  {argv[0]} {argv[1]}: timed out after {budget_s:.0f} s", flush=True)
+        return {"timed_out": True}
     if result.returncode:
         raise RuntimeError(f"worker {argv} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 # ----------------------------------------------------------------------------- workers
-def _train_worker(backbone: str, patch: int, batch: int, steps: int) -> dict:
+def _train_worker(backbone: str, size: str, patch: int, batch: int, steps: int) -> dict:
+    """Training steps of one backbone (``reference``: MONAI's BasicUNet, eager fp32) on random patches.
+
+    Reports the first step (kernel set-up), a step on a new batch shape after warm-up (a short
+    last batch), and the steady throughput.
+    """
     import torch
 
+    from tomocpt_scipion.engine.device import autocast, place_batch, place_model
     from tomocpt_scipion.engine.losses import DiceLoss
     from tomocpt_scipion.engine.models import build_model
 
     device = _device()
-    model = build_model(backbone, 2, "default").to(device)
+    if backbone == "reference":
+        from monai.networks.nets import BasicUNet
+
+        model, layout = BasicUNet(spatial_dims=3, in_channels=1, out_channels=2).to(device), "reference"
+    else:
+        model, layout = place_model(build_model(backbone, 2, size), backbone, device), backbone
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
-    image = torch.randn(batch, 1, patch, patch, patch, device=device)
-    target = (torch.rand(batch, 1, patch, patch, patch, device=device) > 0.9).float()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     loss_fn = DiceLoss()
 
-    def step():
-        with autocast:
+    def step(n: int) -> float:
+        image = torch.randn(n, 1, patch, patch, patch)
+        image = image.to(device) if layout == "reference" else place_batch(image, layout, device)
+        target = (torch.rand(n, 1, patch, patch, patch, device=device) > 0.9).float()
+        started = time.perf_counter()
+        with (autocast(device) if layout != "reference" else torch.autocast(device.type, enabled=False)):
             loss = loss_fn(model(image).float(), target)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - started
 
-    step()  # warm-up
+    first = step(batch)
+    step(batch)
+    new_shape = step(max(1, batch - 1))
     if device.type == "cuda":
-        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - started
+    seconds = sum(step(batch) for _ in range(steps))
     gpu = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else float("nan")
-    return {"patches_per_s": steps * batch / seconds, "peak_rss_mb": _peak_rss_mb(), "gpu_mb": gpu}
+    return {"patches_per_s": steps * batch / seconds, "first_step_s": first, "new_shape_step_s": new_shape,
+            "seconds_per_100_steps": 100 * seconds / steps, "peak_rss_mb": _peak_rss_mb(), "gpu_mb": gpu}
 
 
 def _volume(shape, seed=0):
@@ -102,15 +125,19 @@ def _infer_worker(backbone: str, shape, batch: int, reference: bool) -> dict:
     import torch
 
     from tomocpt_scipion.engine.config import recipe_config
+    from tomocpt_scipion.engine.device import place_batch, place_model
     from tomocpt_scipion.engine.infer import run_network
     from tomocpt_scipion.engine.models import build_model
 
     device = _device()
     config = recipe_config("tomocpt", diameter_a=300.0, backbone=backbone, model_size="default")
-    model = build_model(backbone, config.out_channels, "default").to(device).eval()
+    model = build_model(backbone, config.out_channels, "default")
+    # the reference runs the network as MONAI gives it; ours in the layout the engine uses
+    model = (model.to(device) if reference else place_model(model, backbone, device)).eval()
     volume = _volume(shape)
+    warm_up = torch.zeros(1, 1, *(config.patch_size,) * 3)
     with torch.inference_mode():  # warm-up: first-call initialisation is not throughput
-        model(torch.zeros(1, 1, *(config.patch_size,) * 3, device=device))
+        model(warm_up.to(device) if reference else place_batch(warm_up, backbone, device))
     started = time.perf_counter()
     if reference:  # plain: one patch at a time, fp32, MONAI's sliding window
         from monai.inferers import sliding_window_inference
@@ -206,28 +233,45 @@ def _predict_worker(shape, folder: str, backbone: str) -> dict:
             "added_over_tomogram": (_peak_rss_mb() - baseline) / size_mb}
 
 
-def _peaks_rows(shape) -> list[dict]:
-    """Each peak method on a score map built from Gaussian labels, next to peak_local_max."""
+def _peaks_rows(shape, n_particles: int) -> list[dict]:
+    """Each peak method on a planted score map, next to peak_local_max, this engine's previous
+    release and DeepETPicker's own MP-NMS + de_dup (see ``peak_references.py``)."""
+    from peak_references import PREVIOUS_COMMIT, deepetpicker_mp_nms, previous_engine_peaks
     from skimage.feature import peak_local_max
 
     from tomocpt_scipion.engine.labels import gaussian
     from tomocpt_scipion.engine.peaks import find_peaks
 
     rng = np.random.default_rng(1)
-    n = max(10, int(np.prod(shape) / 3000))
-    centres = rng.uniform(0, 1, (n, 3)) * (np.array(shape[::-1]) - 1)
+    centres = rng.uniform(0, 1, (n_particles, 3)) * (np.array(shape[::-1]) - 1)
     scores = np.maximum(gaussian(shape, centres, 5.0), rng.uniform(0, 0.2, shape).astype(np.float32))
-    rows = []
-    started = time.perf_counter()
-    reference = peak_local_max(scores, min_distance=5, threshold_abs=0.3, exclude_border=False)
-    reference_s = time.perf_counter() - started
-    rows.append({"method": "skimage peak_local_max (reference)", "seconds": reference_s, "picks": len(reference),
-                 "ratio_to_reference": 1.0})
-    for method in ("local-max", "mp-nms", "greedy"):
+    device = _device()
+
+    def timed(function):
         started = time.perf_counter()
-        picks = find_peaks(scores, method, radius_px=5.0, threshold=0.3, device=_device())
-        seconds = time.perf_counter() - started
-        rows.append({"method": method, "seconds": seconds, "picks": len(picks), "ratio_to_reference": seconds / reference_s})
+        picks = function()
+        if device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+        return time.perf_counter() - started, len(picks)
+
+    reference_s, reference_n = timed(lambda: peak_local_max(scores, min_distance=5, threshold_abs=0.3,
+                                                            exclude_border=False))
+    rows = [{"method": "skimage peak_local_max (reference)", "seconds": reference_s, "picks": reference_n}]
+    for method in ("local-max", "mp-nms", "greedy"):
+        seconds, n = timed(lambda m=method: find_peaks(scores, m, radius_px=5.0, threshold=0.3, refine="none",
+                                                       device=device))
+        rows.append({"method": method, "seconds": seconds, "picks": n})
+    previous = previous_engine_peaks()
+    if previous is not None:
+        for method in ("local-max", "greedy"):
+            seconds, n = timed(lambda m=method: previous.find_peaks(scores, m, radius_px=5.0, threshold=0.3))
+            rows.append({"method": f"{method}, engine {PREVIOUS_COMMIT} (before)", "seconds": seconds, "picks": n})
+    seconds, n = timed(lambda: deepetpicker_mp_nms(scores, 5.0, 0.3, 10.0, device))
+    rows.append({"method": "DeepETPicker MP-NMS + de_dup (re-implemented)", "seconds": seconds, "picks": n})
+    for row in rows:
+        row["speed_up_over_peak_local_max"] = reference_s / row["seconds"]
     return rows
 
 
@@ -243,6 +287,10 @@ def _markdown(table: pd.DataFrame) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smallest sizes only (smoke test)")
+    parser.add_argument("--gpu", action="store_true",
+                        help="the GPU table: needs CUDA; 100 training steps per backbone, GPU memory")
+    parser.add_argument("--budget", type=float, default=900.0,
+                        help="seconds one measurement may take before it is reported as timed out (default 900)")
     parser.add_argument("--out", default=str(RESULTS), help="results folder")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -253,64 +301,82 @@ def main(argv=None) -> int:
                   "predict": _predict_worker, "inputs": _inputs_worker}[kind](**values)
         print(json.dumps(result))
         return 0
+    import torch
 
+    if args.gpu and not torch.cuda.is_available():
+        print("speed.py --gpu: no CUDA device here; run it where there is one.", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     scratch = out / "scratch"
     scratch.mkdir(exist_ok=True)
-    import torch
-
     hardware = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
                 f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}")
-    print(f"Hardware: {hardware}\n")
+    print(f"Hardware: {hardware}\n", flush=True)
     sections = []
+    suffix = "_gpu" if args.gpu else ""
 
-    patch, batch, steps = (32, 2, 2) if args.quick else (64, 2, 5)
-    backbones = ("resunet",) if args.quick else BACKBONES
-    train = pd.DataFrame([{"backbone": b, "patch": patch, "batch": batch,
-                           **_worker(["train", json.dumps({"backbone": b, "patch": patch, "batch": batch, "steps": steps})])}
-                          for b in backbones])
-    sections.append(("Training throughput (default-size networks)", train))
+    def emit(title: str, rows: list[dict]) -> None:
+        table = pd.DataFrame(rows)
+        sections.append((title, table))
+        print(f"{title}\n{table.to_string(index=False)}\n", flush=True)
+
+    def measure(kind: str, **values) -> dict:
+        return _worker([kind, json.dumps(values)], args.budget)
+
+    steps = 2 if args.quick else (100 if args.gpu else 5)
+    settings = [("reference", "default", 32, 2)] if args.quick else [
+        *((b, "default", 64, 2) for b in ("reference", *BACKBONES)), ("reference", "default", 32, 4),
+        ("resunet", "small", 32, 4)]
+    if args.quick:
+        settings.append(("resunet", "small", 32, 2))
+    rows = [{"backbone": b, "size": size, "patch": patch, "batch": batch,
+             **measure("train", backbone=b, size=size, patch=patch, batch=batch, steps=steps)}
+            for b, size, patch, batch in settings]
+    for row in rows:
+        same = [r for r in rows if r["backbone"] == "reference" and r["patch"] == row["patch"]
+                and r["batch"] == row["batch"]]
+        row["ratio_to_reference"] = (row.get("patches_per_s", np.nan) / same[0].get("patches_per_s", np.nan)
+                                     if same else np.nan)
+    emit("Training throughput (reference = MONAI BasicUNet, eager fp32)", rows)
 
     infer_shape = (32, 64, 64) if args.quick else (60, 154, 154)  # 512 x 512 x 200 at 10 Å/px, rescaled x0.3
     rows = []
-    for b in backbones:
-        ours = _worker(["infer", json.dumps({"backbone": b, "shape": infer_shape, "batch": 4, "reference": False})])
-        plain = _worker(["infer", json.dumps({"backbone": b, "shape": infer_shape, "batch": 1, "reference": True})])
-        rows.append({"backbone": b, "voxels_per_s": ours["voxels_per_s"], "reference_voxels_per_s": plain["voxels_per_s"],
-                     "speed_ratio": ours["voxels_per_s"] / plain["voxels_per_s"], "peak_rss_mb": ours["peak_rss_mb"]})
-    sections.append((f"Inference at the training scale ({'x'.join(map(str, infer_shape[::-1]))} voxels; "
-                     "reference = plain MONAI sliding window, batch 1, fp32)", pd.DataFrame(rows)))
+    for b in (("resunet",) if args.quick else BACKBONES):
+        ours = measure("infer", backbone=b, shape=infer_shape, batch=4, reference=False)
+        plain = measure("infer", backbone=b, shape=infer_shape, batch=1, reference=True)
+        rows.append({"backbone": b, "voxels_per_s": ours.get("voxels_per_s"),
+                     "reference_voxels_per_s": plain.get("voxels_per_s"),
+                     "speed_ratio": ours.get("voxels_per_s", np.nan) / plain.get("voxels_per_s", np.nan),
+                     "peak_rss_mb": ours.get("peak_rss_mb")})
+    emit(f"Inference at the training scale ({'x'.join(map(str, infer_shape[::-1]))} voxels, one pass; "
+         "reference = plain MONAI sliding window, batch 1, fp32)", rows)
 
-    sections.append(("Peak extraction on a score map of the same size",
-                     pd.DataFrame(_peaks_rows(infer_shape))))
+    peak_shape, n_particles = ((32, 64, 64), 20) if args.quick else ((200, 512, 512), 3000)
+    emit(f"Peak extraction on a planted {'x'.join(map(str, peak_shape[::-1]))} score map ({n_particles} particles)",
+         _peaks_rows(peak_shape, n_particles))
 
     sizes = QUICK_SIZES if args.quick else SIZES
-    predict = []
+    rows = []
     for name, shape in sizes.items():
         for b in (("resunet",) if args.quick else ("resunet", "multiresunet")):
             inputs = {"shape": shape, "folder": str(scratch), "backbone": b}
-            _worker(["inputs", json.dumps(inputs)])
-            predict.append({"tomogram": name, "backbone": b, **_worker(["predict", json.dumps(inputs)])})
-    sections.append(("End-to-end predict per tomogram (10 Å/px, particle 332 Å → rescaled ×0.3)",
-                     pd.DataFrame(predict)))
+            measure("inputs", **inputs)
+            rows.append({"tomogram": name, "backbone": b, **measure("predict", **inputs)})
+    emit("End-to-end predict per tomogram, one pass (10 Å/px, particle 332 Å → rescaled ×0.3)", rows)
 
     memory_shape = (40, 100, 100) if args.quick else (400, 1000, 1000)
-    _worker(["inputs", json.dumps({"shape": memory_shape, "folder": str(scratch), "backbone": "resunet",
-                                   "noise": True})])
-    memory = [{"operation": f"rescale ×{zoom} + robust normalisation",
-               **_worker(["memory", json.dumps({"shape": memory_shape, "zoom": zoom, "folder": str(scratch)})])}
-              for zoom in (0.3, 1.0)]
-    sections.append((f"Peak RSS, memory-mapped {'x'.join(map(str, memory_shape[::-1]))} float32 tomogram",
-                     pd.DataFrame(memory)))
+    measure("inputs", shape=memory_shape, folder=str(scratch), backbone="resunet", noise=True)
+    emit(f"Peak RSS, memory-mapped {'x'.join(map(str, memory_shape[::-1]))} float32 tomogram",
+         [{"operation": f"rescale ×{zoom} + robust normalisation",
+           **measure("memory", shape=memory_shape, zoom=zoom, folder=str(scratch))} for zoom in (0.3, 1.0)])
 
     report = [f"Hardware: {hardware}", ""]
     for title, table in sections:
         report += [f"### {title}", "", _markdown(table), ""]
-        print(f"{title}\n{table.to_string(index=False)}\n")
-    (out / "speed.md").write_text("\n".join(report))
-    pd.concat([t.assign(section=title) for title, t in sections]).to_csv(out / "speed.csv", index=False)
-    print(f"Wrote {out / 'speed.md'} and {out / 'speed.csv'}")
+    (out / f"speed{suffix}.md").write_text("\n".join(report))
+    pd.concat([t.assign(section=title) for title, t in sections]).to_csv(out / f"speed{suffix}.csv", index=False)
+    print(f"Wrote {out / f'speed{suffix}.md'} and {out / f'speed{suffix}.csv'}")
     return 0
 
 

@@ -53,23 +53,27 @@ if pwem is not None:
             return environ
 
         @classmethod
-        def getEngineCommand(cls, gpus: bool = True) -> str:
+        def getEngineCommand(cls, gpus: bool = True, processes: int = 1) -> str:
             """Shell prefix that runs ``python -m tomocpt_scipion.engine``.
 
             With ``gpus`` the job sees only the protocol's GPUs (``%(GPU)s``, filled by Scipion);
-            without, it sees none and runs on the CPU.
+            without, it sees none and runs on the CPU. ``processes`` > 1 launches the engine
+            under ``torchrun`` (one data-parallel process per GPU, on this machine).
             """
             activation = cls.getVar(TOMOCPT_ENV_ACTIVATION)
             python = "python" if activation else shlex.quote(sys.executable)
             devices = "CUDA_VISIBLE_DEVICES=%(GPU)s" if gpus else "CUDA_VISIBLE_DEVICES=''"
-            command = f"{devices} {python} -m {ENGINE_MODULE}"
+            launcher = (f"-m torch.distributed.run --standalone --nproc_per_node {processes} -m"
+                        if processes > 1 else "-m")
+            command = f"{devices} {python} {launcher} {ENGINE_MODULE}"
             return f"{activation} && {command}" if activation else command
 
         @classmethod
-        def runEngine(cls, protocol, args, cwd=None):
-            """Run ``tomocpt-engine ARGS`` as a job of ``protocol`` (logged, queue-aware)."""
+        def runEngine(cls, protocol, args, cwd=None, processes: int = 1):
+            """Run ``tomocpt-engine ARGS`` as a job of ``protocol`` (logged, queue-aware);
+            ``processes`` > 1: data-parallel training, one process per GPU."""
             gpus = bool(protocol.getGpuList()) if hasattr(protocol, "getGpuList") else False
-            protocol.runJob(cls.getEngineCommand(gpus), args, env=cls.getEnviron(), cwd=cwd,
+            protocol.runJob(cls.getEngineCommand(gpus, processes), args, env=cls.getEnviron(), cwd=cwd,
                             numberOfMpi=1)
 
         @classmethod

@@ -128,3 +128,23 @@ def test_local_max_picks_exactly_what_peak_local_max_picks(seed, min_distance):
 
 def test_local_max_of_a_constant_map_is_empty():
     assert len(find_peaks(np.full((8, 8, 8), 0.7, np.float32), "local-max", radius_px=2.0, threshold=0.1)) == 0
+
+
+def _naive_greedy(scores, radius, threshold):
+    work = scores.astype(float).copy()
+    grid = np.indices(scores.shape).transpose(1, 2, 3, 0)
+    picks = []
+    while work.max() >= threshold:
+        peak = np.array(np.unravel_index(np.argmax(work), work.shape))
+        picks.append(peak)
+        work[((grid - peak) ** 2).sum(-1) <= radius**2] = -np.inf
+    return np.array(picks)
+
+
+@pytest.mark.parametrize("radius", [2.0, 3.5])
+def test_greedy_picks_exactly_what_repeated_argmax_and_sphere_removal_picks(radius):
+    scores = ndimage.gaussian_filter(np.random.default_rng(3).random((16, 24, 28)), 1.0).astype(np.float32)
+    expected = _naive_greedy(scores, radius, threshold=0.5)
+    found = find_peaks(scores, "greedy", radius_px=radius, threshold=0.5, refine="none")
+    np.testing.assert_array_equal(found[:, :3][:, ::-1].astype(int), expected)
+    assert len(expected) > 10

@@ -42,3 +42,13 @@ class TestHeadlessScipionImportsSimulatedData(BaseTest):
             truth = expected[expected.tomo_name == name][["x", "y", "z"]].to_numpy()
             # Scipion's text import reads 4 decimals; our writer keeps 4
             np.testing.assert_allclose(sorted(map(tuple, positions)), sorted(map(tuple, truth)), atol=1e-3)
+
+
+def test_several_gpus_launch_the_engine_under_torchrun_one_process_each():
+    from tomocpt_scipion import Plugin
+
+    single = Plugin.getEngineCommand(gpus=True)
+    several = Plugin.getEngineCommand(gpus=True, processes=4)
+    assert single.startswith("CUDA_VISIBLE_DEVICES=%(GPU)s") and "torch.distributed.run" not in single
+    assert "-m torch.distributed.run --standalone --nproc_per_node 4 -m tomocpt_scipion.engine" in several
+    assert Plugin.getEngineCommand(gpus=False).startswith("CUDA_VISIBLE_DEVICES=''")

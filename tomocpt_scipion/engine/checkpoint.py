@@ -16,6 +16,7 @@ from torch import nn
 
 from .config import EngineConfig
 from .io import atomic_path
+from .device import place_model
 from .models import build_model
 
 __all__ = ["CHECKPOINT_FORMAT", "save_checkpoint", "read_checkpoint", "load_model", "write_model_summary"]
@@ -62,7 +63,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn
     config = EngineConfig.from_dict(payload["config"])
     model = build_model(config.backbone, config.out_channels, config.model_size)
     model.load_state_dict(payload["state_dict"])
-    return model.to(device).eval(), config
+    return place_model(model, config.backbone, device).eval(), config
 
 
 def write_model_summary(path: str | Path, config: EngineConfig, epoch: int, val_loss: float) -> Path:

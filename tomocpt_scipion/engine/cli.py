@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -15,6 +16,32 @@ from typing import Callable, Sequence
 __all__ = ["main", "build_parser"]
 
 logger = logging.getLogger("tomocpt_scipion.engine")
+
+
+def _number(kind: type, lowest: float, inclusive: bool, upper: float | None = None):
+    """argparse type: a finite ``kind`` above ``lowest`` (or equal, when ``inclusive``) and below ``upper``."""
+    bound = (f">= {lowest:g}" if inclusive else f"> {lowest:g}") + (f" and < {upper:g}" if upper is not None else "")
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__} number") from None
+        if not math.isfinite(value) or (value < lowest if inclusive else value <= lowest) or (
+                upper is not None and value >= upper):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: it must be {bound}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+_POSITIVE_INT = _number(int, 1, True)
+_NON_NEGATIVE_INT = _number(int, 0, True)
+_POSITIVE = _number(float, 0, False)
+_NON_NEGATIVE = _number(float, 0, True)
+_FINITE = _number(float, -math.inf, False)
+_FRACTION = _number(float, 0, True, 1)
 
 def _tomogram_geometry(paths: Sequence[str]) -> tuple[dict[str, tuple[int, int, int]], float | None]:
     """{stem: (z, y, x)} and the common pixel size (Å) of MRC files, from headers only."""
@@ -38,39 +65,39 @@ def _simulate_arguments(parser: argparse.ArgumentParser) -> None:
 
     defaults = SimulationConfig()
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--n-tomograms", type=int, default=2, help="number of tomograms (default 2)")
+    parser.add_argument("--n-tomograms", type=_POSITIVE_INT, default=2, help="number of tomograms (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--prefix", default="tomo", help="tomogram name prefix (default tomo)")
     parser.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"),
                         default=defaults.shape_zyx, help="volume size in voxels (default %(default)s)")
-    parser.add_argument("--pixel-size", type=float, default=defaults.pixel_size_a,
+    parser.add_argument("--pixel-size", type=_POSITIVE, default=defaults.pixel_size_a,
                         help="voxel size in Å (default %(default)s)")
     parser.add_argument("--target", default=defaults.target, choices=available_species(),
                         help="species to pick (default %(default)s, the 80S ribosome)")
     parser.add_argument("--distractors", nargs="*", default=list(defaults.distractors),
                         choices=available_species(), help="other species (default %(default)s)")
-    parser.add_argument("--n-target", type=int, default=defaults.n_target,
+    parser.add_argument("--n-target", type=_NON_NEGATIVE_INT, default=defaults.n_target,
                         help="target particles per tomogram (default %(default)s)")
-    parser.add_argument("--n-distractors", type=int, default=defaults.n_distractors,
+    parser.add_argument("--n-distractors", type=_NON_NEGATIVE_INT, default=defaults.n_distractors,
                         help="distractor particles per tomogram (default %(default)s)")
     parser.add_argument("--mode", choices=SIMULATION_MODES, default=defaults.mode,
                         help="wbp: tilt series with CTF, dose and Poisson noise, reconstructed by weighted "
                              "back-projection (realistic); fourier: one Fourier filter and Gaussian noise "
                              "(fast) (default %(default)s)")
-    parser.add_argument("--snr", type=float, default=defaults.snr,
+    parser.add_argument("--snr", type=_POSITIVE, default=defaults.snr,
                         help="fourier mode: signal-to-noise variance ratio (default %(default)s)")
-    parser.add_argument("--tilt-range", type=float, default=defaults.tilt_range_deg,
+    parser.add_argument("--tilt-range", type=_POSITIVE, default=defaults.tilt_range_deg,
                         help="tilt range ± degrees (default %(default)s)")
-    parser.add_argument("--tilt-step", type=float, default=defaults.tilt_step_deg,
+    parser.add_argument("--tilt-step", type=_POSITIVE, default=defaults.tilt_step_deg,
                         help="wbp mode: tilt increment in degrees (default %(default)s)")
-    parser.add_argument("--tilt-angles", type=float, nargs="+",
+    parser.add_argument("--tilt-angles", type=_FINITE, nargs="+",
                         help="wbp mode: explicit tilt angles in degrees (instead of range and step)")
-    parser.add_argument("--dose", type=float, default=defaults.dose_e_per_a2,
+    parser.add_argument("--dose", type=_POSITIVE, default=defaults.dose_e_per_a2,
                         help="wbp mode: total exposure of the tilt series, e/Å² (default %(default)s)")
-    parser.add_argument("--defocus", type=float, default=defaults.defocus_um,
+    parser.add_argument("--defocus", type=_POSITIVE, default=defaults.defocus_um,
                         help="defocus in µm (default %(default)s)")
     parser.add_argument("--no-membrane", action="store_true", help="leave out the vesicle")
-    parser.add_argument("--n-gold", type=int, default=defaults.n_gold,
+    parser.add_argument("--n-gold", type=_NON_NEGATIVE_INT, default=defaults.n_gold,
                         help="gold beads per tomogram (default %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing simulation")
 
@@ -111,7 +138,7 @@ def _export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tomograms", nargs="*", default=[],
                         help="MRC files of the tomograms: their sizes and pixel size (RELION 5, "
                              "STAR) and names (checked; Dynamo tomogram numbers follow this order)")
-    parser.add_argument("--pixel-size", type=float, help="pixel size in Å (overrides the MRC headers)")
+    parser.add_argument("--pixel-size", type=_POSITIVE, help="pixel size in Å (overrides the MRC headers)")
     parser.add_argument("--relion", type=int, choices=(4, 5), default=4,
                         help="STAR flavour to write (default 4)")
     parser.add_argument("--tomo-name", help="tomogram name for formats that hold none")
@@ -147,6 +174,8 @@ def _read_class_sets(paths: Sequence[str], names: Sequence[str] | None, tomogram
     for class_id, path in enumerate(paths, start=1):
         table = read_coordinates(path, pixel_size_a=pixel_size_a or header_pixel, tomo_shapes=shapes,
                                  tomo_name=None if len(shapes) != 1 else next(iter(shapes)))
+        if table.empty:
+            raise ValueError(f"{path}: holds no coordinates.")
         used = table["tomo_name"].isin(list(shapes))
         if not used.any():
             raise ValueError(f"{path}: none of its tomograms {sorted(set(table['tomo_name']))} is among "
@@ -169,34 +198,34 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--class-names", nargs="+", help="class names (default: coordinate file stems)")
     parser.add_argument("--val-tomograms", nargs="*", default=[], help="validation tomograms")
     parser.add_argument("--val-coordinates", nargs="*", default=[], help="validation coordinates, one per class")
-    parser.add_argument("--diameter", type=float, required=True, help="particle diameter in Å")
-    parser.add_argument("--pixel-size", type=float, help="pixel size in Å when the MRC headers have none")
+    parser.add_argument("--diameter", type=_POSITIVE, required=True, help="particle diameter in Å")
+    parser.add_argument("--pixel-size", type=_POSITIVE, help="pixel size in Å when the MRC headers have none")
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="tomocpt",
                         help="settings of one paper (default tomocpt); every option below overrides it")
     parser.add_argument("--out", required=True, help="output folder (model.pt, training_log.csv, learning_curve.png)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     parser.add_argument("--finetune", help="checkpoint to start from")
-    parser.add_argument("--encoder-lr-factor", type=float, help="encoder learning-rate factor when fine-tuning")
+    parser.add_argument("--encoder-lr-factor", type=_POSITIVE, help="encoder learning-rate factor when fine-tuning")
     parser.add_argument("--backbone", choices=sorted(MODELS))
     parser.add_argument("--model-size", choices=("small", "default"))
     parser.add_argument("--label", choices=sorted(LABELS))
     parser.add_argument("--loss", choices=sorted(LOSSES))
     parser.add_argument("--sampling", choices=SAMPLINGS)
-    parser.add_argument("--patch-size", type=int, help="patch edge in pixels at the training scale")
-    parser.add_argument("--stride", type=int, help="patch stride in pixels")
-    parser.add_argument("--target-size", type=float, dest="target_diameter_px",
+    parser.add_argument("--patch-size", type=_POSITIVE_INT, help="patch edge in pixels at the training scale")
+    parser.add_argument("--stride", type=_POSITIVE_INT, help="patch stride in pixels")
+    parser.add_argument("--target-size", type=_POSITIVE, dest="target_diameter_px",
                         help="particle diameter after rescaling, pixels (tomoCPT: 10)")
-    parser.add_argument("--label-radius-fraction", type=float, help="label radius / rescaled diameter")
+    parser.add_argument("--label-radius-fraction", type=_POSITIVE, help="label radius / rescaled diameter")
     parser.add_argument("--augment", nargs="*", choices=AUGMENTATIONS, help="augmentations to use")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--patience", type=int, help="early-stopping patience in epochs")
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float, help="initial learning rate")
-    parser.add_argument("--weight-decay", type=float)
-    parser.add_argument("--expected-particles", type=float,
+    parser.add_argument("--epochs", type=_POSITIVE_INT)
+    parser.add_argument("--patience", type=_POSITIVE_INT, help="early-stopping patience in epochs")
+    parser.add_argument("--batch-size", type=_POSITIVE_INT)
+    parser.add_argument("--lr", type=_POSITIVE, help="initial learning rate")
+    parser.add_argument("--weight-decay", type=_NON_NEGATIVE)
+    parser.add_argument("--expected-particles", type=_POSITIVE,
                         help="expected particles per tomogram, labelled or not (PU losses)")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--workers", type=int, default=0, help="data-loader processes (default 0)")
+    parser.add_argument("--workers", type=_NON_NEGATIVE_INT, default=0, help="data-loader processes (default 0)")
     parser.add_argument("--device", help="torch device (default: CUDA when available)")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
 
@@ -229,28 +258,28 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="checkpoint (model.pt)")
     parser.add_argument("--tomograms", nargs="+", required=True, help="tomograms to pick (MRC)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--pixel-size", type=float, help="pixel size in Å when the MRC headers have none")
-    parser.add_argument("--diameter", type=float,
+    parser.add_argument("--pixel-size", type=_POSITIVE, help="pixel size in Å when the MRC headers have none")
+    parser.add_argument("--diameter", type=_POSITIVE,
                         help="diameter in Å of the particles to pick, when it differs from the model's: "
                              "tomograms are rescaled so they look like the training particles")
     parser.add_argument("--masks", nargs="*", default=[],
                         help="mask MRC files, one per tomogram in the same order (picks only where > 0)")
     parser.add_argument("--method", choices=PEAK_METHODS, default=DEFAULT_PEAK_METHOD,
                         help="peak extraction: local-max (tomoCPT), mp-nms (DeepETPicker), greedy (TomoPicker)")
-    parser.add_argument("--threshold", type=float,
+    parser.add_argument("--threshold", type=_FINITE,
                         help="score threshold (default: the model's, calibrated per class on the validation "
                              f"tomograms at the end of training; {FALLBACK_THRESHOLD} for a model without one)")
-    parser.add_argument("--min-distance", type=float, help="smallest distance between picks in Å "
+    parser.add_argument("--min-distance", type=_NON_NEGATIVE, help="smallest distance between picks in Å "
                                                            "(default: the particle diameter)")
-    parser.add_argument("--max-picks", type=int, help="at most this many picks per tomogram and class")
+    parser.add_argument("--max-picks", type=_POSITIVE_INT, help="at most this many picks per tomogram and class")
     parser.add_argument("--refine", choices=REFINEMENTS, default=REFINEMENTS[0],
                         help="sub-voxel refinement: centroid of the score blob above half its peak (default), "
                              "quadratic fit, or none")
     parser.add_argument("--merge", choices=MERGE_MODES, default="blend", help="patch merging (default blend)")
     parser.add_argument("--window", choices=WINDOWS, default="gaussian", help="blending weight")
-    parser.add_argument("--overlap", type=float, default=0.5, help="blending overlap fraction (default 0.5)")
-    parser.add_argument("--pad", type=int, help="overlap-tile margin in pixels (default: a quarter patch)")
-    parser.add_argument("--batch-size", type=int, default=4, help="patches per forward pass (default 4)")
+    parser.add_argument("--overlap", type=_FRACTION, default=0.5, help="blending overlap fraction (default 0.5)")
+    parser.add_argument("--pad", type=_NON_NEGATIVE_INT, help="overlap-tile margin in pixels (default: a quarter patch)")
+    parser.add_argument("--batch-size", type=_POSITIVE_INT, default=4, help="patches per forward pass (default 4)")
     parser.add_argument("--no-tta", dest="tta", action="store_false",
                         help="one network pass instead of the average over flips along x, y and z (4 passes; "
                              "the default, which localises picks better)")
@@ -265,7 +294,7 @@ def _predict(args: argparse.Namespace) -> None:
 
     from .checkpoint import load_model
     from .predict import pick_tomogram, write_picks, write_preview
-    from .train import select_device
+    from .device import select_device
 
     if args.masks and len(args.masks) != len(args.tomograms):
         raise ValueError(f"{len(args.masks)} mask(s) for {len(args.tomograms)} tomogram(s); give one per tomogram.")
@@ -299,17 +328,17 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--picks", required=True, help="picked coordinates (any format)")
     parser.add_argument("--truth", required=True, help="reference coordinates (any format)")
-    parser.add_argument("--diameter", type=float, required=True, help="particle diameter in Å")
+    parser.add_argument("--diameter", type=_POSITIVE, required=True, help="particle diameter in Å")
     parser.add_argument("--tomograms", nargs="*", default=[],
                         help="tomogram MRC files (pixel size, sizes for RELION 5 STAR)")
-    parser.add_argument("--pixel-size", type=float, help="pixel size in Å (default: from --tomograms)")
+    parser.add_argument("--pixel-size", type=_POSITIVE, help="pixel size in Å (default: from --tomograms)")
     parser.add_argument("--criterion", choices=CRITERIA, default="half-diameter",
                         help="hit when within half the diameter (tomoCPT), strictly within r "
                              "(DeepETPicker) or within --distance-px pixels (TomoPicker)")
-    parser.add_argument("--distance-px", type=float, default=10.0, help="distance of --criterion pixels (default 10)")
+    parser.add_argument("--distance-px", type=_POSITIVE, default=10.0, help="distance of --criterion pixels (default 10)")
     parser.add_argument("--sweep", choices=("percentiles", "fine"), default="percentiles",
                         help="threshold sweep: score percentiles 2-98 %% step 8, or 50 even steps")
-    parser.add_argument("--class-id", type=int, help="evaluate only picks of this class")
+    parser.add_argument("--class-id", type=_POSITIVE_INT, help="evaluate only picks of this class")
     parser.add_argument("--out", help="folder for metrics.csv, sweep.csv, evaluation.png")
     parser.add_argument("--write-filtered", action="store_true", help="also write the picks kept at F1max")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -388,13 +417,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``tomocpt-engine``; returns the exit status (0 ok, 2 bad input)."""
+    """Run ``tomocpt-engine``; returns the exit status (0 ok, 2 bad input or a file that cannot be
+    read or written, 130 interrupted)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     try:
         _COMMANDS[args.command][1](args)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        print(f"tomocpt-engine {args.command}: error: {error}", file=sys.stderr)
+    except (ValueError, OSError) as error:  # OSError: missing, existing, read-only, full disk
+        message = error.strerror if isinstance(error, OSError) and error.strerror else error
+        print(f"tomocpt-engine {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        resume = (f"; the last finished epoch is in {Path(args.out) / 'last.pt'}, continue with --resume"
+                  if args.command == "train" else "")
+        print(f"tomocpt-engine {args.command}: interrupted{resume}", file=sys.stderr)
+        return 130
     return 0

@@ -26,12 +26,11 @@ from scipy.spatial.transform import Rotation
 from torch.utils.data import Dataset
 
 from .config import EngineConfig
-from .io import read_mrc
 from .labels import CLASS_INDEX_LABELS, make_label
-from .preprocess import normalise_volume, rescale_volume, rescale_zoom, scale_coordinates
+from .preprocess import load_at_training_scale, scale_coordinates
 
 __all__ = ["PreparedTomogram", "prepare_tomogram", "sample_patches", "PatchDataset",
-           "split_validation", "tomogram_pixel_size"]
+           "split_validation"]
 
 _AFFINE_MAX_DEG = 15.0
 _AFFINE_SCALE = (0.95, 1.05)
@@ -63,22 +62,6 @@ class PreparedTomogram:
     def positive_mask(self) -> np.ndarray:
         """(z, y, x) bool: voxels with a positive label."""
         return self.target.max(axis=0) > 0 if self.target.ndim == 4 else self.target > 0
-
-
-def tomogram_pixel_size(path: str | Path, header_pixel_size_a: float | None,
-                        pixel_size_a: float | None) -> float:
-    """The pixel size to use: the one given, else the header's.
-
-    Raises
-    ------
-    ValueError
-        Neither is available.
-    """
-    pixel = pixel_size_a or header_pixel_size_a
-    if not pixel:
-        raise ValueError(f"{path}: the MRC header holds no pixel size and none was given "
-                         f"(pass the pixel size in Å).")
-    return float(pixel)
 
 
 def _check_inside(path, xyz_px: np.ndarray, shape_zyx) -> None:
@@ -113,14 +96,14 @@ def prepare_tomogram(path: str | Path, coordinates: pd.DataFrame, config: Engine
     Raises
     ------
     ValueError
-        No pixel size, or coordinates outside the tomogram.
+        No pixel size, bad voxels or diameter (see :func:`.preprocess.load_at_training_scale`),
+        or coordinates outside the tomogram.
     """
-    data, header_pixel = read_mrc(path)
-    pixel = tomogram_pixel_size(path, header_pixel, pixel_size_a)
+    tomogram = load_at_training_scale(path, config.diameter_a, config.target_diameter_px, config.normalisation,
+                                      pixel_size_a)
     xyz = coordinates[["x", "y", "z"]].to_numpy(float)
-    _check_inside(path, xyz, data.shape)
-    zoom = rescale_zoom(config.diameter_a, pixel, config.target_diameter_px)
-    volume = normalise_volume(rescale_volume(data, zoom), config.normalisation, in_place=True)
+    _check_inside(path, xyz, tomogram.original_shape)
+    volume, zoom = tomogram.volume, tomogram.zoom
     xyz = scale_coordinates(xyz, zoom)
     class_ids = coordinates["class_id"].to_numpy(int)
     target = make_label(config.label, volume.shape, xyz, config.label_radius_px, class_ids,

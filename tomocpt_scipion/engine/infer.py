@@ -26,10 +26,9 @@ import torch
 from torch import nn
 
 from .config import EngineConfig
-from .data import tomogram_pixel_size
-from .io import read_mrc
+from .device import autocast, place_batch
 from .losses import activation
-from .preprocess import normalise_volume, rescale_volume, rescale_zoom
+from .preprocess import load_at_training_scale, rescale_volume
 
 __all__ = ["ScoreMap", "predict_scores", "run_network", "score_map_at_original_grid", "MERGE_MODES"]
 
@@ -58,15 +57,10 @@ class ScoreMap:
     pixel_size_a: float
 
 
-def _autocast(device: torch.device):
-    if device.type != "cuda":
-        return torch.autocast("cpu", enabled=False)
-    return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-
-
 def _predictor(model: nn.Module, config: EngineConfig, device: torch.device, tta: bool):
     def predict(batch: torch.Tensor) -> torch.Tensor:
-        with _autocast(device):
+        batch = place_batch(batch, config.backbone, device)
+        with autocast(device):
             outputs = []
             for dims in (_FLIPS if tta else _FLIPS[:1]):
                 flipped = torch.flip(batch, dims) if dims else batch
@@ -165,14 +159,13 @@ def predict_scores(model: nn.Module, config: EngineConfig, tomogram: str | Path,
     **options : merge, window, overlap, pad, batch_size, tta (see :func:`run_network`).
     """
     started = time.time()
-    data, header_pixel = read_mrc(tomogram)
-    pixel = tomogram_pixel_size(tomogram, header_pixel, pixel_size_a)
-    zoom = rescale_zoom(config.diameter_a, pixel, config.target_diameter_px)
-    volume = normalise_volume(rescale_volume(data, zoom), config.normalisation, in_place=True)
-    scores = run_network(model, config, volume, device, **options)
+    loaded = load_at_training_scale(tomogram, config.diameter_a, config.target_diameter_px, config.normalisation,
+                                    pixel_size_a)
+    scores = run_network(model, config, loaded.volume, device, **options)
     logger.info("%s: %s voxels (x, y, z) at %.2f Å/px → scored at %.2f Å/px in %.1f s", Path(tomogram).name,
-                "x".join(map(str, data.shape[::-1])), pixel, pixel / zoom, time.time() - started)
-    return ScoreMap(scores, zoom, tuple(data.shape), pixel)
+                "x".join(map(str, loaded.original_shape[::-1])), loaded.pixel_size_a,
+                loaded.pixel_size_a / loaded.zoom, time.time() - started)
+    return ScoreMap(scores, loaded.zoom, loaded.original_shape, loaded.pixel_size_a)
 
 
 def score_map_at_original_grid(score_map: ScoreMap, channel: int = 0) -> np.ndarray:

@@ -74,6 +74,12 @@ class CoordinateFormatError(ValueError):
 
 
 # ----------------------------------------------------------------------------- writing
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: os.PathLike | str, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` once the block succeeds.
@@ -87,18 +93,27 @@ def atomic_path(path: os.PathLike | str, overwrite: bool = False) -> Iterator[Pa
     ------
     FileExistsError
         ``path`` exists and ``overwrite`` is False.
+    OSError
+        The folder cannot be written, or writing failed (disk full): the message names
+        ``path``, and nothing is left behind.
     """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: file exists; refusing to overwrite it (use --overwrite or overwrite=True).")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + path.suffix,
-                               dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + path.suffix, dir=path.parent)
+    except OSError as error:
+        raise OSError(error.errno, f"{path}: cannot write here ({error.strerror})") from error
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp creates 0600; a finished output gets the mode any new file gets (the umask)
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
+    except (OSError, RuntimeError) as error:  # torch.save reports a full disk as RuntimeError
+        raise OSError(getattr(error, "errno", None), f"{path}: could not be written ({error})") from error
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -15,8 +15,7 @@ map) and score, best first:
   the GPU when ``device`` is one.
 - ``greedy`` (TomoPicker): repeatedly take the highest remaining voxel and set a sphere of
   ``radius_px`` around it to -inf, until ``max_picks`` or nothing above ``threshold``
-  remains. Exact, with a block-maximum index so each pick costs one block update instead of
-  a scan of the volume.
+  remains. Exact, computed as one descending scan of the voxels above the threshold.
 
 Scores are the map's values at the peaks. Sub-voxel refinement (``refine``):
 
@@ -44,7 +43,7 @@ from .specs import PEAK_METHODS, REFINEMENTS
 __all__ = ["find_peaks", "PEAK_METHODS", "REFINEMENTS", "mp_nms_iterations"]
 
 _MP_KERNEL = 3
-_GREEDY_BLOCK = 16
+_GREEDY_CHUNK = 1024
 _MEAN_SHIFT_STEPS = 3
 _MEAN_SHIFT_SPACING = 0.5
 _MEAN_SHIFT_LEVEL = 0.5
@@ -143,32 +142,36 @@ def _sphere_offsets(radius_px: float) -> np.ndarray:
 
 
 def _greedy(scores: np.ndarray, radius_px: float, threshold: float, max_picks: int | None) -> np.ndarray:
-    work = np.array(scores, dtype=np.float32)
-    shape = np.array(work.shape)
-    b = _GREEDY_BLOCK
-    n_blocks = -(-shape // b)
-    padded = np.full(n_blocks * b, -np.inf, dtype=np.float32)
-    padded[:shape[0], :shape[1], :shape[2]] = work
-    work = padded
-    blocks = work.reshape(n_blocks[0], b, n_blocks[1], b, n_blocks[2], b)
-    block_max = blocks.max(axis=(1, 3, 5))
+    """Exact greedy sphere suppression as one scan of the voxels above ``threshold``, best first.
+
+    Taking the best remaining voxel and removing its sphere, again and again, picks exactly
+    the voxels that no earlier (higher) pick's sphere covers, in descending order; so one
+    sort and a look-up of a removal mask replace a search of the volume per pick. The scan
+    looks at :data:`_GREEDY_CHUNK` candidates at a time (the mask changes with every pick).
+    """
+    flat = scores.ravel()
+    candidates = np.flatnonzero((flat >= threshold) & np.isfinite(flat))
+    order = candidates[np.argsort(-flat[candidates], kind="stable")]
+    removed = np.zeros(flat.shape, dtype=bool)
+    shape = np.array(scores.shape)
+    strides = np.array([shape[1] * shape[2], shape[2], 1])
     offsets = _sphere_offsets(radius_px)
-    picks = []
-    limit = max_picks or np.inf
-    while len(picks) < limit:
-        best_block = np.unravel_index(np.argmax(block_max), block_max.shape)
-        if not block_max[best_block] >= threshold or not np.isfinite(block_max[best_block]):
-            break
-        cube = blocks[best_block[0], :, best_block[1], :, best_block[2], :]
-        local = np.unravel_index(np.argmax(cube), cube.shape)
-        peak = np.array(best_block) * b + np.array(local)
-        picks.append(peak)
-        stamp = peak + offsets
+    picks: list[int] = []
+    limit = max_picks or len(order)
+    position = 0
+    while position < len(order) and len(picks) < limit:
+        chunk = order[position:position + _GREEDY_CHUNK]
+        free = np.flatnonzero(~removed[chunk])
+        if not len(free):
+            position += len(chunk)
+            continue
+        index = chunk[free[0]]
+        picks.append(index)
+        position += free[0] + 1
+        stamp = np.array(np.unravel_index(index, scores.shape)) + offsets
         stamp = stamp[np.all((stamp >= 0) & (stamp < shape), axis=1)]
-        work[tuple(stamp.T)] = -np.inf
-        for block in {tuple(v) for v in stamp // b}:  # refresh only the touched blocks
-            block_max[block] = blocks[block[0], :, block[1], :, block[2], :].max()
-    return np.array(picks, dtype=int).reshape(-1, 3)
+        removed[stamp @ strides] = True
+    return np.array(np.unravel_index(np.array(picks, dtype=int), scores.shape)).T.reshape(-1, 3)
 
 
 def _quadratic(scores: np.ndarray, zyx: np.ndarray) -> np.ndarray:

@@ -15,11 +15,17 @@ of voxels (two million by default), so peak memory stays a small multiple of one
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 from scipy import ndimage
 
+from .io import read_mrc
+
 __all__ = ["rescale_zoom", "rescaled_shape", "rescale_volume", "scale_coordinates",
-           "normalise_volume", "NORMALISATIONS"]
+           "normalise_volume", "NORMALISATIONS", "tomogram_pixel_size", "TrainingScaleVolume",
+           "load_at_training_scale"]
 
 NORMALISATIONS = ("robust", "std-clip", "none")
 _SAMPLE_VOXELS = 2_000_000
@@ -150,3 +156,81 @@ def normalise_volume(volume: np.ndarray, method: str = "robust", in_place: bool 
             slab = np.clip(slab, *clip)
         out[z0:z0 + _CHUNK_SLICES] = (slab - offset) / scale
     return out
+
+
+def tomogram_pixel_size(path: str | Path, header_pixel_size_a: float | None,
+                        pixel_size_a: float | None) -> float:
+    """The pixel size to use: the one given, else the header's.
+
+    Raises
+    ------
+    ValueError
+        Neither is available, or the one given is not a positive number.
+    """
+    if pixel_size_a is not None and not (np.isfinite(pixel_size_a) and pixel_size_a > 0):
+        raise ValueError(f"{path}: the pixel size must be a positive number of Å, got {pixel_size_a}.")
+    pixel = pixel_size_a or header_pixel_size_a
+    if not pixel:
+        raise ValueError(f"{path}: the MRC header holds no pixel size and none was given "
+                         f"(pass the pixel size in Å).")
+    return float(pixel)
+
+
+def _check_voxels(path: str | Path, data: np.ndarray) -> None:
+    bad = 0
+    for z0 in range(0, data.shape[0], _CHUNK_SLICES):
+        bad += int(np.count_nonzero(~np.isfinite(np.asarray(data[z0:z0 + _CHUNK_SLICES]))))
+    if bad:
+        raise ValueError(f"{path}: {bad} voxel(s) are NaN or infinite; repair or mask them before picking.")
+
+
+@dataclass
+class TrainingScaleVolume:
+    """A tomogram file brought to the network's scale.
+
+    Attributes
+    ----------
+    volume : (z, y, x) float32, rescaled and normalised.
+    zoom : training grid = file grid × zoom.
+    pixel_size_a : pixel size of the file, Å.
+    original_shape : (z, y, x) of the file.
+    """
+
+    volume: np.ndarray
+    zoom: float
+    pixel_size_a: float
+    original_shape: tuple[int, int, int]
+
+
+def load_at_training_scale(path: str | Path, diameter_a: float, target_diameter_px: float, normalisation: str,
+                           pixel_size_a: float | None = None) -> TrainingScaleVolume:
+    """Read a tomogram, check it, rescale it so a particle spans ``target_diameter_px`` and normalise it.
+
+    Parameters
+    ----------
+    path : MRC file (read memory-mapped).
+    diameter_a : particle diameter, Å.
+    target_diameter_px : particle diameter after rescaling, pixels.
+    normalisation : see :func:`normalise_volume`.
+    pixel_size_a : pixel size in Å when the header has none (or to override it).
+
+    Raises
+    ------
+    ValueError
+        Naming the file: no pixel size, NaN or infinite voxels, a particle wider than the
+        tomogram's smallest side, or a constant volume.
+    """
+    data, header_pixel = read_mrc(path)
+    pixel = tomogram_pixel_size(path, header_pixel, pixel_size_a)
+    diameter_px = diameter_a / pixel
+    if not diameter_px < min(data.shape):
+        raise ValueError(f"{path}: a particle of {diameter_a:g} Å is {diameter_px:.4g} px at {pixel:g} Å/px, wider "
+                         f"than the tomogram's smallest side ({min(data.shape)} px of {data.shape[::-1]} x, y, z); "
+                         f"check the diameter (Å) and the pixel size.")
+    _check_voxels(path, data)
+    zoom = rescale_zoom(diameter_a, pixel, target_diameter_px)
+    try:
+        volume = normalise_volume(rescale_volume(data, zoom), normalisation, in_place=True)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
+    return TrainingScaleVolume(volume, zoom, pixel, tuple(data.shape))

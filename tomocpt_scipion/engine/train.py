@@ -38,17 +38,15 @@ from .data import PatchDataset, prepare_tomogram, sample_patches, split_validati
 from .io import atomic_path
 from .labels import label_voxel_count
 from .losses import build_loss, pu_priors
-from .models import build_model
+from .device import autocast, place_batch, place_model, select_device
+from .models import build_model, encoder_prefixes
 from .plots import plot_learning_curve
 from .specs import LOSS_SPECS
 
-__all__ = ["train", "TrainingResult", "ENCODER_PREFIXES", "select_device"]
+__all__ = ["train", "TrainingResult"]
 
 logger = logging.getLogger(__name__)
 
-#: parameter-name prefixes of each backbone's encoder, for the fine-tuning learning rate
-ENCODER_PREFIXES = {"swinunetr": ("swinViT", "encoder1.", "encoder2.", "encoder3.", "encoder4.", "encoder10."),
-                    "resunet": ("encoders.",), "multiresunet": ()}
 _STATE_FILE = "last.pt"
 _MODEL_FILE = "model.pt"
 _SUMMARY_FILE = "model.json"
@@ -68,15 +66,6 @@ class TrainingResult:
     config: EngineConfig
 
 
-def select_device(device: str | None = None) -> torch.device:
-    """CUDA (the local rank's GPU under torchrun) when available, else the CPU; or ``device``."""
-    if device:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
-
-
 def _distributed(device: torch.device) -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world > 1 and not dist.is_initialized():
@@ -84,12 +73,11 @@ def _distributed(device: torch.device) -> tuple[int, int]:
     return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
-def _autocast(device: torch.device):
-    if device.type != "cuda":
-        return torch.autocast("cpu", enabled=False), None
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    return torch.autocast("cuda", dtype=dtype), scaler
+def _grad_scaler(device: torch.device):
+    """fp16 autocast needs loss scaling; bf16 and the CPU do not."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.amp.GradScaler("cuda")
+    return None
 
 
 def _group_by_tomogram(paths: Sequence[str | Path], coordinates: pd.DataFrame) -> list[pd.DataFrame]:
@@ -117,7 +105,7 @@ def _labelled_particles(tomograms) -> float:
 
 
 def _parameter_groups(model: nn.Module, config: EngineConfig, finetuning: bool) -> list[dict]:
-    prefixes = ENCODER_PREFIXES[config.backbone]
+    prefixes = encoder_prefixes(config.backbone)
     if not finetuning or config.encoder_lr_factor == 1.0 or not prefixes:
         return [{"params": list(model.parameters()), "lr": config.lr}]
     encoder, rest = [], []
@@ -140,7 +128,7 @@ def _load_finetune_weights(model: nn.Module, path: str | Path, config: EngineCon
                 f", {skipped} re-initialised (different classes)" if skipped else "")
 
 
-def _run_epoch(model, loader, loss_fn, device, optimizer=None, autocast=None, scaler=None,
+def _run_epoch(model, loader, loss_fn, device, backbone: str, optimizer=None, scaler=None,
                progress: str | None = None) -> tuple[float, int]:
     training = optimizer is not None
     model.train(training)
@@ -153,8 +141,8 @@ def _run_epoch(model, loader, loss_fn, device, optimizer=None, autocast=None, sc
     context = torch.enable_grad() if training else torch.inference_mode()
     with context:
         for image, target in batches:
-            image, target = image.to(device), target.to(device)
-            with autocast:
+            image, target = place_batch(image, backbone, device), target.to(device)
+            with autocast(device):
                 loss = loss_fn(model(image).float(), target)
             if training:
                 optimizer.zero_grad(set_to_none=True)
@@ -233,6 +221,10 @@ def train(tomograms: Sequence[str | Path], coordinates: pd.DataFrame, config: En
         training = [prepared[i] for i in train_idx]
         validation = [prepared[i] for i in val_idx]
     shared_tomogram = not validation_tomograms and len(prepared) == 1
+    unlabelled = [t.name for t in validation if not len(t.xyz_px)]
+    if unlabelled:
+        raise ValueError(f"validation tomogram(s) {unlabelled} have no particle: the validation loss and the "
+                         f"score threshold would mean nothing; give their coordinates or leave them out.")
     loss_fn = build_loss(config.loss, _priors(config, training), config.gamma_scale, config.kl_weight,
                          label_voxel_count(config.label, config.label_radius_px))
 
@@ -250,7 +242,7 @@ def train(tomograms: Sequence[str | Path], coordinates: pd.DataFrame, config: En
     model = build_model(config.backbone, config.out_channels, config.model_size)
     if finetune:
         _load_finetune_weights(model, finetune, config)
-    model.to(torch_device)
+    place_model(model, config.backbone, torch_device)
     optimizer = torch.optim.AdamW(_parameter_groups(model, config, bool(finetune)), lr=config.lr,
                                   weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5,
@@ -267,7 +259,7 @@ def train(tomograms: Sequence[str | Path], coordinates: pd.DataFrame, config: En
                                                           state["best_epoch"], state["bad_epochs"])
         logger.info("Resuming %s after epoch %d (best validation loss %.4g)", out_dir, start_epoch, best_loss)
     network = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    autocast, scaler = _autocast(torch_device)
+    scaler = _grad_scaler(torch_device)
     val_loader = DataLoader(PatchDataset(validation, _shard(val_corners, rank, world), config, augment=False),
                             batch_size=config.batch_size, num_workers=workers)
     logger.info("Training %s (%s, %s labels, %s loss) on %d tomogram(s), validating on %d patch(es); "
@@ -282,10 +274,12 @@ def train(tomograms: Sequence[str | Path], coordinates: pd.DataFrame, config: En
             corners = np.array([c for c in corners if tuple(c) not in held_keys]).reshape(-1, 4)
         order = np.random.default_rng([config.seed, epoch, 3]).permutation(len(corners))
         dataset = PatchDataset(training, _shard(corners[order], rank, world), config, augment=True, epoch=epoch)
-        loader = DataLoader(dataset, batch_size=config.batch_size, num_workers=workers, drop_last=False)
-        train_sum = _run_epoch(network, loader, loss_fn, torch_device, optimizer, autocast, scaler,
+        # one batch shape all epoch: a short last batch would pay the kernels' set-up for a new shape
+        loader = DataLoader(dataset, batch_size=config.batch_size, num_workers=workers,
+                            drop_last=len(dataset) > config.batch_size)
+        train_sum = _run_epoch(network, loader, loss_fn, torch_device, config.backbone, optimizer, scaler,
                                progress=f"epoch {epoch + 1}" if rank == 0 else None)
-        val_sum = _run_epoch(network, val_loader, loss_fn, torch_device, autocast=autocast)
+        val_sum = _run_epoch(network, val_loader, loss_fn, torch_device, config.backbone)
         train_loss, val_loss = (_all_mean(s, torch_device, world) for s in (train_sum, val_sum))
         scheduler.step(val_loss)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
@@ -310,7 +304,10 @@ def train(tomograms: Sequence[str | Path], coordinates: pd.DataFrame, config: En
         if bad_epochs >= config.patience:
             logger.info("Early stop: no improvement for %d epochs.", bad_epochs)
             break
-    if rank == 0 and best_epoch > 0:
+    if best_epoch < 1:
+        raise ValueError(f"no epoch gave a finite validation loss (last {history[-1]['val_loss'] if history else None}); "
+                         f"no model was written to {out_dir}. Check the tomograms and the labels.")
+    if rank == 0:
         _calibrate(model, config, validation, torch_device, out_dir, best_epoch, best_loss)
     if world > 1:
         dist.barrier()

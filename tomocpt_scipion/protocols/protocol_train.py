@@ -111,7 +111,10 @@ class ProtTomoCPTTrain(EMProtocol):
         form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Random seed",
                       help="Same inputs and seed give the same model on the same hardware.")
         form.addHidden(params.GPU_LIST, params.StringParam, default="0", label="GPU IDs",
-                       help="GPUs to train on; several run data-parallel.")
+                       help="GPUs to train on, e.g. 0 or 0 1 2 3. With several, training runs "
+                            "data-parallel under torchrun: one process per GPU, each on its share of the "
+                            "patches of every epoch, gradients averaged; the batch size is per GPU, so the "
+                            "effective batch grows with the GPU count. Without a GPU it trains on the CPU.")
 
     # --------------------------- INSERT steps functions ----------------------
     def _insertAllSteps(self):
@@ -126,7 +129,7 @@ class ProtTomoCPTTrain(EMProtocol):
             self._convertSet(self.validationTomograms.get(), self.validationCoordinates, "validation")
 
     def trainStep(self):
-        Plugin.runEngine(self, self._getTrainArgs())
+        Plugin.runEngine(self, self._getTrainArgs(), processes=max(1, len(self.getGpuList())))
 
     def createOutputStep(self):
         summary = readModelSummary(self._getExtraPath("training", "model.json"))

@@ -1,11 +1,13 @@
-"""Model registry: name and size → network, and the patch-size multiple each needs."""
+"""Backbone registry: name and size → network, and what training and inference need to know of it."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 from torch import nn
 
-__all__ = ["MODELS", "MODEL_SIZES", "build_model", "patch_multiple", "smallest_patch"]
+__all__ = ["BackboneSpec", "MODELS", "MODEL_SIZES", "build_model", "patch_multiple", "smallest_patch",
+           "encoder_prefixes", "channels_last"]
 
 MODEL_SIZES = ("small", "default")
 
@@ -33,12 +35,33 @@ def _multiresunet(out_channels: int, size: str) -> nn.Module:
                 strides=(2, 2, 2, 2), num_res_units=2)
 
 
-#: name -> (builder(out_channels, size), patch multiple, smallest patch)
-MODELS: dict[str, tuple[Callable[[int, str], nn.Module], int, int]] = {
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One backbone.
+
+    Attributes
+    ----------
+    builder : (out_channels, size) → network.
+    patch_multiple : patch edges must be multiples of this (the network's total downsampling).
+    smallest_patch : smallest patch edge it trains on.
+    encoder_prefixes : parameter-name prefixes of its encoder (fine-tuning learning rate).
+    channels_last : its convolutions run faster in the channels-last-3d layout (oneDNN on
+        CPUs, cuDNN under mixed precision); measured by ``benchmarks/speed.py``.
+    """
+
+    builder: Callable[[int, str], nn.Module]
+    patch_multiple: int
+    smallest_patch: int
+    encoder_prefixes: tuple[str, ...]
+    channels_last: bool
+
+
+MODELS: dict[str, BackboneSpec] = {
     # SwinUNETR reduces by 32; its instance norms need more than one voxel at the bottom
-    "swinunetr": (_swinunetr, 32, 64),
-    "resunet": (_resunet, 8, 16),
-    "multiresunet": (_multiresunet, 16, 32),
+    "swinunetr": BackboneSpec(_swinunetr, 32, 64, ("swinViT", "encoder1.", "encoder2.", "encoder3.", "encoder4.",
+                                                   "encoder10."), False),
+    "resunet": BackboneSpec(_resunet, 8, 16, ("encoders.",), True),
+    "multiresunet": BackboneSpec(_multiresunet, 16, 32, (), True),
 }
 
 
@@ -52,13 +75,13 @@ def build_model(name: str, out_channels: int, size: str = "default") -> nn.Modul
     ValueError
         Unknown name or size (the valid ones are listed).
     """
-    _entry(name)
+    spec = _entry(name)
     if size not in MODEL_SIZES:
         raise ValueError(f"unknown model size {size!r}; valid: {list(MODEL_SIZES)}.")
-    return MODELS[name][0](out_channels, size)
+    return spec.builder(out_channels, size)
 
 
-def _entry(name: str):
+def _entry(name: str) -> BackboneSpec:
     if name not in MODELS:
         raise ValueError(f"unknown backbone {name!r}; valid: {sorted(MODELS)}.")
     return MODELS[name]
@@ -66,9 +89,19 @@ def _entry(name: str):
 
 def patch_multiple(name: str) -> int:
     """Patch sizes of backbone ``name`` must be multiples of this."""
-    return _entry(name)[1]
+    return _entry(name).patch_multiple
 
 
 def smallest_patch(name: str) -> int:
     """Smallest patch edge backbone ``name`` trains on."""
-    return _entry(name)[2]
+    return _entry(name).smallest_patch
+
+
+def encoder_prefixes(name: str) -> tuple[str, ...]:
+    """Parameter-name prefixes of the encoder of backbone ``name`` (empty: not split)."""
+    return _entry(name).encoder_prefixes
+
+
+def channels_last(name: str) -> bool:
+    """Whether backbone ``name`` runs in the channels-last-3d memory layout."""
+    return _entry(name).channels_last
