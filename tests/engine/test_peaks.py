@@ -148,3 +148,19 @@ def test_greedy_picks_exactly_what_repeated_argmax_and_sphere_removal_picks(radi
     found = find_peaks(scores, "greedy", radius_px=radius, threshold=0.5, refine="none")
     np.testing.assert_array_equal(found[:, :3][:, ::-1].astype(int), expected)
     assert len(expected) > 10
+
+
+@pytest.mark.parametrize("method", ["local-max", "mp-nms"])
+def test_the_gpu_pooling_path_gives_the_cpu_paths_picks(score_map, method, monkeypatch):
+    """The torch pooling that runs on a GPU, exercised on the CPU: the same picks as scipy's filters."""
+    from tomocpt_scipion.engine import peaks
+
+    expected = find_peaks(score_map, method, radius_px=RADIUS, threshold=0.3)
+    original = peaks._Filters.__init__
+
+    def torch_pooling(self, device):
+        original(self, device)
+        self.on_cpu = False
+
+    monkeypatch.setattr(peaks._Filters, "__init__", torch_pooling)
+    np.testing.assert_array_equal(find_peaks(score_map, method, radius_px=RADIUS, threshold=0.3), expected)
