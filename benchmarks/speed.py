@@ -70,8 +70,11 @@ def _worker(argv: list[str], budget_s: float) -> dict:
 
 
 # ----------------------------------------------------------------------------- workers
-def _train_worker(backbone: str, size: str, patch: int, batch: int, steps: int) -> dict:
+def _train_worker(backbone: str, size: str, patch: int, batch: int, steps: int, layout: str = "engine") -> dict:
     """Training steps of one backbone (``reference``: MONAI's BasicUNet, eager fp32) on random patches.
+
+    ``layout`` ``contiguous`` keeps the default memory layout (what the engine did before it
+    chose channels-last for the convolutional backbones).
 
     Reports the first step (kernel set-up), a step on a new batch shape after warm-up (a short
     last batch), and the steady throughput.
@@ -87,6 +90,8 @@ def _train_worker(backbone: str, size: str, patch: int, batch: int, steps: int) 
         from monai.networks.nets import BasicUNet
 
         model, layout = BasicUNet(spatial_dims=3, in_channels=1, out_channels=2).to(device), "reference"
+    elif layout == "contiguous":
+        model, layout = build_model(backbone, 2, size).to(device), "reference"
     else:
         model, layout = place_model(build_model(backbone, 2, size), backbone, device), backbone
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
@@ -325,14 +330,12 @@ def main(argv=None) -> int:
         return _worker([kind, json.dumps(values)], args.budget)
 
     steps = 2 if args.quick else (100 if args.gpu else 5)
-    settings = [("reference", "default", 32, 2)] if args.quick else [
-        *((b, "default", 64, 2) for b in ("reference", *BACKBONES)), ("reference", "default", 32, 4),
-        ("resunet", "small", 32, 4)]
-    if args.quick:
-        settings.append(("resunet", "small", 32, 2))
-    rows = [{"backbone": b, "size": size, "patch": patch, "batch": batch,
-             **measure("train", backbone=b, size=size, patch=patch, batch=batch, steps=steps)}
-            for b, size, patch, batch in settings]
+    settings = [("reference", "default", 32, 2, "engine"), ("resunet", "small", 32, 2, "engine")] if args.quick else [
+        *((b, "default", 64, 2, "engine") for b in ("reference", *BACKBONES)), ("reference", "default", 32, 4, "engine"),
+        ("resunet", "small", 32, 4, "contiguous"), ("resunet", "small", 32, 4, "engine")]
+    rows = [{"backbone": b, "size": size, "patch": patch, "batch": batch, "layout": layout,
+             **measure("train", backbone=b, size=size, patch=patch, batch=batch, steps=steps, layout=layout)}
+            for b, size, patch, batch, layout in settings]
     for row in rows:
         same = [r for r in rows if r["backbone"] == "reference" and r["patch"] == row["patch"]
                 and r["batch"] == row["batch"]]
