@@ -86,23 +86,23 @@ def _train_worker(backbone: str, size: str, patch: int, batch: int, steps: int, 
     from tomocpt_scipion.engine.models import build_model
 
     device = _device()
-    if backbone == "reference":
+    reference = backbone == "reference"
+    if reference:
         from monai.networks.nets import BasicUNet
 
-        model, layout = BasicUNet(spatial_dims=3, in_channels=1, out_channels=2).to(device), "reference"
-    elif layout == "contiguous":
-        model, layout = build_model(backbone, 2, size).to(device), "reference"
+        model = BasicUNet(spatial_dims=3, in_channels=1, out_channels=2).to(device)
     else:
-        model, layout = place_model(build_model(backbone, 2, size), backbone, device), backbone
+        model = build_model(backbone, 2, size)
+        model = place_model(model, backbone, device) if layout == "engine" else model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
     loss_fn = DiceLoss()
 
     def step(n: int) -> float:
         image = torch.randn(n, 1, patch, patch, patch)
-        image = image.to(device) if layout == "reference" else place_batch(image, layout, device)
+        image = place_batch(image, backbone, device) if layout == "engine" and not reference else image.to(device)
         target = (torch.rand(n, 1, patch, patch, patch, device=device) > 0.9).float()
         started = time.perf_counter()
-        with (autocast(device) if layout != "reference" else torch.autocast(device.type, enabled=False)):
+        with (torch.autocast(device.type, enabled=False) if reference else autocast(device)):
             loss = loss_fn(model(image).float(), target)
         optimizer.zero_grad()
         loss.backward()
