@@ -62,3 +62,15 @@ def test_sweep_finds_the_threshold_that_drops_the_false_picks(tmp_path):
                                                     "picks_at_f1max.star"}
     metrics = pd.read_csv(tmp_path / "metrics.csv")
     assert list(metrics["tomo_name"]) == ["A", "all"]
+
+
+def test_f4_weighs_recall_sixteen_times_precision_as_the_challenge_does():
+    from tomocpt_scipion.engine.metrics import f_beta
+
+    truth = coordinate_table(np.array([[10.0, 10, 10], [40, 40, 40], [70, 70, 70], [100, 100, 100]]), "t")
+    picks = coordinate_table(np.array([[10.0, 10, 10], [40, 40, 40], [200, 200, 200]]), "t", 0.9)
+    overall = evaluate_picks(picks, truth, diameter_px=8).overall
+    precision, recall = 2 / 3, 2 / 4
+    assert overall["f4"] == pytest.approx(17 * precision * recall / (16 * precision + recall))
+    assert f_beta(precision, recall, 1.0) == pytest.approx(overall["f1"])
+    assert f_beta(0.0, 0.0, 4.0) == 0.0

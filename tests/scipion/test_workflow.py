@@ -278,3 +278,47 @@ class TestPickContinueAndValidation(TomoCPTProjectTest):
         protocol = self.newProtocol(ProtTomoCPTTrain, inputTomograms=self.tomograms, diameter=self.diameter, recipe=2)
         self.addCoordinates(protocol, annotate)
         self.assertTrue(any("expected number of particles" in e for e in protocol.validate()))
+
+    def test_every_protocol_with_an_empty_form_answers_with_messages(self):
+        from tomocpt_scipion.protocols import ProtTomoCPTEvaluate
+
+        for protocolClass in (ProtTomoCPTTrain, ProtTomoCPTPick, ProtTomoCPTEvaluate, ProtTomoCPTImportModel):
+            protocol = self.newProtocol(protocolClass)
+            errors = protocol.validate()
+            self.assertTrue(errors and all(isinstance(e, str) for e in errors), (protocolClass.__name__, errors))
+            protocol.summary(), protocol.warnings()  # the GUI shows these for an unsaved form too
+
+    def test_train_form_without_a_diameter_says_so_instead_of_failing(self):
+        annotate = self.importCoordinates(os.path.join(self.root, "coordinates", "4v94"), self.tomograms)
+        protocol = self.newProtocol(ProtTomoCPTTrain, inputTomograms=self.tomograms)
+        self.addCoordinates(protocol, annotate)
+        errors = protocol.validate()
+        self.assertIn("*Particle diameter (Å)* needs a value.", errors)
+
+    def test_forms_refuse_values_out_of_range_by_label(self):
+        from tomocpt_scipion.protocols import ProtTomoCPTEvaluate
+
+        pick = self.newProtocol(ProtTomoCPTPick, inputTomograms=self.tomograms, inputModel=self.model,
+                                useModelThreshold=False, threshold=1.5, minDistance=-5.0, batchSize=0)
+        errors = pick.validate()
+        for expected in ("*Score threshold* 1.5 is out of range: it must be ≥ 0 and ≤ 1.",
+                         "*Minimum distance (Å)* -5 is out of range: it must be ≥ 0.",
+                         "*Patches per batch* 0 is out of range: it must be ≥ 1."):
+            self.assertIn(expected, errors)
+        annotate = self.importCoordinates(os.path.join(self.root, "coordinates", "4v94"), self.tomograms)
+        train = self.newProtocol(ProtTomoCPTTrain, inputTomograms=self.tomograms, diameter=1e4)
+        self.addCoordinates(train, annotate)
+        self.assertTrue(any("tomo_000: a particle of 10000 Å is 500 px" in e for e in train.validate()), train.validate())
+        evaluate = self.newProtocol(ProtTomoCPTEvaluate, inputPicks=annotate.outputCoordinates,
+                                    inputReference=annotate.outputCoordinates, diameter=1e4)
+        self.assertTrue(any("wider than its smallest side" in e for e in evaluate.validate()))
+
+    def test_every_form_parameter_has_help(self):
+        from tomocpt_scipion.protocols import ProtTomoCPTEvaluate
+
+        for protocolClass in (ProtTomoCPTTrain, ProtTomoCPTPick, ProtTomoCPTEvaluate, ProtTomoCPTImportModel):
+            missing = [name for name, param in self.newProtocol(protocolClass).getDefinition().iterParams()
+                       if not name.startswith(("runName", "runMode", "hostName", "numberOf", "useQueue",
+                                               "queueParams", "comment", "_useQueue"))
+                       and not (param.help.get() or "").strip()]
+            self.assertFalse(missing, f"{protocolClass.__name__}: {missing}")

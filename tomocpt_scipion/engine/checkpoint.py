@@ -58,11 +58,26 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, EngineConfig]:
-    """Rebuild the network of a checkpoint with its weights, in eval mode on ``device``."""
+    """Rebuild the network of a checkpoint with its weights, in eval mode on ``device``.
+
+    Raises
+    ------
+    ValueError
+        Not a checkpoint, an unreadable config, or weights that do not fit the network the
+        config describes (the message names the file and the network).
+    """
     payload = read_checkpoint(path)
-    config = EngineConfig.from_dict(payload["config"])
-    model = build_model(config.backbone, config.out_channels, config.model_size)
-    model.load_state_dict(payload["state_dict"])
+    try:
+        config = EngineConfig.from_dict(payload["config"])
+        model = build_model(config.backbone, config.out_channels, config.model_size)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path}: its config cannot be read ({type(error).__name__}: {error}).") from None
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, RuntimeError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise ValueError(f"{path}: its weights do not fit the network its config describes ({config.model_size} "
+                         f"{config.backbone}, {config.out_channels} output channel(s)): {first_line}") from None
     return place_model(model, config.backbone, device).eval(), config
 
 

@@ -47,16 +47,30 @@ def _tomogram_geometry(paths: Sequence[str]) -> tuple[dict[str, tuple[int, int, 
     """{stem: (z, y, x)} and the common pixel size (Å) of MRC files, from headers only."""
     from .io import read_mrc_header
 
-    shapes, pixel_sizes = {}, set()
+    shapes, files_by_pixel_size = {}, {}
     for path in paths:
         shape, pixel_size = read_mrc_header(path)
         shapes[Path(path).stem] = shape
         if pixel_size:
-            pixel_sizes.add(round(pixel_size, 4))
-    if len(pixel_sizes) > 1:
-        raise ValueError(f"tomograms have different pixel sizes {sorted(pixel_sizes)} Å; "
-                         f"export them separately.")
-    return shapes, (pixel_sizes.pop() if pixel_sizes else None)
+            files_by_pixel_size.setdefault(round(pixel_size, 4), []).append(str(path))
+    if len(files_by_pixel_size) > 1:
+        listing = "; ".join(f"{size:g} Å: {', '.join(files)}" for size, files in sorted(files_by_pixel_size.items()))
+        raise ValueError(f"the tomograms have different pixel sizes ({listing}); give tomograms of one pixel "
+                         f"size per command.")
+    return shapes, (next(iter(files_by_pixel_size)) if files_by_pixel_size else None)
+
+
+def _distinct_tomograms(paths: Sequence[str], option: str) -> None:
+    """Refuse a tomogram given twice, or two files of one name (picks and labels are keyed by name)."""
+    seen: dict[str, str] = {}
+    for path in paths:
+        name = Path(path).stem
+        if name in seen:
+            same = Path(seen[name]).resolve() == Path(path).resolve()
+            raise ValueError(f"{option}: {path} is given twice" if same else
+                             f"{option}: {seen[name]} and {path} share the name {name!r}; tomograms are "
+                             f"told apart by name, rename one.")
+        seen[name] = path
 
 
 # ----------------------------------------------------------------------------- simulate
@@ -146,10 +160,10 @@ def _export_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from .io import read_coordinates, write_coordinates
+    from .io import coordinate_pixel_size, read_coordinates, write_coordinates
 
     shapes, header_pixel_size = _tomogram_geometry(args.tomograms)
-    pixel_size = args.pixel_size or header_pixel_size
+    pixel_size = args.pixel_size or header_pixel_size or coordinate_pixel_size(args.input)
     names = list(shapes) or None
     table = read_coordinates(args.input, args.from_format, tomo_name=args.tomo_name,
                              pixel_size_a=pixel_size, tomo_shapes=shapes, tomo_names=names)
@@ -239,6 +253,15 @@ def _train(args: argparse.Namespace) -> None:
     from .config import recipe_config
     from .train import train
 
+    _distinct_tomograms([*args.tomograms, *args.val_tomograms], "--tomograms and --val-tomograms")
+    if bool(args.val_tomograms) != bool(args.val_coordinates):
+        given, missing = (("--val-tomograms", "--val-coordinates") if args.val_tomograms
+                          else ("--val-coordinates", "--val-tomograms"))
+        raise ValueError(f"{given} needs {missing} too (validation coordinates: one file per class, as "
+                         f"--coordinates).")
+    if args.val_coordinates and len(args.val_coordinates) != len(args.coordinates):
+        raise ValueError(f"{len(args.val_coordinates)} --val-coordinates file(s) for {len(args.coordinates)} "
+                         f"class(es); give one per class, in the order of --coordinates.")
     coordinates, classes = _read_class_sets(args.coordinates, args.class_names, args.tomograms, args.pixel_size)
     validation = None
     if args.val_tomograms:
@@ -293,33 +316,36 @@ def _predict(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from .checkpoint import load_model
-    from .predict import pick_tomogram, write_picks, write_preview
     from .device import select_device
+    from .io import staged_outputs
+    from .predict import output_names, pick_tomogram, write_picks, write_preview, write_score_maps
 
+    _distinct_tomograms(args.tomograms, "--tomograms")
     if args.masks and len(args.masks) != len(args.tomograms):
         raise ValueError(f"{len(args.masks)} mask(s) for {len(args.tomograms)} tomogram(s); give one per tomogram.")
+    shapes, header_pixel = _tomogram_geometry(args.tomograms)
+    pixel_size = args.pixel_size or header_pixel
     device = select_device(args.device)
     model, config = load_model(args.model, device)
     if args.diameter:
         config.diameter_a = args.diameter
-    shapes, header_pixel = _tomogram_geometry(args.tomograms)
-    pixel_size = args.pixel_size or header_pixel
-    tables, score_maps = [], {}
-    for i, tomogram in enumerate(args.tomograms):
-        table, score_map = pick_tomogram(
-            model, config, tomogram, pixel_size_a=args.pixel_size, mask=args.masks[i] if args.masks else None,
-            method=args.method, threshold=args.threshold, min_distance_a=args.min_distance,
-            max_picks=args.max_picks, refine=args.refine, device=device, merge=args.merge, window=args.window,
-            overlap=args.overlap, pad=args.pad, batch_size=args.batch_size, tta=args.tta)
-        tables.append(table)
-        if args.save_scores:
-            score_maps[Path(tomogram).stem] = score_map
-        if args.preview:
-            write_preview(args.out, tomogram, table, config.diameter_a, score_map.pixel_size_a)
-        print(f"{Path(tomogram).name}: {len(table)} pick(s)", flush=True)
-    written = write_picks(args.out, pd.concat(tables, ignore_index=True), pixel_size, shapes, score_maps,
-                          config.classes, args.overwrite)
-    print(f"Wrote {len(written)} file(s) to {args.out}")
+    expected = output_names(list(shapes), config.classes, args.save_scores, args.preview)
+    tables = []
+    with staged_outputs(args.out, args.overwrite, expected) as staging:
+        for i, tomogram in enumerate(args.tomograms):
+            table, score_map = pick_tomogram(
+                model, config, tomogram, pixel_size_a=args.pixel_size, mask=args.masks[i] if args.masks else None,
+                method=args.method, threshold=args.threshold, min_distance_a=args.min_distance,
+                max_picks=args.max_picks, refine=args.refine, device=device, merge=args.merge,
+                window=args.window, overlap=args.overlap, pad=args.pad, batch_size=args.batch_size, tta=args.tta)
+            tables.append(table)
+            if args.save_scores:
+                write_score_maps(staging, Path(tomogram).stem, score_map, config.classes)
+            if args.preview:
+                write_preview(staging, tomogram, table, config.diameter_a, score_map.pixel_size_a)
+            print(f"{Path(tomogram).name}: {len(table)} pick(s)", flush=True)
+        write_picks(staging, pd.concat(tables, ignore_index=True), pixel_size, shapes)
+    print(f"Wrote {len(expected)} file(s) to {args.out}")
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -346,12 +372,15 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from .io import read_coordinates
+    from .preprocess import check_particle_fits
     from .report import evaluation_report, format_metrics
 
     shapes, header_pixel = _tomogram_geometry(args.tomograms)
     pixel_size = args.pixel_size or header_pixel
     if not pixel_size:
         raise ValueError("the pixel size is needed: give --pixel-size or --tomograms with it in their headers.")
+    for path in args.tomograms:
+        check_particle_fits(path, args.diameter, pixel_size, shapes[Path(path).stem])
     names = list(shapes) or None
     picks = read_coordinates(args.picks, pixel_size_a=pixel_size, tomo_shapes=shapes, tomo_names=names)
     truth = read_coordinates(args.truth, pixel_size_a=pixel_size, tomo_shapes=shapes, tomo_names=names)
@@ -378,11 +407,10 @@ def _thresholds_text(config) -> str:
 
 
 def _inspect(args: argparse.Namespace) -> None:
-    from .checkpoint import read_checkpoint, write_model_summary
-    from .config import EngineConfig
+    from .checkpoint import load_model, read_checkpoint, write_model_summary
 
+    _, config = load_model(args.model)  # builds the network and loads the weights: a mismatch fails here
     payload = read_checkpoint(args.model)
-    config = EngineConfig.from_dict(payload["config"])
     print(f"{args.model}: {config.model_size} {config.backbone}, {config.label} labels, {config.loss} loss "
           f"({config.recipe} recipe); classes {config.classes}; particle {config.diameter_a:.0f} Å at "
           f"{config.voxel_size_a:.2f} Å/px; epoch {payload['epoch']}, validation loss {payload['val_loss']:.4g}; "
@@ -428,9 +456,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = error.strerror if isinstance(error, OSError) and error.strerror else error
         print(f"tomocpt-engine {args.command}: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        resume = (f"; the last finished epoch is in {Path(args.out) / 'last.pt'}, continue with --resume"
-                  if args.command == "train" else "")
-        print(f"tomocpt-engine {args.command}: interrupted{resume}", file=sys.stderr)
+    except KeyboardInterrupt as interruption:
+        epoch = getattr(interruption, "epoch", None)
+        where = f" after epoch {epoch}" if epoch is not None else ""
+        resume = (f"; resume with --resume (the state is in {Path(args.out) / 'last.pt'})" if epoch else "")
+        print(f"tomocpt-engine {args.command}: interrupted{where}{resume}", file=sys.stderr)
         return 130
     return 0

@@ -27,7 +27,9 @@ is complete, and refuse to overwrite an existing file unless ``overwrite=True``.
 """
 from __future__ import annotations
 
+import io
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,10 +45,12 @@ __all__ = [
     "CoordinateFormatError",
     "MrcFormatError",
     "atomic_path",
+    "coordinate_pixel_size",
     "coordinate_table",
     "read_coordinates",
     "read_mrc",
     "read_mrc_header",
+    "staged_outputs",
     "write_coordinates",
     "write_mrc",
     "FORMATS",
@@ -117,6 +121,58 @@ def atomic_path(path: os.PathLike | str, overwrite: bool = False) -> Iterator[Pa
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextmanager
+def staged_outputs(out_dir: os.PathLike | str, overwrite: bool = False,
+                   expected: Sequence[str] = ()) -> Iterator[Path]:
+    """Yield a staging folder inside ``out_dir``; move everything written there into
+    ``out_dir`` once the block succeeds, so a run's outputs appear together or not at all.
+
+    Parameters
+    ----------
+    out_dir : destination folder (created if needed; removed again on failure if it was
+        created here and is empty).
+    overwrite : replace existing files of the same names. Defaults to False.
+    expected : relative names the block will write, checked before it runs, so a clash is
+        reported before any work is done. Whatever is written is checked again at the end.
+
+    Raises
+    ------
+    FileExistsError
+        A file to be written exists and ``overwrite`` is False (all of them are named).
+    OSError
+        The folder cannot be written, or writing failed: nothing of this run is left.
+    """
+    out_dir = Path(out_dir)
+
+    def refuse_clashes(names) -> None:
+        clashes = sorted(str(out_dir / n) for n in names if (out_dir / n).exists())
+        if clashes and not overwrite:
+            raise FileExistsError(f"{', '.join(clashes[:5])}{' …' if len(clashes) > 5 else ''}: "
+                                  f"{len(clashes)} output file(s) exist; refusing to overwrite "
+                                  f"(use --overwrite or overwrite=True).")
+
+    refuse_clashes(expected)
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir))
+    except OSError as error:
+        raise OSError(error.errno, f"{out_dir}: cannot write here ({error.strerror})") from error
+    try:
+        yield staging
+        written = [p.relative_to(staging) for p in sorted(staging.rglob("*")) if p.is_file()]
+        refuse_clashes(written)
+        for name in written:
+            (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / name, out_dir / name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- MRC
@@ -249,7 +305,7 @@ def _shape_of(tomo_shapes: Mapping[str, Sequence[int]] | None, name: str, path: 
         known = sorted(tomo_shapes) if tomo_shapes else []
         raise CoordinateFormatError(
             f"{path}: RELION 5 centred coordinates of tomogram {name!r} need its size; "
-            f"known tomograms: {known}.")
+            f"known tomograms: {known} (give the tomogram files, e.g. --tomograms).")
     return np.asarray(tomo_shapes[name], dtype=float)[::-1]
 
 
@@ -292,6 +348,12 @@ def read_coordinates(path: os.PathLike | str, fmt: str | None = None, *,
                        tomo_shapes=tomo_shapes, tomo_names=tomo_names, fmt=fmt)
     except (KeyError, IndexError, pd.errors.ParserError, UnicodeDecodeError) as err:
         raise CoordinateFormatError(f"{path}: not a valid {fmt} coordinate file ({err}).") from err
+    not_finite = ~np.isfinite(table[["x", "y", "z"]].to_numpy(float)).all(axis=1)
+    if not_finite.any():
+        row = int(np.argmax(not_finite))
+        x, y, z = table[["x", "y", "z"]].iloc[row]
+        raise CoordinateFormatError(f"{path}: {int(not_finite.sum())} coordinate(s) are not finite numbers; the "
+                                    f"first is particle {row + 1}: x, y, z = {x}, {y}, {z}.")
     if tomo_names is not None:
         unknown = sorted(set(table["tomo_name"]) - set(tomo_names))
         if unknown:
@@ -325,6 +387,15 @@ def write_coordinates(path: os.PathLike | str, table: pd.DataFrame, fmt: str | N
     missing = [c for c in COORDINATE_COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"coordinate table lacks columns {missing}.")
+    if fmt == "star":  # checked before anything is written, so errors name the destination
+        if not pixel_size_a or pixel_size_a <= 0:
+            raise ValueError(f"{path}: writing STAR needs the pixel size in Å (> 0), got {pixel_size_a}; give "
+                             f"it, or tomograms with it in their headers.")
+        if relion_version not in (4, 5):
+            raise ValueError(f"{path}: relion_version must be 4 or 5, got {relion_version}.")
+        if relion_version == 5:
+            for name in table["tomo_name"].unique():
+                _shape_of(tomo_shapes, name, path)
     writer = {"star": _write_star, "mod": _write_mod, "tbl": _write_tbl,
               "coords": _write_text, "txt": _write_text, "csv": _write_csv}[fmt]
     with atomic_path(path, overwrite) as tmp:
@@ -353,6 +424,17 @@ def _star_blocks(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
             f"(RELION 3.1/4) or {list(_R5_COLUMNS)} (RELION 5).")
     optics = blocks.get("optics")
     return particles, optics if isinstance(optics, pd.DataFrame) else None
+
+
+def coordinate_pixel_size(path: os.PathLike | str) -> float | None:
+    """Pixel size in Å that a coordinate file states (a STAR optics block), else None."""
+    path = Path(path)
+    if path.suffix.lower() != ".star" or not path.is_file():
+        return None
+    try:
+        return _optics_pixel_size(_star_blocks(path)[1])
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError):
+        return None
 
 
 def _optics_pixel_size(optics: pd.DataFrame | None) -> float | None:
@@ -405,10 +487,6 @@ def _read_star(path: Path, default_name: str, pixel_size_a, tomo_shapes, **_) ->
 
 
 def _write_star(tmp: Path, table: pd.DataFrame, pixel_size_a, tomo_shapes, relion_version, **_):
-    if not pixel_size_a or pixel_size_a <= 0:
-        raise ValueError(f"writing STAR needs pixel_size_a > 0, got {pixel_size_a}.")
-    if relion_version not in (4, 5):
-        raise ValueError(f"relion_version must be 4 or 5, got {relion_version}.")
     xyz = table[["x", "y", "z"]].to_numpy(float)
     particles = pd.DataFrame({"rlnTomoName": table["tomo_name"].astype(str).to_numpy()})
     if relion_version == 4:
@@ -416,7 +494,7 @@ def _write_star(tmp: Path, table: pd.DataFrame, pixel_size_a, tomo_shapes, relio
             particles[column] = xyz[:, i]
         optics_pixel = "rlnImagePixelSize"
     else:
-        half = np.stack([_shape_of(tomo_shapes, n, tmp) for n in table["tomo_name"]]) / 2.0 \
+        half = np.stack([np.asarray(tomo_shapes[n], float)[::-1] for n in table["tomo_name"]]) / 2.0 \
             if len(table) else np.zeros((0, 3))
         centred = (xyz - half) * pixel_size_a
         for i, column in enumerate(_R5_COLUMNS):
@@ -432,10 +510,31 @@ def _write_star(tmp: Path, table: pd.DataFrame, pixel_size_a, tomo_shapes, relio
 
 
 # ----------------------------------------------------------------------------- IMOD
-def _read_mod(path: Path, default_name: str, **_) -> pd.DataFrame:
-    import imodmodel
+class _EndCheckedBytes(io.BytesIO):
+    """File contents whose reads fail at the end instead of returning short: imodmodel 0.1 loops
+    for ever on a model without its end marker, reading b"" as an unknown chunk of 0 bytes."""
 
-    df = imodmodel.read(path)
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        if size is not None and size > 0 and len(data) < size:
+            raise EOFError(f"the file ends inside a chunk, at byte {self.tell()}")
+        return data
+
+
+def _read_mod(path: Path, default_name: str, **_) -> pd.DataFrame:
+    import struct
+
+    from imodmodel.dataframe import model_to_dataframe
+    from imodmodel.parsers import parse_model
+
+    contents = path.read_bytes()
+    if not contents.startswith(b"IMOD"):
+        raise CoordinateFormatError(f"{path}: not an IMOD model (it does not start with 'IMOD').")
+    try:
+        df = model_to_dataframe(parse_model(_EndCheckedBytes(contents)))
+    except (struct.error, ValueError, EOFError, UnicodeDecodeError, IndexError) as err:  # pydantic's are ValueErrors
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CoordinateFormatError(f"{path}: not a readable IMOD model ({first_line}).") from None
     xyz = df[["x", "y", "z"]].to_numpy(float) - _IMOD_ORIGIN_PX
     return coordinate_table(xyz, default_name, 1.0, df["object_id"].to_numpy(int) + 1)
 
@@ -496,7 +595,10 @@ def _write_tbl(tmp: Path, table: pd.DataFrame, tomo_names, **_):
 
 # ----------------------------------------------------------------------------- text / CSV
 def _read_text(path: Path, default_name: str, fmt: str, **_) -> pd.DataFrame:
-    values = np.loadtxt(path, ndmin=2, comments="#")
+    try:
+        values = np.loadtxt(path, ndmin=2, comments="#")
+    except ValueError as err:
+        raise CoordinateFormatError(f"{path}: {_first_bad_text_cell(path) or err}") from None
     n_expected = 4 if fmt == "coords" else 3
     if values.size == 0:
         return coordinate_table(np.zeros((0, 3)), default_name)
@@ -507,6 +609,18 @@ def _read_text(path: Path, default_name: str, fmt: str, **_) -> pd.DataFrame:
     if fmt == "coords":
         return coordinate_table(values[:, 1:4], default_name, 1.0, values[:, 0].astype(int))
     return coordinate_table(values[:, :3], default_name)
+
+
+def _first_bad_text_cell(path: Path) -> str | None:
+    """Where a whitespace-separated numeric file first holds something else (line numbers from 1)."""
+    with open(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            for column, cell in enumerate(line.split("#", 1)[0].split(), start=1):
+                try:
+                    float(cell)
+                except ValueError:
+                    return f"line {number}, column {column}: {cell!r} is not a number."
+    return None
 
 
 def _write_text(tmp: Path, table: pd.DataFrame, fmt: str, **_):
@@ -527,9 +641,22 @@ def _read_csv(path: Path, **_) -> pd.DataFrame:
     if missing:
         raise CoordinateFormatError(f"{path}: CSV lacks the column(s) {missing}; "
                                     f"expected a header with {list(COORDINATE_COLUMNS)}.")
-    return coordinate_table(df[["x", "y", "z"]].to_numpy(float), df["tomo_name"].to_numpy(object),
-                            df["score"].to_numpy(float) if "score" in df else 1.0,
-                            df["class_id"].to_numpy(int) if "class_id" in df else 1)
+    numeric = {column: _numeric_column(df, column, path) for column in ("x", "y", "z", "score", "class_id")
+               if column in df}
+    return coordinate_table(np.column_stack([numeric["x"], numeric["y"], numeric["z"]]),
+                            df["tomo_name"].to_numpy(object), numeric.get("score", 1.0),
+                            numeric["class_id"].astype(int) if "class_id" in numeric else 1)
+
+
+def _numeric_column(df: pd.DataFrame, column: str, path: Path) -> np.ndarray:
+    """A CSV column as floats; a cell that is not a number is named by its line in the file."""
+    values = pd.to_numeric(df[column], errors="coerce")
+    bad = values.isna() & df[column].notna()
+    if bad.any():
+        row = int(np.argmax(bad.to_numpy()))
+        raise CoordinateFormatError(f"{path}: line {row + 2}, column {column!r}: {df[column].iloc[row]!r} is not "
+                                    f"a number.")
+    return values.to_numpy(float)
 
 
 def _write_csv(tmp: Path, table: pd.DataFrame, **_):

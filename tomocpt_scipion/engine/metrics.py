@@ -12,6 +12,12 @@ Match distance criteria:
 - ``radius`` (DeepETPicker "within r"): distance < diameter / 2 (strict);
 - ``pixels`` (TomoPicker): distance ≤ a fixed number of pixels (10 in the paper).
 
+F4 is the F-beta score with β = 4 that the CryoET object-identification challenge (CZII,
+2024-25) ranks by: recall weighs β² = 16 times as much as precision, because a missed
+particle costs an averaging project more than a false pick that classification removes.
+Like the challenge, the ``all`` row sums hits, false picks and misses over the tomograms
+before computing the ratios.
+
 AD is the mean hit distance (px and Å). ``rmse_over_diameter`` is the root-mean-square hit
 distance divided by the diameter (tomoCPT eq. 13 normalises by the particle size; the
 equation as printed averages distances, which is AD).
@@ -25,12 +31,14 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
-__all__ = ["match_points", "match_distance_px", "evaluate_picks", "threshold_sweep", "Evaluation",
-           "CRITERIA", "METRIC_COLUMNS"]
+__all__ = ["match_points", "match_distance_px", "evaluate_picks", "threshold_sweep", "f_beta", "Evaluation",
+           "CRITERIA", "METRIC_COLUMNS", "CHALLENGE_BETA"]
 
 CRITERIA = ("half-diameter", "radius", "pixels")
-METRIC_COLUMNS = ("tomo_name", "tp", "fp", "fn", "precision", "recall", "f1", "ad_px", "ad_a",
+METRIC_COLUMNS = ("tomo_name", "tp", "fp", "fn", "precision", "recall", "f1", "f4", "ad_px", "ad_a",
                   "rmse_over_diameter")
+#: β of the F-beta score the CryoET object-identification challenge ranks by (column ``f4``)
+CHALLENGE_BETA = 4.0
 _SWEEP_PERCENTILES = np.arange(2, 99, 8)
 _FINE_STEPS = 50
 
@@ -70,15 +78,21 @@ def match_points(predicted_xyz: np.ndarray, true_xyz: np.ndarray, max_distance: 
     return rows[keep], cols[keep], distances[rows[keep], cols[keep]]
 
 
+def f_beta(precision: float, recall: float, beta: float) -> float:
+    """(1 + β²) P R / (β² P + R); 0 when both are 0. β = 1 is F1."""
+    denominator = beta**2 * precision + recall
+    return (1 + beta**2) * precision * recall / denominator if denominator else 0.0
+
+
 def _metrics(name: str, tp: int, fp: int, fn: int, distances: np.ndarray, pixel_size_a: float,
              diameter_px: float) -> dict:
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    f1 = f_beta(precision, recall, 1.0)
     ad = float(distances.mean()) if len(distances) else float("nan")
     rmse = float(np.sqrt(np.mean(distances**2))) if len(distances) else float("nan")
     return {"tomo_name": name, "tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall,
-            "f1": f1, "ad_px": ad, "ad_a": ad * pixel_size_a, "rmse_over_diameter": rmse / diameter_px}
+            "f1": f1, "f4": f_beta(precision, recall, CHALLENGE_BETA), "ad_px": ad, "ad_a": ad * pixel_size_a, "rmse_over_diameter": rmse / diameter_px}
 
 
 @dataclass

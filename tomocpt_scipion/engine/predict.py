@@ -5,11 +5,12 @@ and scaled back to pixels of each tomogram file, so picking costs the same whate
 tomogram's pixel size. Masks (MRC, any shape) are looked up at the training grid by
 nearest neighbour, scaled by the ratio of the mask's to the tomogram's shape.
 
-Outputs of :func:`write_picks` in ``out_dir``: ``picks.star`` (RELION 4: pixels),
-``picks_relion5.star`` (RELION 5: centred Å), ``picks.csv``, ``<tomo>.coords`` per tomogram,
-with score maps ``<tomo>_scores.mrc`` (float16, at the tomogram's grid; one file per
-class, ``_scores_<class>`` when there are several); :func:`write_preview` draws the picks
-over slices of a tomogram (``<tomo>_picks.png``).
+Output files (names from :func:`output_names`, the one place that spells them):
+:func:`write_picks` writes ``picks.star`` (RELION 4: pixels), ``picks_relion5.star``
+(RELION 5: centred Å), ``picks.csv`` and ``<tomo>.coords`` per tomogram;
+:func:`write_score_maps` writes ``<tomo>_scores.mrc`` (float16, at the tomogram's grid; one
+file per class, ``_scores_<class>`` when there are several); :func:`write_preview` draws
+the picks over slices of a tomogram (``<tomo>_picks.png``).
 """
 from __future__ import annotations
 
@@ -28,20 +29,73 @@ from .peaks import find_peaks
 from .specs import DEFAULT_PEAK_METHOD, REFINEMENTS
 from .plots import plot_picks
 
-__all__ = ["pick_tomogram", "picks_from_scores", "write_picks", "write_preview", "mask_at_training_grid"]
+__all__ = ["pick_tomogram", "picks_from_scores", "write_picks", "write_score_maps", "write_preview",
+           "mask_at_training_grid", "output_names", "PICK_FILES"]
 
 logger = logging.getLogger(__name__)
 
+#: pick tables of all tomograms together: RELION 4 STAR, RELION 5 STAR, CSV
+PICK_FILES = ("picks.star", "picks_relion5.star", "picks.csv")
 
-def mask_at_training_grid(mask_path: str | Path, score_map: ScoreMap) -> np.ndarray:
-    """(z, y, x) bool mask on the score map's grid, from a mask MRC of any shape.
+
+def _coords_name(tomo_name: str) -> str:
+    return f"{tomo_name}.coords"
+
+
+def _score_map_name(tomo_name: str, classes: Sequence[str], channel: int) -> str:
+    return f"{tomo_name}_scores{'' if len(classes) == 1 else '_' + classes[channel]}.mrc"
+
+
+def _preview_name(tomo_name: str) -> str:
+    return f"{tomo_name}_picks.png"
+
+
+def output_names(tomo_names: Sequence[str], classes: Sequence[str], scores: bool = False,
+                 preview: bool = False) -> list[str]:
+    """Every file a pick run writes, in its output folder."""
+    names = list(PICK_FILES)
+    for name in tomo_names:
+        names.append(_coords_name(name))
+        names += [_score_map_name(name, classes, c) for c in range(len(classes))] if scores else []
+        names += [_preview_name(name)] if preview else []
+    return names
+
+
+def mask_binning(mask_shape: Sequence[int], tomogram_shape: Sequence[int]) -> int:
+    """Integer binning of a mask relative to its tomogram (1: same grid).
+
+    A mask binned by b has ``ceil`` or ``floor`` of each tomogram side / b.
 
     Raises
     ------
     ValueError
-        The mask is not 3-D.
+        The shapes are not the same grid at one binning for all three axes.
+    """
+    mask_shape, tomogram_shape = tuple(map(int, mask_shape)), tuple(map(int, tomogram_shape))
+    binning = int(round(max(t / m for t, m in zip(tomogram_shape, mask_shape))))
+    if binning < 1 or any(abs(m * binning - t) >= binning for m, t in zip(mask_shape, tomogram_shape)):
+        raise ValueError(f"mask of shape (z, y, x) {mask_shape} does not cover a tomogram of shape "
+                         f"{tomogram_shape}: expected the same shape or one binned by a whole factor "
+                         f"on all three axes.")
+    return binning
+
+
+def mask_at_training_grid(mask_path: str | Path, score_map: ScoreMap) -> np.ndarray:
+    """(z, y, x) bool mask on the score map's grid, from a mask MRC of the tomogram's shape or
+    binned from it by a whole factor (the binning is logged).
+
+    Raises
+    ------
+    ValueError
+        The mask is not 3-D, or its shape is neither (the message names the mask).
     """
     mask, _ = read_mrc(mask_path)
+    try:
+        binning = mask_binning(mask.shape, score_map.original_shape)
+    except ValueError as error:
+        raise ValueError(f"{mask_path}: {error}") from None
+    if binning > 1:
+        logger.info("%s: mask binned %d × relative to its tomogram; scaled up", mask_path, binning)
     ratio = np.array(mask.shape) / np.array(score_map.original_shape)
     indices = [np.clip(np.rint(np.arange(n) / score_map.zoom * r).astype(int), 0, m - 1)
                for n, r, m in zip(score_map.scores.shape[1:], ratio, mask.shape)]
@@ -105,24 +159,27 @@ def pick_tomogram(model, config: EngineConfig, tomogram: str | Path, *, pixel_si
 
 
 def write_picks(out_dir: str | Path, table: pd.DataFrame, pixel_size_a: float,
-                tomo_shapes: dict[str, Sequence[int]], score_maps: dict[str, ScoreMap] | None = None,
-                classes: Sequence[str] = ("particle",), overwrite: bool = False) -> list[Path]:
-    """Write picks in every output format (and score maps when given); returns the paths."""
+                tomo_shapes: dict[str, Sequence[int]], overwrite: bool = False) -> list[Path]:
+    """Write picks in every coordinate format; returns the paths."""
     out_dir = Path(out_dir)
-    written = [write_coordinates(out_dir / "picks.star", table, pixel_size_a=pixel_size_a, overwrite=overwrite),
-               write_coordinates(out_dir / "picks_relion5.star", table, pixel_size_a=pixel_size_a,
-                                 tomo_shapes=tomo_shapes, relion_version=5, overwrite=overwrite),
-               write_coordinates(out_dir / "picks.csv", table, overwrite=overwrite)]
+    star, relion5, csv = (out_dir / name for name in PICK_FILES)
+    written = [write_coordinates(star, table, pixel_size_a=pixel_size_a, overwrite=overwrite),
+               write_coordinates(relion5, table, pixel_size_a=pixel_size_a, tomo_shapes=tomo_shapes,
+                                 relion_version=5, overwrite=overwrite),
+               write_coordinates(csv, table, overwrite=overwrite)]
     for name in tomo_shapes:
-        written.append(write_coordinates(out_dir / f"{name}.coords", table[table["tomo_name"] == name],
+        written.append(write_coordinates(out_dir / _coords_name(name), table[table["tomo_name"] == name],
                                          overwrite=overwrite))
-    for name, score_map in (score_maps or {}).items():
-        for channel in range(score_map.scores.shape[0]):
-            suffix = "" if score_map.scores.shape[0] == 1 else f"_{classes[channel]}"
-            volume = score_map_at_original_grid(score_map, channel).astype(np.float16)
-            written.append(write_mrc(out_dir / f"{name}_scores{suffix}.mrc", volume, score_map.pixel_size_a,
-                                     overwrite=overwrite))
     return written
+
+
+def write_score_maps(out_dir: str | Path, tomo_name: str, score_map: ScoreMap, classes: Sequence[str],
+                     overwrite: bool = False) -> list[Path]:
+    """One float16 MRC per class at the tomogram's grid; returns the paths."""
+    return [write_mrc(Path(out_dir) / _score_map_name(tomo_name, classes, channel),
+                      score_map_at_original_grid(score_map, channel).astype(np.float16), score_map.pixel_size_a,
+                      overwrite=overwrite)
+            for channel in range(score_map.scores.shape[0])]
 
 
 def write_preview(out_dir: str | Path, tomogram: str | Path, table: pd.DataFrame, diameter_a: float,
@@ -131,4 +188,4 @@ def write_preview(out_dir: str | Path, tomogram: str | Path, table: pd.DataFrame
     volume, _ = read_mrc(tomogram)
     name = Path(tomogram).stem
     picks = table[table["tomo_name"] == name][["x", "y", "z"]].to_numpy(float)
-    return plot_picks(volume, picks, diameter_a / 2 / pixel_size_a, Path(out_dir) / f"{name}_picks.png", name)
+    return plot_picks(volume, picks, diameter_a / 2 / pixel_size_a, Path(out_dir) / _preview_name(name), name)

@@ -25,7 +25,7 @@ from .io import read_mrc
 
 __all__ = ["rescale_zoom", "rescaled_shape", "rescale_volume", "scale_coordinates",
            "normalise_volume", "NORMALISATIONS", "tomogram_pixel_size", "TrainingScaleVolume",
-           "load_at_training_scale"]
+           "check_particle_fits", "load_at_training_scale"]
 
 NORMALISATIONS = ("robust", "std-clip", "none")
 _SAMPLE_VOXELS = 2_000_000
@@ -202,6 +202,19 @@ class TrainingScaleVolume:
     original_shape: tuple[int, int, int]
 
 
+def check_particle_fits(path: str | Path, diameter_a: float, pixel_size_a: float, shape: tuple[int, ...]) -> None:
+    """Refuse a particle (diameter in Å) wider than the smallest side of a tomogram of ``shape`` (z, y, x).
+
+    A diameter in the wrong unit or a wrong pixel size shows up here: such a particle would make
+    every label, peak radius and hit criterion meaningless (and the label filters run for hours).
+    """
+    diameter_px = diameter_a / pixel_size_a
+    if not diameter_px < min(shape):
+        raise ValueError(f"{path}: a particle of {diameter_a:g} Å is {diameter_px:.4g} px at {pixel_size_a:g} Å/px, "
+                         f"wider than the tomogram's smallest side ({min(shape)} px of {tuple(shape)[::-1]} x, y, z); "
+                         f"check the diameter (Å) and the pixel size.")
+
+
 def load_at_training_scale(path: str | Path, diameter_a: float, target_diameter_px: float, normalisation: str,
                            pixel_size_a: float | None = None) -> TrainingScaleVolume:
     """Read a tomogram, check it, rescale it so a particle spans ``target_diameter_px`` and normalise it.
@@ -222,11 +235,7 @@ def load_at_training_scale(path: str | Path, diameter_a: float, target_diameter_
     """
     data, header_pixel = read_mrc(path)
     pixel = tomogram_pixel_size(path, header_pixel, pixel_size_a)
-    diameter_px = diameter_a / pixel
-    if not diameter_px < min(data.shape):
-        raise ValueError(f"{path}: a particle of {diameter_a:g} Å is {diameter_px:.4g} px at {pixel:g} Å/px, wider "
-                         f"than the tomogram's smallest side ({min(data.shape)} px of {data.shape[::-1]} x, y, z); "
-                         f"check the diameter (Å) and the pixel size.")
+    check_particle_fits(path, diameter_a, pixel, data.shape)
     _check_voxels(path, data)
     zoom = rescale_zoom(diameter_a, pixel, target_diameter_px)
     try:

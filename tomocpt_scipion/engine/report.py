@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import atomic_path, write_coordinates
+from .io import staged_outputs, write_coordinates
 from .metrics import evaluate_picks, threshold_sweep
 from .plots import plot_evaluation
 
@@ -32,11 +32,12 @@ class EvaluationReport:
 
 def format_metrics(metrics: pd.DataFrame) -> str:
     """A fixed-width table of per-tomogram metrics for the log."""
-    header = f"{'tomogram':<20}{'TP':>6}{'FP':>6}{'FN':>6}{'precision':>11}{'recall':>8}{'F1':>7}{'AD px':>8}{'AD Å':>8}"
+    header = (f"{'tomogram':<20}{'TP':>6}{'FP':>6}{'FN':>6}{'precision':>11}{'recall':>8}{'F1':>7}{'F4':>7}"
+              f"{'AD px':>8}{'AD Å':>8}")
     lines = [header, "-" * len(header)]
     for row in metrics.itertuples():
         lines.append(f"{str(row.tomo_name):<20}{row.tp:>6}{row.fp:>6}{row.fn:>6}{row.precision:>11.3f}"
-                     f"{row.recall:>8.3f}{row.f1:>7.3f}{row.ad_px:>8.2f}{row.ad_a:>8.1f}")
+                     f"{row.recall:>8.3f}{row.f1:>7.3f}{row.f4:>7.3f}{row.ad_px:>8.2f}{row.ad_a:>8.1f}")
     return "\n".join(lines)
 
 
@@ -57,6 +58,7 @@ def evaluation_report(picks: pd.DataFrame, truth: pd.DataFrame, diameter_a: floa
     if not diameter_a > 0 or not pixel_size_a > 0:
         raise ValueError(f"diameter ({diameter_a} Å) and pixel size ({pixel_size_a} Å) must be > 0.")
     diameter_px = diameter_a / pixel_size_a
+    _check_diameter_against_coordinates(picks, truth, diameter_px, diameter_a, pixel_size_a)
     sweep = threshold_sweep(picks, truth, diameter_px, pixel_size_a, criterion, distance_px, grid)
     best = sweep.iloc[int(np.argmax(sweep["f1"].to_numpy()))]
     evaluation = evaluate_picks(picks, truth, diameter_px, pixel_size_a, criterion, distance_px,
@@ -64,14 +66,29 @@ def evaluation_report(picks: pd.DataFrame, truth: pd.DataFrame, diameter_a: floa
     metrics = pd.concat([evaluation.per_tomogram, pd.DataFrame([evaluation.overall])], ignore_index=True)
     report = EvaluationReport(float(best["threshold"]), metrics, sweep, evaluation.overall)
     if out_dir is not None:
-        out_dir = Path(out_dir)
-        for name, table in (("metrics.csv", metrics), ("sweep.csv", sweep)):
-            with atomic_path(out_dir / name, overwrite=overwrite) as tmp:
-                table.to_csv(tmp, index=False, float_format="%.6g")
-        kept = picks[picks["score"] >= report.best_threshold]
+        names = ["metrics.csv", "sweep.csv", "evaluation.png"] + (["picks_at_f1max.star"] if write_filtered else [])
         all_hits = evaluate_picks(picks, truth, diameter_px, pixel_size_a, criterion, distance_px).hit
-        plot_evaluation(sweep, picks["score"][all_hits].to_numpy(), picks["score"][~all_hits].to_numpy(),
-                        out_dir / "evaluation.png")
-        if write_filtered:
-            write_coordinates(out_dir / "picks_at_f1max.star", kept, pixel_size_a=pixel_size_a, overwrite=overwrite)
+        with staged_outputs(out_dir, overwrite, expected=names) as staging:
+            for name, table in (("metrics.csv", metrics), ("sweep.csv", sweep)):
+                table.to_csv(staging / name, index=False, float_format="%.6g")
+            plot_evaluation(sweep, picks["score"][all_hits].to_numpy(), picks["score"][~all_hits].to_numpy(),
+                            staging / "evaluation.png")
+            if write_filtered:
+                kept = picks[picks["score"] >= report.best_threshold]
+                write_coordinates(staging / "picks_at_f1max.star", kept, pixel_size_a=pixel_size_a)
     return report
+
+
+def _check_diameter_against_coordinates(picks: pd.DataFrame, truth: pd.DataFrame, diameter_px: float,
+                                        diameter_a: float, pixel_size_a: float) -> None:
+    """Refuse a diameter no tomogram holding these coordinates could contain.
+
+    A centre lies at least a radius inside its tomogram, so the largest coordinate (pixels) is at
+    least half the diameter; a larger diameter is a unit or pixel-size mistake that would count
+    every pick as a hit.
+    """
+    xyz = np.concatenate([picks[["x", "y", "z"]].to_numpy(float), truth[["x", "y", "z"]].to_numpy(float)])
+    if len(xyz) and diameter_px > 2 * (xyz.max() + 1):
+        raise ValueError(f"a particle of {diameter_a:g} Å is {diameter_px:.4g} px at {pixel_size_a:g} Å/px, larger "
+                         f"than any tomogram holding these coordinates (the largest is {xyz.max():.0f} px); every "
+                         f"pick would count as a hit. Check the diameter (Å) and the pixel size.")

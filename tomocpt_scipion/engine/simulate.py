@@ -31,7 +31,7 @@ import pandas as pd
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from .io import atomic_path, coordinate_table, read_mrc, write_coordinates, write_mrc
+from .io import atomic_path, coordinate_table, read_mrc, staged_outputs, write_coordinates, write_mrc
 from .optics import ELECTRON_WAVELENGTH_A, bfactor_envelope, ctf
 from .tilt_series import reconstruct, simulate_tilt_series, tilt_angles
 
@@ -392,27 +392,26 @@ def simulate_dataset(out_dir: str | Path, n_tomograms: int = 2, config: Simulati
     tables: dict[str, list[pd.DataFrame]] = {}
     summary = {"config": asdict(config), "seed": seed, "target": config.target, "tomograms": {},
                "diameters_a": {}, "counts": {}}
-    for i in range(n_tomograms):
-        name = f"{prefix}_{i:03d}"
-        tomo = simulate_tomogram(config, seed + i)
-        path = write_mrc(out_dir / "tomograms" / f"{name}.mrc", tomo.volume, config.pixel_size_a,
-                         overwrite=overwrite)
-        summary["tomograms"][name] = str(path.relative_to(out_dir))
-        if tomo.tilt_series is not None:
-            write_mrc(out_dir / "tilt_series" / f"{name}.mrc", tomo.tilt_series, config.pixel_size_a,
-                      overwrite=overwrite)
-            with atomic_path(out_dir / "tilt_series" / f"{name}.tlt", overwrite=overwrite) as tmp:
-                tmp.write_text("".join(f"{angle:.2f}\n" for angle in tomo.tilt_angles_deg))
-        summary["diameters_a"] = tomo.diameters_a
-        summary["counts"][name] = {s: len(c) for s, c in tomo.coordinates.items()}
-        for species, xyz in tomo.coordinates.items():
-            table = coordinate_table(xyz, name)
-            tables.setdefault(species, []).append(table)
-            write_coordinates(out_dir / "coordinates" / species / f"{name}.txt", table,
-                              overwrite=overwrite)
-    for species, parts in tables.items():
-        write_coordinates(out_dir / "coordinates" / f"{species}.star", pd.concat(parts),
-                          pixel_size_a=config.pixel_size_a, overwrite=overwrite)
-    with atomic_path(summary_path, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2))
+    # staged: the whole data set appears at the end, or nothing of it does
+    with staged_outputs(out_dir, overwrite) as staging:
+        for i in range(n_tomograms):
+            name = f"{prefix}_{i:03d}"
+            tomo = simulate_tomogram(config, seed + i)
+            path = write_mrc(staging / "tomograms" / f"{name}.mrc", tomo.volume, config.pixel_size_a)
+            summary["tomograms"][name] = str(path.relative_to(staging))
+            if tomo.tilt_series is not None:
+                write_mrc(staging / "tilt_series" / f"{name}.mrc", tomo.tilt_series, config.pixel_size_a)
+                with atomic_path(staging / "tilt_series" / f"{name}.tlt") as tmp:
+                    tmp.write_text("".join(f"{angle:.2f}\n" for angle in tomo.tilt_angles_deg))
+            summary["diameters_a"] = tomo.diameters_a
+            summary["counts"][name] = {s: len(c) for s, c in tomo.coordinates.items()}
+            for species, xyz in tomo.coordinates.items():
+                table = coordinate_table(xyz, name)
+                tables.setdefault(species, []).append(table)
+                write_coordinates(staging / "coordinates" / species / f"{name}.txt", table)
+        for species, parts in tables.items():
+            write_coordinates(staging / "coordinates" / f"{species}.star", pd.concat(parts),
+                              pixel_size_a=config.pixel_size_a)
+        with atomic_path(staging / summary_path.name) as tmp:
+            tmp.write_text(json.dumps(summary, indent=2))
     return summary

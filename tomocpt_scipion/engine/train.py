@@ -1,14 +1,17 @@
 """Training loop: AdamW, plateau LR halving, early stopping, best checkpoint, resume, fine-tune, DDP.
 
-Files written in ``out_dir`` (each atomically, after every epoch):
+Files written in ``out_dir`` (each atomically):
 
-- ``model.pt``: best checkpoint so far (lowest validation loss), see :mod:`.checkpoint`;
-  once training ends, its config carries the score thresholds calibrated on the
-  validation tomograms (:mod:`.calibrate`);
-- ``model.json``: its config, epoch and validation loss (readable without torch);
-- ``last.pt``: the full training state, for ``resume``;
-- ``training_log.csv``: epoch, train_loss, val_loss, lr, seconds;
-- ``learning_curve.png``.
+- after every epoch: ``last.pt``, the full training state for ``resume`` (the run's settings,
+  the current and the best weights, optimiser, history); ``training_log.csv`` (epoch,
+  train_loss, val_loss, lr, seconds); ``learning_curve.png``;
+- when training ends, together: ``model.pt``, the best checkpoint (lowest validation loss,
+  see :mod:`.checkpoint`) whose config carries the score thresholds calibrated on the
+  validation tomograms (:mod:`.calibrate`), and ``model.json``, its config, epoch and
+  validation loss (readable without torch).
+
+A write that fails (full disk, read-only folder) removes what this run created, unless it
+resumes a run; an interruption (:class:`TrainingInterrupted`) keeps ``last.pt`` to resume from.
 
 Multi-GPU: run under ``torchrun --nproc_per_node N``; each process trains on every N-th
 patch, gradients are averaged by DDP (NCCL on CUDA, gloo on CPU), and only rank 0 writes.
@@ -20,7 +23,8 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -35,7 +39,7 @@ from .calibrate import calibrate_thresholds
 from .checkpoint import read_checkpoint, save_checkpoint, write_model_summary
 from .config import EngineConfig
 from .data import PatchDataset, prepare_tomogram, sample_patches, split_validation
-from .io import atomic_path
+from .io import atomic_path, staged_outputs
 from .labels import label_voxel_count
 from .losses import build_loss, pu_priors
 from .device import autocast, place_batch, place_model, select_device
@@ -43,7 +47,7 @@ from .models import build_model, encoder_prefixes
 from .plots import plot_learning_curve
 from .specs import LOSS_SPECS
 
-__all__ = ["train", "TrainingResult"]
+__all__ = ["train", "TrainingResult", "TrainingInterrupted", "RESUMABLE_SETTINGS"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +57,17 @@ _SUMMARY_FILE = "model.json"
 _LOG_FILE = "training_log.csv"
 _CURVE_FILE = "learning_curve.png"
 _LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "lr", "seconds")
+#: settings a resumed run may change (more epochs, more patience); every other one must match
+RESUMABLE_SETTINGS = ("epochs", "patience")
+_UNCOMPARED = ("thresholds", "engine_version")
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by the user (SIGINT) after ``epoch`` finished epochs; ``last.pt`` holds them."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(epoch)
+        self.epoch = epoch
 
 
 @dataclass
@@ -126,6 +141,44 @@ def _load_finetune_weights(model: nn.Module, path: str | Path, config: EngineCon
     skipped = len(own) - len(compatible)
     logger.info("Fine-tuning from %s: %d tensors loaded%s", path, len(compatible),
                 f", {skipped} re-initialised (different classes)" if skipped else "")
+
+
+def _read_state(path: Path, config: EngineConfig) -> dict:
+    """The training state of an interrupted run, refused when it is unreadable or its settings differ."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several unrelated types for a bad file
+        raise ValueError(f"{path}: not a readable training state ({type(error).__name__}); "
+                         f"start a new run instead of --resume.") from None
+    needed = ("model", "best_model", "optimizer", "scheduler", "history", "epoch", "best_loss", "best_epoch",
+              "bad_epochs", "config")
+    if not isinstance(state, dict) or any(key not in state for key in needed):
+        raise ValueError(f"{path}: not a training state of this engine version; start a new run instead "
+                         f"of --resume.")
+    saved, now = state["config"], config.to_dict()
+    differ = [f"{key} {saved.get(key)!r} → {now.get(key)!r}" for key in sorted(set(saved) | set(now))
+              if key not in RESUMABLE_SETTINGS + _UNCOMPARED and saved.get(key) != now.get(key)]
+    if differ:
+        raise ValueError(f"{path}: --resume with other settings than the run's ({'; '.join(differ)}); give the "
+                         f"same ones, or start a new run in another folder.")
+    return state
+
+
+@contextmanager
+def _removed_on_failed_write(out_dir: Path, keep: bool):
+    """When the run fails (a write error, or no usable epoch), delete the files it created in
+    ``out_dir`` (and the folder if it created it) unless ``keep``: nothing half-written stays."""
+    created = not out_dir.exists()
+    before = set(out_dir.iterdir()) if not created else set()
+    try:
+        yield
+    except (OSError, ValueError):
+        if not keep:
+            for path in (set(out_dir.iterdir()) if out_dir.exists() else set()) - before:
+                path.unlink(missing_ok=True) if path.is_file() else None
+            if created and out_dir.exists() and not any(out_dir.iterdir()):
+                out_dir.rmdir()
+        raise
 
 
 def _run_epoch(model, loader, loss_fn, device, backbone: str, optimizer=None, scaler=None,
@@ -247,17 +300,20 @@ def train(tomograms: Sequence[str | Path], coordinates: pd.DataFrame, config: En
                                   weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5,
                                                            patience=config.plateau_patience)
-    history: list[dict] = []
-    start_epoch, best_loss, best_epoch, bad_epochs = 0, float("inf"), -1, 0
+    progress = _Progress()
     if resume:
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
+        state = _read_state(state_path, config)
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as error:
+            raise ValueError(f"{state_path}: its weights do not fit this network "
+                             f"({str(error).strip().splitlines()[0]}).") from None
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        history = state["history"]
-        start_epoch, best_loss, best_epoch, bad_epochs = (state["epoch"], state["best_loss"],
-                                                          state["best_epoch"], state["bad_epochs"])
-        logger.info("Resuming %s after epoch %d (best validation loss %.4g)", out_dir, start_epoch, best_loss)
+        progress = _Progress(state["history"], state["epoch"], state["best_loss"], state["best_epoch"],
+                             state["bad_epochs"], state["best_model"])
+        logger.info("Resuming %s after epoch %d (best validation loss %.4g)", out_dir, progress.epoch,
+                    progress.best_loss)
     network = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     scaler = _grad_scaler(torch_device)
     val_loader = DataLoader(PatchDataset(validation, _shard(val_corners, rank, world), config, augment=False),
@@ -267,61 +323,105 @@ def train(tomograms: Sequence[str | Path], coordinates: pd.DataFrame, config: En
                 config.label, config.loss, len(training), len(val_corners), config.voxel_size_a,
                 torch_device, f", {world} processes" if world > 1 else "")
 
-    for epoch in range(start_epoch, config.epochs):
-        started = time.time()
-        corners = sample_patches(training, config, epoch)
-        if held_keys:
-            corners = np.array([c for c in corners if tuple(c) not in held_keys]).reshape(-1, 4)
-        order = np.random.default_rng([config.seed, epoch, 3]).permutation(len(corners))
-        dataset = PatchDataset(training, _shard(corners[order], rank, world), config, augment=True, epoch=epoch)
-        # one batch shape all epoch: a short last batch would pay the kernels' set-up for a new shape
-        loader = DataLoader(dataset, batch_size=config.batch_size, num_workers=workers,
-                            drop_last=len(dataset) > config.batch_size)
-        train_sum = _run_epoch(network, loader, loss_fn, torch_device, config.backbone, optimizer, scaler,
-                               progress=f"epoch {epoch + 1}" if rank == 0 else None)
-        val_sum = _run_epoch(network, val_loader, loss_fn, torch_device, config.backbone)
-        train_loss, val_loss = (_all_mean(s, torch_device, world) for s in (train_sum, val_sum))
-        scheduler.step(val_loss)
-        row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
-               "lr": optimizer.param_groups[-1]["lr"], "seconds": round(time.time() - started, 2)}
-        history.append(row)
-        improved = val_loss < best_loss
-        if improved:
-            best_loss, best_epoch, bad_epochs = val_loss, epoch + 1, 0
-        else:
-            bad_epochs += 1
+    run = _Run(config, model, network, optimizer, scheduler, scaler, loss_fn, torch_device, training, val_loader,
+               held_keys, rank, world, workers, out_dir)
+    with _removed_on_failed_write(out_dir, keep=resume or rank != 0):
+        try:
+            _train_epochs(run, progress, on_epoch_end)
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(len(progress.history)) from None
+        if progress.best_epoch < 1:
+            raise ValueError(f"no epoch gave a finite validation loss (last "
+                             f"{progress.history[-1]['val_loss'] if progress.history else None}); no model was "
+                             f"written to {out_dir}. Check the tomograms and the labels.")
         if rank == 0:
-            if improved:
-                save_checkpoint(out_dir / _MODEL_FILE, model, config, epoch + 1, val_loss)
-                write_model_summary(out_dir / _SUMMARY_FILE, config, epoch + 1, val_loss)
-            _save_state(state_path, model, optimizer, scheduler, history, epoch + 1, best_loss,
-                        best_epoch, bad_epochs)
-            _write_log(out_dir, history)
+            model.load_state_dict(progress.best_weights)
+            model.eval()
+            config.thresholds = calibrate_thresholds(model, config, validation, torch_device)
+            with staged_outputs(out_dir, overwrite=True) as staging:
+                save_checkpoint(staging / _MODEL_FILE, model, config, progress.best_epoch, progress.best_loss)
+                write_model_summary(staging / _SUMMARY_FILE, config, progress.best_epoch, progress.best_loss)
+    if world > 1:
+        dist.barrier()
+    return TrainingResult(out_dir / _MODEL_FILE, progress.history, progress.best_epoch, progress.best_loss, config)
+
+
+@dataclass
+class _Run:
+    """What the epochs of one training run need (set up once by :func:`train`)."""
+
+    config: EngineConfig
+    model: nn.Module
+    network: nn.Module  # the model, or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    scaler: torch.amp.GradScaler | None
+    loss_fn: nn.Module
+    device: torch.device
+    training: list
+    val_loader: DataLoader
+    held_keys: set
+    rank: int
+    world: int
+    workers: int
+    out_dir: Path
+
+
+@dataclass
+class _Progress:
+    """Where a run stands; saved in ``last.pt`` after every epoch."""
+
+    history: list[dict] = field(default_factory=list)
+    epoch: int = 0
+    best_loss: float = float("inf")
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    best_weights: dict | None = None
+
+
+def _train_epochs(run: _Run, progress: _Progress, on_epoch_end) -> None:
+    """Epochs from ``progress.epoch`` until the last or an early stop, updating ``progress``."""
+    config, rank, world, torch_device = run.config, run.rank, run.world, run.device
+    for epoch in range(progress.epoch, config.epochs):
+        started = time.time()
+        corners = sample_patches(run.training, config, epoch)
+        if run.held_keys:
+            corners = np.array([c for c in corners if tuple(c) not in run.held_keys]).reshape(-1, 4)
+        order = np.random.default_rng([config.seed, epoch, 3]).permutation(len(corners))
+        dataset = PatchDataset(run.training, _shard(corners[order], rank, world), config, augment=True,
+                               epoch=epoch)
+        # one batch shape all epoch: a short last batch would pay the kernels' set-up for a new shape
+        loader = DataLoader(dataset, batch_size=config.batch_size, num_workers=run.workers,
+                            drop_last=len(dataset) > config.batch_size)
+        train_sum = _run_epoch(run.network, loader, run.loss_fn, torch_device, config.backbone, run.optimizer,
+                               run.scaler, progress=f"epoch {epoch + 1}" if rank == 0 else None)
+        val_sum = _run_epoch(run.network, run.val_loader, run.loss_fn, torch_device, config.backbone)
+        train_loss, val_loss = (_all_mean(s, torch_device, world) for s in (train_sum, val_sum))
+        run.scheduler.step(val_loss)
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
+               "lr": run.optimizer.param_groups[-1]["lr"], "seconds": round(time.time() - started, 2)}
+        progress.history.append(row)
+        progress.epoch = epoch + 1
+        improved = val_loss < progress.best_loss
+        if improved:
+            progress.best_loss, progress.best_epoch, progress.bad_epochs = val_loss, epoch + 1, 0
+            progress.best_weights = _cpu_weights(run.model)
+        else:
+            progress.bad_epochs += 1
+        if rank == 0:
+            _save_state(run, progress)
+            _write_log(run.out_dir, progress.history)
             logger.info("epoch %d/%d  loss %.4g  val %.4g%s  lr %.2g  %.1f s", epoch + 1, config.epochs,
                         train_loss, val_loss, " *" if improved else "", row["lr"], row["seconds"])
         if on_epoch_end is not None:
             on_epoch_end(row)
-        if bad_epochs >= config.patience:
-            logger.info("Early stop: no improvement for %d epochs.", bad_epochs)
+        if progress.bad_epochs >= config.patience:
+            logger.info("Early stop: no improvement for %d epochs.", progress.bad_epochs)
             break
-    if best_epoch < 1:
-        raise ValueError(f"no epoch gave a finite validation loss (last {history[-1]['val_loss'] if history else None}); "
-                         f"no model was written to {out_dir}. Check the tomograms and the labels.")
-    if rank == 0:
-        _calibrate(model, config, validation, torch_device, out_dir, best_epoch, best_loss)
-    if world > 1:
-        dist.barrier()
-    return TrainingResult(out_dir / _MODEL_FILE, history, best_epoch, best_loss, config)
 
 
-def _calibrate(model, config: EngineConfig, validation, device, out_dir: Path, best_epoch: int,
-               best_loss: float) -> None:
-    """Reload the best weights, calibrate the score thresholds, store them in the checkpoint."""
-    model.load_state_dict(read_checkpoint(out_dir / _MODEL_FILE)["state_dict"])
-    model.eval()
-    config.thresholds = calibrate_thresholds(model, config, validation, device)
-    save_checkpoint(out_dir / _MODEL_FILE, model, config, best_epoch, best_loss)
-    write_model_summary(out_dir / _SUMMARY_FILE, config, best_epoch, best_loss)
+def _cpu_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
 def _shard(corners: np.ndarray, rank: int, world: int) -> np.ndarray:
@@ -341,10 +441,10 @@ def _all_mean(total_count: tuple[float, int], device: torch.device, world: int) 
     return total / max(count, 1)
 
 
-def _save_state(path: Path, model, optimizer, scheduler, history, epoch, best_loss, best_epoch, bad_epochs):
-    state = {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "history": history, "epoch": epoch, "best_loss": best_loss, "best_epoch": best_epoch,
-             "bad_epochs": bad_epochs}
-    with atomic_path(path, overwrite=True) as tmp:
+def _save_state(run: _Run, progress: _Progress) -> None:
+    state = {"model": _cpu_weights(run.model), "best_model": progress.best_weights, "config": run.config.to_dict(),
+             "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+             "history": progress.history, "epoch": progress.epoch, "best_loss": progress.best_loss,
+             "best_epoch": progress.best_epoch, "bad_epochs": progress.bad_epochs}
+    with atomic_path(run.out_dir / _STATE_FILE, overwrite=True) as tmp:
         torch.save(state, tmp)

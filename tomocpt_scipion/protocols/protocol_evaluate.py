@@ -12,6 +12,7 @@ from tomo.protocols import ProtTomoBase
 
 from .. import Plugin
 from ..convert import readMetrics, coordinatesTable, writeCoordinatesCsv
+from .checks import NON_NEGATIVE, POSITIVE, particleFitsErrors
 
 CRITERIA = ["half-diameter", "radius", "pixels"]
 CRITERIA_LABELS = ["within half the diameter (tomoCPT)", "strictly within the radius (DeepETPicker)",
@@ -24,7 +25,7 @@ class EvaluateOutputs(Enum):
 
 
 class ProtTomoCPTEvaluate(EMProtocol, ProtTomoBase):
-    """Measure how well picks find reference particles: precision, recall, F1 and localisation.
+    """Measure how well picks find reference particles: precision, recall, F1, F4 and localisation.
 
     Picks and reference coordinates are matched one-to-one per tomogram (Hungarian
     algorithm). The score threshold is swept to find the one with the best F1 (F1max); the
@@ -45,15 +46,25 @@ class ProtTomoCPTEvaluate(EMProtocol, ProtTomoBase):
                       label="Reference coordinates", important=True,
                       help="The particles that should be found (ground truth).")
         form.addParam("diameter", params.FloatParam, default=0.0, label="Particle diameter (Å)",
+                      validators=[NON_NEGATIVE],
                       help="0 = the picks' box size.")
         form.addParam("criterion", params.EnumParam, choices=CRITERIA_LABELS, default=0,
-                      label="A pick is a hit when it is")
-        form.addParam("distancePx", params.FloatParam, default=10.0, condition="criterion == 2",
+                      label="A pick is a hit when it is",
+                      help="Each reference particle is matched to at most one pick (Hungarian algorithm); a "
+                           "matched pick is a hit when its distance passes this test. tomoCPT counts hits "
+                           "within half the diameter, DeepETPicker strictly within the radius, TomoPicker "
+                           "within a fixed number of pixels.")
+        form.addParam("distancePx", params.FloatParam, default=10.0, condition="criterion == 2", validators=[POSITIVE],
                       label="Distance (px)", help="TomoPicker counts hits within 10 voxels.")
         form.addParam("sweep", params.EnumParam, choices=["score percentiles 2-98 % (tomoCPT)", "50 even steps"],
-                      default=0, label="Threshold sweep")
+                      default=0, label="Threshold sweep",
+                      help="Score thresholds tried to find the best F1: the 2nd to 98th percentile of the pick "
+                           "scores in steps of 8 (tomoCPT), or 50 evenly spaced scores between the lowest and "
+                           "the highest (finer, for the threshold to use when picking).")
         form.addParam("outputFiltered", params.BooleanParam, default=True,
-                      label="Output the picks kept at the best threshold?")
+                      label="Output the picks kept at the best threshold?",
+                      help="Also output the picks scoring at or above the F1max threshold as a new "
+                           "coordinate set.")
 
     # --------------------------- INSERT steps functions ----------------------
     def _insertAllSteps(self):
@@ -84,7 +95,7 @@ class ProtTomoCPTEvaluate(EMProtocol, ProtTomoBase):
         sweep = readMetrics(self._getExtraPath("evaluation", "sweep.csv"))
         best = float(sweep.iloc[int(sweep["f1"].to_numpy().argmax())]["threshold"])
         self.bestThreshold = pwobj.Float(best)
-        for key in ("precision", "recall", "f1", "ad_px", "ad_a", "tp", "fp", "fn"):
+        for key in ("precision", "recall", "f1", "f4", "ad_px", "ad_a", "tp", "fp", "fn"):
             setattr(self, key, pwobj.Float(float(overall[key])))
         self.perTomogram = pwobj.String(metrics.to_json(orient="records"))
         self._store()
@@ -107,6 +118,7 @@ class ProtTomoCPTEvaluate(EMProtocol, ProtTomoBase):
             return ["Give both the picks and the reference coordinates."]
         if not self.diameter.get() and not picks.getBoxSize():
             errors.append("Give the particle diameter: the picks have no box size to take it from.")
+        errors += particleFitsErrors(self._getDiameter(), picks.getPrecedents())
         pickTomos = {t.getTsId() for t in picks.getPrecedents()}
         refTomos = {t.getTsId() for t in reference.getPrecedents()}
         if not pickTomos & refTomos:
@@ -117,7 +129,8 @@ class ProtTomoCPTEvaluate(EMProtocol, ProtTomoBase):
         if not hasattr(self, "f1"):
             return ["Not evaluated yet."]
         return [f"At the best score threshold {self.bestThreshold.get():.3g}: precision {self.precision.get():.3f}, "
-                f"recall {self.recall.get():.3f}, F1 {self.f1.get():.3f}, AD {self.ad_px.get():.2f} px "
+                f"recall {self.recall.get():.3f}, F1 {self.f1.get():.3f}, F4 (β = 4, the CZII challenge's) "
+                f"{self.f4.get():.3f}, AD {self.ad_px.get():.2f} px "
                 f"({self.ad_a.get():.1f} Å); {int(self.tp.get())} hits, {int(self.fp.get())} false picks, "
                 f"{int(self.fn.get())} missed. Table: {self.getMetricsPath()}"]
 
@@ -132,4 +145,5 @@ class ProtTomoCPTEvaluate(EMProtocol, ProtTomoBase):
         return json.loads(self.perTomogram.get()) if hasattr(self, "perTomogram") else []
 
     def _getDiameter(self):
-        return self.diameter.get() or self.inputPicks.get().getBoxSize() * self.inputPicks.get().getSamplingRate()
+        picks = self.inputPicks.get()
+        return self.diameter.get() or (picks.getBoxSize() or 0) * (picks.getSamplingRate() or 0)

@@ -14,6 +14,7 @@ from .. import Plugin
 from ..constants import RECIPE_CITATIONS
 from ..engine.specs import FALLBACK_THRESHOLD, PEAK_METHOD_LABELS, PEAK_METHODS, REFINEMENTS
 from ..convert import fillCoordinates, linkTomograms, readPicks
+from .checks import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, particleFitsErrors
 
 MERGE_MODES = ["blend", "overlap-tile"]
 _DIAMETER_TOLERANCE = 0.25  # relative difference from the model's particle size accepted as the same
@@ -50,6 +51,7 @@ class ProtTomoCPTPick(EMProtocol, ProtTomoBase):
                       help="Pick only where the mask of the tomogram (same tsId) is > 0. A mask may be "
                            "binned: it is scaled to the tomogram by the ratio of their sizes.")
         form.addParam("diameter", params.FloatParam, default=0.0, label="Particle diameter (Å)",
+                      validators=[NON_NEGATIVE],
                       help="0 = the diameter the model was trained for. A different one needs "
                            "'Rescale to the model's particle size'.")
         form.addParam("rescaleToModel", params.BooleanParam, default=False, condition="diameter",
@@ -68,13 +70,16 @@ class ProtTomoCPTPick(EMProtocol, ProtTomoBase):
                            f"training, the one that keeps the expected number of particles); {FALLBACK_THRESHOLD} "
                            "for a model trained by an older version. No: give your own.")
         form.addParam("threshold", params.FloatParam, default=FALLBACK_THRESHOLD, label="Score threshold",
+                      validators=[FRACTION],
                       condition="not useModelThreshold",
                       help="Picks below this score are dropped (0-1), for every class.")
         form.addParam("minDistance", params.FloatParam, default=0.0, label="Minimum distance (Å)",
+                      validators=[NON_NEGATIVE],
                       help="Smallest distance between picks; 0 = the model's particle diameter.")
         form.addParam("maxPicks", params.IntParam, default=0, label="Maximum picks per tomogram",
+                      validators=[NON_NEGATIVE],
                       help="0 = no limit.")
-        form.addParam("boxSize", params.IntParam, default=0, label="Box size (px)",
+        form.addParam("boxSize", params.IntParam, default=0, label="Box size (px)", validators=[NON_NEGATIVE],
                       help="Box size of the output coordinates, in pixels of the tomograms; 0 = the "
                            "particle diameter plus 20 %, rounded up to an even number.")
         form.addParam("saveScoreMaps", params.BooleanParam, default=False, label="Save score maps?",
@@ -91,8 +96,10 @@ class ProtTomoCPTPick(EMProtocol, ProtTomoBase):
                            "centre of each patch (DeepETPicker).")
         form.addParam("tta", params.BooleanParam, default=True, expertLevel=params.LEVEL_ADVANCED,
                       label="Flip test-time augmentation?", help="Average four passes flipped along x, y and z (4x slower): picks sit closer to the particle centres. No: one pass, for speed.")
-        form.addParam("batchSize", params.IntParam, default=4, expertLevel=params.LEVEL_ADVANCED,
-                      label="Patches per batch")
+        form.addParam("batchSize", params.IntParam, default=4, expertLevel=params.LEVEL_ADVANCED, validators=[AT_LEAST_ONE],
+                      label="Patches per batch",
+                      help="Patches scored together by the network; more is faster on a GPU with the memory for "
+                           "it. It does not change the picks.")
         form.addHidden(params.GPU_LIST, params.StringParam, default="0", label="GPU IDs",
                        help="GPUs to use; with several threads, tomograms run in parallel.")
         form.addParallelSection(threads=1, mpi=0)
@@ -143,8 +150,11 @@ class ProtTomoCPTPick(EMProtocol, ProtTomoBase):
         if tomograms is None or not tomograms.getSize():
             errors.append("There are no tomograms to pick.")
             return errors
-        if model is not None and not os.path.exists(model.getCheckpoint()):
+        if model is None:
+            return errors
+        if not os.path.exists(model.getCheckpoint()):
             errors.append(f"The model's checkpoint {model.getCheckpoint()} is missing.")
+        errors += particleFitsErrors(self.diameter.get() or model.getDiameter(), tomograms)
         if model is not None and self.diameter.get() and not self.rescaleToModel:
             trained = model.getDiameter()
             if abs(self.diameter.get() - trained) > _DIAMETER_TOLERANCE * trained:

@@ -13,6 +13,7 @@ from ..constants import RECIPE_BACKBONES, RECIPE_CITATIONS
 from ..convert import coordinatesTable, linkTomograms, readModelSummary, writeCoordinatesCsv
 from ..engine.specs import LOSS_SPECS, PU_LOSSES
 from ..objects import TomoCPTModel
+from .checks import NON_NEGATIVE, POSITIVE, particleFitsErrors
 
 RECIPES = ["tomocpt", "deepetpicker", "tomopicker"]
 RECIPE_LABELS = ["tomoCPT (SwinUNETR, Gaussian centroids)", "DeepETPicker (3D-ResUNet, TBall, Dice)",
@@ -61,20 +62,21 @@ class ProtTomoCPTTrain(EMProtocol):
                       allowsNull=True, condition="validationTomograms",
                       label="Validation coordinates", help="One set per class, in the same order as above.")
         form.addParam("diameter", params.FloatParam, label="Particle diameter (Å)", important=True,
-                      validators=[params.Positive],
+                      validators=[POSITIVE],
                       help="Longest dimension of the particle. The wizard takes it from the box size "
                            "of the first coordinate set.")
         form.addParam("recipe", params.EnumParam, choices=RECIPE_LABELS, default=0,
                       label="Recipe", help="Settings of one published picker; change any of them under "
                                            "Advanced.")
         form.addParam("expectedParticles", params.IntParam, default=0, condition=f"recipe == {RECIPES.index(PU_RECIPE)}",
+                      validators=[NON_NEGATIVE],
                       label="Expected particles per tomogram",
                       help="TomoPicker needs the total number of particles expected in one training "
                            "tomogram (labelled or not) to set its class prior.")
         form.addParam("inputModel", params.PointerParam, pointerClass="TomoCPTModel", allowsNull=True,
                       label="Model to fine-tune (optional)",
                       help="Start from this model instead of random weights (same backbone).")
-        form.addParam("encoderLrFactor", params.FloatParam, default=1.0, condition="inputModel",
+        form.addParam("encoderLrFactor", params.FloatParam, default=1.0, condition="inputModel", validators=[POSITIVE],
                       expertLevel=params.LEVEL_ADVANCED, label="Encoder learning-rate factor",
                       help="When fine-tuning, multiply the encoder's learning rate by this (e.g. 0.1).")
 
@@ -96,19 +98,21 @@ class ProtTomoCPTTrain(EMProtocol):
                       expertLevel=params.LEVEL_ADVANCED, label="Loss",
                       help=" ".join(f"{spec.name}: {spec.help}." for spec in LOSS_SPECS.values())
                       + " The priors of bce, nnpu and kl need the expected particles per tomogram.")
-        form.addParam("patchSize", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED,
+        form.addParam("patchSize", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, validators=[NON_NEGATIVE],
                       label="Patch size (px)", help="Cube edge at the training scale; 0 = recipe default (64).")
-        form.addParam("targetSize", params.FloatParam, default=10.0, expertLevel=params.LEVEL_ADVANCED,
+        form.addParam("targetSize", params.FloatParam, default=10.0, expertLevel=params.LEVEL_ADVANCED, validators=[POSITIVE],
                       label="Particle size after rescaling (px)", help="tomoCPT uses 10 pixels.")
-        form.addParam("epochs", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED,
+        form.addParam("epochs", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, validators=[NON_NEGATIVE],
                       label="Maximum epochs", help="0 = recipe default.")
-        form.addParam("patience", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED,
+        form.addParam("patience", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, validators=[NON_NEGATIVE],
                       label="Early-stopping patience (epochs)", help="0 = recipe default.")
-        form.addParam("batchSize", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED,
+        form.addParam("batchSize", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, validators=[NON_NEGATIVE],
                       label="Batch size", help="0 = recipe default.")
         form.addParam("learningRate", params.FloatParam, default=0.0, expertLevel=params.LEVEL_ADVANCED,
+                      validators=[NON_NEGATIVE],
                       label="Learning rate", help="0 = recipe default.")
         form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED, label="Random seed",
+                      validators=[NON_NEGATIVE],
                       help="Same inputs and seed give the same model on the same hardware.")
         form.addHidden(params.GPU_LIST, params.StringParam, default="0", label="GPU IDs",
                        help="GPUs to train on, e.g. 0 or 0 1 2 3. With several, training runs "
@@ -150,12 +154,23 @@ class ProtTomoCPTTrain(EMProtocol):
         tsIds = {t.getTsId() for t in tomograms}
         for pointer in self.inputCoordinates:
             coordinates = pointer.get()
-            if not {tomo.getTsId() for tomo in coordinates.getPrecedents()} & tsIds:
+            if coordinates is None:
+                continue
+            if not coordinates.getSize():
+                errors.append(f"Coordinates {pointer.getObjValue().getRunName()}: the set is empty.")
+            elif not {tomo.getTsId() for tomo in coordinates.getPrecedents()} & tsIds:
                 errors.append(f"Coordinates {pointer.getObjValue().getRunName()}: none of their tomograms "
                               f"is among the training tomograms.")
-        if self.validationTomograms.get() is not None and \
-                len(self.validationCoordinates) != len(self.inputCoordinates):
-            errors.append("Give one validation coordinate set per training coordinate set (class).")
+        validation = self.validationTomograms.get()
+        if validation is not None:
+            if len(self.validationCoordinates) != len(self.inputCoordinates):
+                errors.append("Give one validation coordinate set per training coordinate set (class).")
+            shared = sorted(tsIds & {t.getTsId() for t in validation})
+            if shared:
+                errors.append(f"Tomograms {', '.join(shared)} are both training and validation tomograms; "
+                              f"validate on held-out ones.")
+        errors += particleFitsErrors(self.diameter.get(), tomograms)
+        errors += particleFitsErrors(self.diameter.get(), validation)
         if self._recipeName() == PU_RECIPE or self._choice(LOSSES, self.loss) in PU_LOSSES:
             if not self.expectedParticles.get():
                 errors.append("Positive-unlabeled training needs the expected number of particles per "
@@ -169,20 +184,23 @@ class ProtTomoCPTTrain(EMProtocol):
 
     def _warnings(self):
         warnings = []
+        if self.inputTomograms.get() is None:
+            return warnings
         tomoRate = self.inputTomograms.get().getSamplingRate()
         for pointer in self.inputCoordinates:
-            coordRate = pointer.get().getSamplingRate()
+            coordRate = pointer.get().getSamplingRate() if pointer.get() is not None else None
             if coordRate and abs(coordRate - tomoRate) > 1e-3 * tomoRate:
                 warnings.append(f"Coordinates at {coordRate:.2f} Å/px will be rescaled to the tomograms' "
                                 f"{tomoRate:.2f} Å/px.")
         return warnings
 
     def _summary(self):
-        summary = [f"Recipe: {RECIPE_LABELS[self.recipe.get()]}; particle diameter {self.diameter.get():.0f} Å; "
+        diameter = f"{self.diameter.get():.0f} Å" if self.diameter.get() else "not set"
+        summary = [f"Recipe: {RECIPE_LABELS[self.recipe.get()]}; particle diameter {diameter}; "
                    f"classes: {', '.join(self._classNames())}."]
         tomoRate = self.inputTomograms.get().getSamplingRate() if self.inputTomograms.get() else None
         for pointer in self.inputCoordinates:
-            coordRate = pointer.get().getSamplingRate()
+            coordRate = pointer.get().getSamplingRate() if pointer.get() is not None else None
             if tomoRate and coordRate and abs(coordRate - tomoRate) > 1e-3 * tomoRate:
                 summary.append(f"{pointer.get().getSize()} coordinates rescaled from {coordRate:.2f} to "
                                f"{tomoRate:.2f} Å/px.")
