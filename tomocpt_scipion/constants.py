@@ -5,12 +5,10 @@ TOMOCPT_ENV_NAME = "tomocpt-engine-0.1.0"
 ENGINE_MODULE = "tomocpt_scipion.engine"
 ENGINE_TORCH_VERSION = "2.13.0"
 
+from .engine.specs import RECIPE_SPECS
+
 #: recipe name -> bibtex key of the paper it reproduces
-RECIPE_CITATIONS = {
-    "tomocpt": "Shah2025tomocpt",
-    "deepetpicker": "Liu2024deepetpicker",
-    "tomopicker": "Uddin2024tomopicker",
-}
+RECIPE_CITATIONS = {name: spec.citation for name, spec in RECIPE_SPECS.items()}
 
 #: recipe name -> its backbone (fine-tuning must keep the backbone)
-RECIPE_BACKBONES = {"tomocpt": "swinunetr", "deepetpicker": "resunet", "tomopicker": "multiresunet"}
+RECIPE_BACKBONES = {name: spec.backbone for name, spec in RECIPE_SPECS.items()}

@@ -157,3 +157,35 @@ def test_a_finished_run_is_not_overwritten(tiny_dataset, tmp_path):
     train(tomograms, coordinates, _config("deepetpicker", diameter, epochs=1), tmp_path)
     with pytest.raises(FileExistsError, match="model.pt"):
         train(tomograms, coordinates, _config("deepetpicker", diameter, epochs=1), tmp_path)
+
+
+
+def test_an_ensemble_trains_its_members_averages_their_scores_and_resumes_after_the_finished_ones(
+        tiny_dataset, tmp_path, capsys):
+    from tomocpt_scipion.engine.infer import run_network
+    from tomocpt_scipion.engine.models import Ensemble
+    from tomocpt_scipion.engine.preprocess import load_at_training_scale
+
+    tomograms, coordinates, diameter = _inputs(tiny_dataset)
+    config = _config("deepetpicker", diameter, epochs=1, ensemble=2, seed=5)
+    result = train(tomograms, coordinates, config, tmp_path)
+    ensemble, config = load_model(result.checkpoint)
+    assert isinstance(ensemble, Ensemble) and config.ensemble == 2 and len(config.thresholds) == 1
+    members = [load_model(tmp_path / f"member_{k}" / "model.pt") for k in (1, 2)]
+    assert [c.seed for _, c in members] == [5, 6] and all(c.ensemble == 1 for _, c in members)
+    volume = load_at_training_scale(tomograms[0], diameter, config.target_diameter_px, config.normalisation).volume
+    each = [run_network(model, member_config, volume, tta=False) for model, member_config in members]
+    assert not np.allclose(each[0], each[1])  # two seeds, two networks
+    np.testing.assert_allclose(run_network(ensemble, config, volume, tta=False), np.mean(each, axis=0), atol=1e-4)
+    with open(tmp_path / "training_log.csv") as handle:
+        assert [(int(r["member"]), int(r["epoch"])) for r in csv.DictReader(handle)] == [(1, 1), (2, 1)]
+    assert main(["inspect", str(result.checkpoint)]) == 0
+    assert "ensemble of 2 × small resunet" in capsys.readouterr().out
+
+    first = (tmp_path / "member_1" / "model.pt").read_bytes()
+    (tmp_path / "member_2" / "model.pt").unlink()
+    (tmp_path / "model.pt").unlink()
+    train(tomograms, coordinates, _config("deepetpicker", diameter, epochs=1, ensemble=2, seed=5), tmp_path,
+          resume=True)
+    assert (tmp_path / "member_1" / "model.pt").read_bytes() == first
+    assert (tmp_path / "model.pt").exists() and (tmp_path / "member_2" / "model.pt").exists()

@@ -322,3 +322,29 @@ class TestPickContinueAndValidation(TomoCPTProjectTest):
                                                "queueParams", "comment", "_useQueue"))
                        and not (param.help.get() or "").strip()]
             self.assertFalse(missing, f"{protocolClass.__name__}: {missing}")
+
+    def test_the_forms_offer_exactly_what_the_engine_implements(self):
+        from tomocpt_scipion.engine.config import RECIPES
+        from tomocpt_scipion.engine.labels import LABELS
+        from tomocpt_scipion.engine.losses import LOSSES
+        from tomocpt_scipion.engine.metrics import CRITERIA
+        from tomocpt_scipion.engine.models import MODELS
+        from tomocpt_scipion.engine.specs import MERGE_MODES, PEAK_METHODS, REFINEMENTS
+        from tomocpt_scipion.protocols import ProtTomoCPTEvaluate, protocol_evaluate, protocol_pick, protocol_train
+
+        def choices(protocolClass, name):
+            return list(self.newProtocol(protocolClass).getParam(name).choices)
+
+        self.assertEqual(len(choices(ProtTomoCPTTrain, "recipe")), len(RECIPES))
+        self.assertEqual(set(protocol_train.RECIPES), set(RECIPES))
+        for name, engine, names in (("backbone", MODELS, protocol_train.BACKBONES),
+                                    ("labelType", LABELS, protocol_train.LABELS),
+                                    ("loss", LOSSES, protocol_train.LOSSES)):
+            self.assertEqual(choices(ProtTomoCPTTrain, name), names)
+            self.assertEqual(set(names[1:]), set(engine), name)  # the first is "recipe default"
+        self.assertEqual(len(choices(ProtTomoCPTPick, "method")), len(PEAK_METHODS))
+        self.assertEqual(choices(ProtTomoCPTPick, "refine"), list(REFINEMENTS))
+        self.assertEqual(choices(ProtTomoCPTPick, "merge"), list(protocol_pick.MERGE_MODES))
+        self.assertEqual(list(protocol_pick.MERGE_MODES), list(MERGE_MODES))
+        self.assertEqual(len(choices(ProtTomoCPTEvaluate, "criterion")), len(CRITERIA))
+        self.assertEqual(protocol_evaluate.CRITERIA, list(CRITERIA))

@@ -17,7 +17,7 @@ from torch import nn
 from .config import EngineConfig
 from .io import atomic_path
 from .device import place_model
-from .models import build_model
+from .models import build_network
 
 __all__ = ["CHECKPOINT_FORMAT", "save_checkpoint", "read_checkpoint", "load_model", "write_model_summary"]
 
@@ -69,15 +69,16 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn
     payload = read_checkpoint(path)
     try:
         config = EngineConfig.from_dict(payload["config"])
-        model = build_model(config.backbone, config.out_channels, config.model_size)
+        model = build_network(config.backbone, config.out_channels, config.model_size, config.ensemble)
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{path}: its config cannot be read ({type(error).__name__}: {error}).") from None
     try:
         model.load_state_dict(payload["state_dict"])
     except (KeyError, RuntimeError) as error:
         first_line = str(error).strip().splitlines()[0]
+        members = f", an ensemble of {config.ensemble}" if config.ensemble > 1 else ""
         raise ValueError(f"{path}: its weights do not fit the network its config describes ({config.model_size} "
-                         f"{config.backbone}, {config.out_channels} output channel(s)): {first_line}") from None
+                         f"{config.backbone}, {config.out_channels} output channel(s){members}): {first_line}") from None
     return place_model(model, config.backbone, device).eval(), config
 
 

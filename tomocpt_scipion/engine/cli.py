@@ -201,10 +201,8 @@ def _read_class_sets(paths: Sequence[str], names: Sequence[str] | None, tomogram
 
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
-    from .config import AUGMENTATIONS, RECIPES, SAMPLINGS
-    from .labels import LABELS
-    from .losses import LOSSES
-    from .models import MODELS
+    from .config import AUGMENTATIONS, SAMPLINGS
+    from .specs import BACKBONES, LABELS, LOSS_SPECS, MODEL_SIZES, RECIPE_SPECS
 
     parser.add_argument("--tomograms", nargs="+", required=True, help="training tomograms (MRC)")
     parser.add_argument("--coordinates", nargs="+", required=True,
@@ -214,16 +212,16 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-coordinates", nargs="*", default=[], help="validation coordinates, one per class")
     parser.add_argument("--diameter", type=_POSITIVE, required=True, help="particle diameter in Å")
     parser.add_argument("--pixel-size", type=_POSITIVE, help="pixel size in Å when the MRC headers have none")
-    parser.add_argument("--recipe", choices=sorted(RECIPES), default="tomocpt",
+    parser.add_argument("--recipe", choices=list(RECIPE_SPECS), default="tomocpt",
                         help="settings of one paper (default tomocpt); every option below overrides it")
     parser.add_argument("--out", required=True, help="output folder (model.pt, training_log.csv, learning_curve.png)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     parser.add_argument("--finetune", help="checkpoint to start from")
     parser.add_argument("--encoder-lr-factor", type=_POSITIVE, help="encoder learning-rate factor when fine-tuning")
-    parser.add_argument("--backbone", choices=sorted(MODELS))
-    parser.add_argument("--model-size", choices=("small", "default"))
-    parser.add_argument("--label", choices=sorted(LABELS))
-    parser.add_argument("--loss", choices=sorted(LOSSES))
+    parser.add_argument("--backbone", choices=BACKBONES)
+    parser.add_argument("--model-size", choices=MODEL_SIZES)
+    parser.add_argument("--label", choices=LABELS)
+    parser.add_argument("--loss", choices=list(LOSS_SPECS))
     parser.add_argument("--sampling", choices=SAMPLINGS)
     parser.add_argument("--patch-size", type=_POSITIVE_INT, help="patch edge in pixels at the training scale")
     parser.add_argument("--stride", type=_POSITIVE_INT, help="patch stride in pixels")
@@ -239,6 +237,10 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--expected-particles", type=_POSITIVE,
                         help="expected particles per tomogram, labelled or not (PU losses)")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--ensemble", type=_POSITIVE_INT,
+                        help="train this many networks (seeds --seed, --seed + 1, …) and average their scores "
+                             "when picking: picks closer to the centres, N × the training and picking time "
+                             "(default 1)")
     parser.add_argument("--workers", type=_NON_NEGATIVE_INT, default=0, help="data-loader processes (default 0)")
     parser.add_argument("--device", help="torch device (default: CUDA when available)")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
@@ -246,7 +248,7 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
 
 _TRAIN_OVERRIDES = ("backbone", "model_size", "label", "loss", "sampling", "patch_size", "stride",
                     "target_diameter_px", "label_radius_fraction", "augment", "epochs", "patience",
-                    "batch_size", "lr", "weight_decay", "expected_particles", "seed", "encoder_lr_factor")
+                    "batch_size", "lr", "weight_decay", "expected_particles", "seed", "encoder_lr_factor", "ensemble")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -275,8 +277,8 @@ def _train(args: argparse.Namespace) -> None:
 
 # ----------------------------------------------------------------------------- predict
 def _predict_arguments(parser: argparse.ArgumentParser) -> None:
-    from .infer import MERGE_MODES, WINDOWS
-    from .specs import DEFAULT_PEAK_METHOD, FALLBACK_THRESHOLD, PEAK_METHODS, REFINEMENTS
+    from .infer import WINDOWS
+    from .specs import DEFAULT_PEAK_METHOD, FALLBACK_THRESHOLD, MERGE_MODES, PEAK_METHODS, REFINEMENTS
 
     parser.add_argument("--model", required=True, help="checkpoint (model.pt)")
     parser.add_argument("--tomograms", nargs="+", required=True, help="tomograms to pick (MRC)")
@@ -298,7 +300,8 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refine", choices=REFINEMENTS, default=REFINEMENTS[0],
                         help="sub-voxel refinement: centroid of the score blob above half its peak (default), "
                              "quadratic fit, or none")
-    parser.add_argument("--merge", choices=MERGE_MODES, default="blend", help="patch merging (default blend)")
+    parser.add_argument("--merge", choices=MERGE_MODES, default=MERGE_MODES[0],
+                        help=f"patch merging (default {MERGE_MODES[0]})")
     parser.add_argument("--window", choices=WINDOWS, default="gaussian", help="blending weight")
     parser.add_argument("--overlap", type=_FRACTION, default=0.5, help="blending overlap fraction (default 0.5)")
     parser.add_argument("--pad", type=_NON_NEGATIVE_INT, help="overlap-tile margin in pixels (default: a quarter patch)")
@@ -350,7 +353,7 @@ def _predict(args: argparse.Namespace) -> None:
 
 # ----------------------------------------------------------------------------- evaluate
 def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    from .metrics import CRITERIA
+    from .specs import MATCH_CRITERIA, SWEEP_GRIDS
 
     parser.add_argument("--picks", required=True, help="picked coordinates (any format)")
     parser.add_argument("--truth", required=True, help="reference coordinates (any format)")
@@ -358,11 +361,11 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tomograms", nargs="*", default=[],
                         help="tomogram MRC files (pixel size, sizes for RELION 5 STAR)")
     parser.add_argument("--pixel-size", type=_POSITIVE, help="pixel size in Å (default: from --tomograms)")
-    parser.add_argument("--criterion", choices=CRITERIA, default="half-diameter",
+    parser.add_argument("--criterion", choices=[c.name for c in MATCH_CRITERIA], default=MATCH_CRITERIA[0].name,
                         help="hit when within half the diameter (tomoCPT), strictly within r "
                              "(DeepETPicker) or within --distance-px pixels (TomoPicker)")
     parser.add_argument("--distance-px", type=_POSITIVE, default=10.0, help="distance of --criterion pixels (default 10)")
-    parser.add_argument("--sweep", choices=("percentiles", "fine"), default="percentiles",
+    parser.add_argument("--sweep", choices=[c.name for c in SWEEP_GRIDS], default=SWEEP_GRIDS[0].name,
                         help="threshold sweep: score percentiles 2-98 %% step 8, or 50 even steps")
     parser.add_argument("--class-id", type=_POSITIVE_INT, help="evaluate only picks of this class")
     parser.add_argument("--out", help="folder for metrics.csv, sweep.csv, evaluation.png")
@@ -411,7 +414,8 @@ def _inspect(args: argparse.Namespace) -> None:
 
     _, config = load_model(args.model)  # builds the network and loads the weights: a mismatch fails here
     payload = read_checkpoint(args.model)
-    print(f"{args.model}: {config.model_size} {config.backbone}, {config.label} labels, {config.loss} loss "
+    members = f"ensemble of {config.ensemble} × " if config.ensemble > 1 else ""
+    print(f"{args.model}: {members}{config.model_size} {config.backbone}, {config.label} labels, {config.loss} loss "
           f"({config.recipe} recipe); classes {config.classes}; particle {config.diameter_a:.0f} Å at "
           f"{config.voxel_size_a:.2f} Å/px; epoch {payload['epoch']}, validation loss {payload['val_loss']:.4g}; "
           f"score threshold {_thresholds_text(config)}; "

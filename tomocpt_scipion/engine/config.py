@@ -46,6 +46,8 @@ class EngineConfig:
     epochs, batch_size, lr, weight_decay, patience, plateau_patience : training loop.
     encoder_lr_factor : learning-rate factor of the encoder when fine-tuning (1 = same).
     seed : random seed of everything.
+    ensemble : networks trained (seeds ``seed``, ``seed + 1``, …) and scored together, their
+        scores averaged; 1 = one network.
     expected_particles : expected particles per tomogram (PU losses).
     gamma_scale, kl_weight : TomoPicker γ = gamma_scale |P| / bs, and λ of the KL loss.
     validation_fraction : patch fraction held out when there is one training tomogram.
@@ -78,6 +80,7 @@ class EngineConfig:
     plateau_patience: int = 6
     encoder_lr_factor: float = 1.0
     seed: int = 0
+    ensemble: int = 1
     expected_particles: float | None = None
     gamma_scale: float = 10.0
     kl_weight: float = 1.0
@@ -145,7 +148,8 @@ class EngineConfig:
             raise ValueError(f"loss {self.loss!r} is binary; got {self.n_classes} classes.")
         if spec.partial_labels and not self.expected_particles:
             raise ValueError(f"loss {self.loss!r} needs the expected number of particles per tomogram.")
-        for name in ("target_diameter_px", "label_radius_fraction", "lr", "stride", "batch_size", "epochs"):
+        for name in ("target_diameter_px", "label_radius_fraction", "lr", "stride", "batch_size", "epochs",
+                     "ensemble"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}.")
         return self

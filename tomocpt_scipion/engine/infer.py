@@ -28,13 +28,14 @@ from torch import nn
 from .config import EngineConfig
 from .device import autocast, place_batch
 from .losses import activation
+from .models.ensemble import Ensemble
 from .preprocess import load_at_training_scale, rescale_volume
+from .specs import MERGE_MODES
 
 __all__ = ["ScoreMap", "predict_scores", "run_network", "score_map_at_original_grid", "MERGE_MODES"]
 
 logger = logging.getLogger(__name__)
 
-MERGE_MODES = ("blend", "overlap-tile")
 WINDOWS = ("gaussian", "hann")
 _FLIPS = ((), (4,), (3,), (2,))  # identity and one flip per axis (x, y, z) of (B, C, Z, Y, X)
 
@@ -58,13 +59,19 @@ class ScoreMap:
 
 
 def _predictor(model: nn.Module, config: EngineConfig, device: torch.device, tta: bool):
+    """Batch → scores averaged over the flip views and, for an :class:`.Ensemble`, its members."""
+    def activated(batch: torch.Tensor) -> torch.Tensor:
+        logits = model(batch).float()
+        if isinstance(model, Ensemble):  # (members, B, C, …): activate each member, then average
+            return activation(config.loss, logits.flatten(0, 1)).unflatten(0, logits.shape[:2]).mean(0)
+        return activation(config.loss, logits)
+
     def predict(batch: torch.Tensor) -> torch.Tensor:
         batch = place_batch(batch, config.backbone, device)
         with autocast(device):
             outputs = []
             for dims in (_FLIPS if tta else _FLIPS[:1]):
-                flipped = torch.flip(batch, dims) if dims else batch
-                scores = activation(config.loss, model(flipped).float())
+                scores = activated(torch.flip(batch, dims) if dims else batch)
                 outputs.append(torch.flip(scores, dims) if dims else scores)
         return torch.stack(outputs).mean(0).float()
     return predict

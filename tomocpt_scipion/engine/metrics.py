@@ -31,10 +31,12 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
+from .specs import MATCH_CRITERIA
+
 __all__ = ["match_points", "match_distance_px", "evaluate_picks", "threshold_sweep", "f_beta", "Evaluation",
            "CRITERIA", "METRIC_COLUMNS", "CHALLENGE_BETA"]
 
-CRITERIA = ("half-diameter", "radius", "pixels")
+CRITERIA = tuple(choice.name for choice in MATCH_CRITERIA)
 METRIC_COLUMNS = ("tomo_name", "tp", "fp", "fn", "precision", "recall", "f1", "f4", "ad_px", "ad_a",
                   "rmse_over_diameter")
 #: β of the F-beta score the CryoET object-identification challenge ranks by (column ``f4``)

@@ -30,18 +30,23 @@ def _save(plt, figure, path: str | Path) -> Path:
 
 
 def plot_learning_curve(history: Sequence[dict], path: str | Path) -> Path:
-    """Training and validation loss (log scale) and learning rate per epoch."""
+    """Training and validation loss (log scale) and learning rate per epoch; one pair of curves
+    per ensemble member when the rows have a ``member`` key."""
     plt, figure, (loss_axis, lr_axis) = _figure(2)
-    epochs = [row["epoch"] for row in history]
-    loss_axis.plot(epochs, [row["train_loss"] for row in history], "o-", label="training")
-    loss_axis.plot(epochs, [row["val_loss"] for row in history], "o-", label="validation")
-    best = int(np.argmin([row["val_loss"] for row in history]))
-    loss_axis.axvline(epochs[best], color="grey", linestyle=":", label=f"best (epoch {epochs[best]})")
+    members = sorted({row.get("member") for row in history}, key=lambda m: m or 0)
+    for member in members:
+        rows = [row for row in history if row.get("member") == member]
+        epochs = [row["epoch"] for row in rows]
+        prefix = f"member {member}: " if member is not None else ""
+        loss_axis.plot(epochs, [row["train_loss"] for row in rows], "o-", label=f"{prefix}training")
+        loss_axis.plot(epochs, [row["val_loss"] for row in rows], "o-", label=f"{prefix}validation")
+        best = int(np.argmin([row["val_loss"] for row in rows]))
+        loss_axis.axvline(epochs[best], color="grey", linestyle=":", label=f"{prefix}best (epoch {epochs[best]})")
+        lr_axis.plot(epochs, [row["lr"] for row in rows], "o-", label=prefix.rstrip(": ") or None)
     loss_axis.set(xlabel="epoch", ylabel="loss", title="Learning curve")
     if min(min(r["train_loss"], r["val_loss"]) for r in history) > 0:
         loss_axis.set_yscale("log")
     loss_axis.legend()
-    lr_axis.plot(epochs, [row["lr"] for row in history], "o-")
     lr_axis.set(xlabel="epoch", ylabel="learning rate", yscale="log", title="Learning rate")
     return _save(plt, figure, path)
 

@@ -8,7 +8,59 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["PEAK_METHODS", "PEAK_METHOD_LABELS", "DEFAULT_PEAK_METHOD", "REFINEMENTS", "LossSpec", "LOSS_SPECS",
-           "PU_LOSSES", "FALLBACK_THRESHOLD"]
+           "PU_LOSSES", "FALLBACK_THRESHOLD", "Choice", "RecipeSpec", "RECIPE_SPECS", "BACKBONES", "MODEL_SIZES",
+           "LABELS", "MERGE_MODES", "MATCH_CRITERIA", "SWEEP_GRIDS"]
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One entry of an option list: the name the engine takes and the label a form shows."""
+
+    name: str
+    label: str
+
+
+@dataclass(frozen=True)
+class RecipeSpec:
+    """One published picker's settings (the values themselves are in :data:`.config.RECIPES`).
+
+    Attributes
+    ----------
+    name : recipe name.
+    label : what a form shows.
+    backbone : its network (fine-tuning must keep it).
+    citation : bibtex key of its paper.
+    partial_labels : trained on partial annotations (positive-unlabelled): needs the
+        expected number of particles per tomogram.
+    """
+
+    name: str
+    label: str
+    backbone: str
+    citation: str
+    partial_labels: bool
+
+
+RECIPE_SPECS: dict[str, RecipeSpec] = {spec.name: spec for spec in (
+    RecipeSpec("tomocpt", "tomoCPT (SwinUNETR, Gaussian centroids)", "swinunetr", "Shah2025tomocpt", False),
+    RecipeSpec("deepetpicker", "DeepETPicker (3D-ResUNet, TBall, Dice)", "resunet", "Liu2024deepetpicker", False),
+    RecipeSpec("tomopicker", "TomoPicker (PU learning, few labels)", "multiresunet", "Uddin2024tomopicker", True),
+)}
+
+#: networks (see :mod:`.models`)
+BACKBONES = ("swinunetr", "resunet", "multiresunet")
+#: network sizes: the papers' and one that trains in minutes on a CPU
+MODEL_SIZES = ("default", "small")
+#: training labels (see :mod:`.labels`)
+LABELS = ("gaussian", "tball", "ball", "cube", "sphere")
+#: how overlapping patch predictions are merged (see :mod:`.infer`)
+MERGE_MODES = ("blend", "overlap-tile")
+#: when a pick counts as a hit (see :mod:`.metrics`)
+MATCH_CRITERIA = (Choice("half-diameter", "within half the diameter (tomoCPT)"),
+                  Choice("radius", "strictly within the radius (DeepETPicker)"),
+                  Choice("pixels", "within a number of pixels (TomoPicker)"))
+#: score thresholds swept by the evaluation (see :func:`.metrics.threshold_sweep`)
+SWEEP_GRIDS = (Choice("percentiles", "score percentiles 2-98 % (tomoCPT)"), Choice("fine", "50 even steps"))
 
 #: peak extraction (see :mod:`.peaks`), with the labels the protocol form shows
 PEAK_METHODS = ("local-max", "mp-nms", "greedy")

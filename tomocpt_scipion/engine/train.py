@@ -10,6 +10,12 @@ Files written in ``out_dir`` (each atomically):
   validation tomograms (:mod:`.calibrate`), and ``model.json``, its config, epoch and
   validation loss (readable without torch).
 
+An ensemble (``config.ensemble`` = N > 1) trains its members one after the other, each a
+full run as above in ``member_1`` … ``member_N`` (seeds ``seed`` … ``seed + N - 1``); then
+the members together are calibrated on the validation tomograms and written as one
+``model.pt`` / ``model.json``, with ``training_log.csv`` and ``learning_curve.png`` of all
+members. ``resume`` keeps the finished members and resumes the interrupted one.
+
 A write that fails (full disk, read-only folder) removes what this run created, unless it
 resumes a run; an interruption (:class:`TrainingInterrupted`) keeps ``last.pt`` to resume from.
 
@@ -24,7 +30,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -36,14 +42,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .calibrate import calibrate_thresholds
-from .checkpoint import read_checkpoint, save_checkpoint, write_model_summary
+from .checkpoint import load_model, read_checkpoint, save_checkpoint, write_model_summary
 from .config import EngineConfig
 from .data import PatchDataset, prepare_tomogram, sample_patches, split_validation
 from .io import atomic_path, staged_outputs
 from .labels import label_voxel_count
 from .losses import build_loss, pu_priors
 from .device import autocast, place_batch, place_model, select_device
-from .models import build_model, encoder_prefixes
+from .models import Ensemble, build_model, encoder_prefixes
 from .plots import plot_learning_curve
 from .specs import LOSS_SPECS
 
@@ -57,6 +63,7 @@ _SUMMARY_FILE = "model.json"
 _LOG_FILE = "training_log.csv"
 _CURVE_FILE = "learning_curve.png"
 _LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "lr", "seconds")
+_MEMBER_FOLDER = "member_{}"
 #: settings a resumed run may change (more epochs, more patience); every other one must match
 RESUMABLE_SETTINGS = ("epochs", "patience")
 _UNCOMPARED = ("thresholds", "engine_version")
@@ -212,11 +219,12 @@ def _run_epoch(model, loader, loss_fn, device, backbone: str, optimizer=None, sc
 
 
 def _write_log(out_dir: Path, history: list[dict]) -> None:
+    columns = (("member",) if history and "member" in history[0] else ()) + _LOG_COLUMNS
     with atomic_path(out_dir / _LOG_FILE, overwrite=True) as tmp:
         with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=_LOG_COLUMNS)
+            writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
-            writer.writerows({k: row[k] for k in _LOG_COLUMNS} for row in history)
+            writer.writerows({k: row[k] for k in columns} for row in history)
     plot_learning_curve(history, out_dir / _CURVE_FILE)
 
 
@@ -258,26 +266,25 @@ def train(tomograms: Sequence[str | Path], coordinates: pd.DataFrame, config: En
     state_path = out_dir / _STATE_FILE
     if not resume and not overwrite and (out_dir / _MODEL_FILE).exists():
         raise FileExistsError(f"{out_dir / _MODEL_FILE}: a trained model exists; resume or overwrite it.")
+    if config.ensemble > 1:
+        def train_member(member_config: EngineConfig, member_dir: Path, resume_member: bool) -> TrainingResult:
+            return train(tomograms, coordinates, member_config, member_dir, validation_tomograms,
+                         validation_coordinates, pixel_size_a, resume_member, finetune, overwrite, device, workers,
+                         on_epoch_end)
+
+        def validation() -> list:
+            return _prepared_data(tomograms, coordinates, config, validation_tomograms, validation_coordinates,
+                                  pixel_size_a)[1]
+
+        return _train_ensemble(config, out_dir, resume, train_member, validation, device)
     if resume and not state_path.exists():
         raise FileNotFoundError(f"{state_path}: nothing to resume in {out_dir}.")
     torch_device = select_device(device)
     rank, world = _distributed(torch_device)
 
-    prepared = [prepare_tomogram(p, c, config, pixel_size_a)
-                for p, c in zip(tomograms, _group_by_tomogram(tomograms, coordinates))]
-    if validation_tomograms:
-        validation = [prepare_tomogram(p, c, config, pixel_size_a) for p, c in zip(
-            validation_tomograms, _group_by_tomogram(validation_tomograms, validation_coordinates))]
-        training = prepared
-    else:
-        train_idx, val_idx = split_validation([t.name for t in prepared])
-        training = [prepared[i] for i in train_idx]
-        validation = [prepared[i] for i in val_idx]
-    shared_tomogram = not validation_tomograms and len(prepared) == 1
-    unlabelled = [t.name for t in validation if not len(t.xyz_px)]
-    if unlabelled:
-        raise ValueError(f"validation tomogram(s) {unlabelled} have no particle: the validation loss and the "
-                         f"score threshold would mean nothing; give their coordinates or leave them out.")
+    training, validation = _prepared_data(tomograms, coordinates, config, validation_tomograms,
+                                          validation_coordinates, pixel_size_a)
+    shared_tomogram = not validation_tomograms and len(tomograms) == 1
     loss_fn = build_loss(config.loss, _priors(config, training), config.gamma_scale, config.kl_weight,
                          label_voxel_count(config.label, config.label_radius_px))
 
@@ -344,6 +351,67 @@ def train(tomograms: Sequence[str | Path], coordinates: pd.DataFrame, config: En
     if world > 1:
         dist.barrier()
     return TrainingResult(out_dir / _MODEL_FILE, progress.history, progress.best_epoch, progress.best_loss, config)
+
+
+def _prepared_data(tomograms, coordinates, config: EngineConfig, validation_tomograms, validation_coordinates,
+                   pixel_size_a: float | None) -> tuple[list, list]:
+    """Training and validation tomograms at the training scale: the given validation ones, or
+    ~20 % of the training ones (all of a single one, whose patches are then split)."""
+    prepared = [prepare_tomogram(p, c, config, pixel_size_a)
+                for p, c in zip(tomograms, _group_by_tomogram(tomograms, coordinates))]
+    if validation_tomograms:
+        validation = [prepare_tomogram(p, c, config, pixel_size_a) for p, c in zip(
+            validation_tomograms, _group_by_tomogram(validation_tomograms, validation_coordinates))]
+        training = prepared
+    else:
+        train_idx, val_idx = split_validation([t.name for t in prepared])
+        training = [prepared[i] for i in train_idx]
+        validation = [prepared[i] for i in val_idx]
+    unlabelled = [t.name for t in validation if not len(t.xyz_px)]
+    if unlabelled:
+        raise ValueError(f"validation tomogram(s) {unlabelled} have no particle: the validation loss and the "
+                         f"score threshold would mean nothing; give their coordinates or leave them out.")
+    return training, validation
+
+
+def _train_ensemble(config: EngineConfig, out_dir: Path, resume: bool,
+                    train_member: Callable[[EngineConfig, Path, bool], TrainingResult],
+                    validation: Callable[[], list], device: str | None) -> TrainingResult:
+    """Train the members one after the other (see the module doc), then calibrate and write them as one."""
+    results = []
+    for k in range(config.ensemble):
+        member_dir = out_dir / _MEMBER_FOLDER.format(k + 1)
+        member_config = replace(config, ensemble=1, seed=config.seed + k, thresholds=[])
+        if resume and (member_dir / _MODEL_FILE).exists():
+            payload = read_checkpoint(member_dir / _MODEL_FILE)
+            logger.info("Member %d of %d: already trained in %s, kept", k + 1, config.ensemble, member_dir)
+            results.append(TrainingResult(member_dir / _MODEL_FILE, _read_log(member_dir), payload["epoch"],
+                                          payload["val_loss"], EngineConfig.from_dict(payload["config"])))
+            continue
+        logger.info("Member %d of %d (seed %d)", k + 1, config.ensemble, member_config.seed)
+        results.append(train_member(member_config, member_dir, resume and (member_dir / _STATE_FILE).exists()))
+    torch_device = select_device(device)
+    rank, world = _distributed(torch_device)
+    history = [{"member": k + 1, **row} for k, result in enumerate(results) for row in result.history]
+    best_epoch = max(result.best_epoch for result in results)
+    best_loss = float(np.mean([result.best_val_loss for result in results]))
+    if rank == 0:
+        ensemble = Ensemble([load_model(result.checkpoint)[0] for result in results])
+        place_model(ensemble, config.backbone, torch_device)
+        config.thresholds = calibrate_thresholds(ensemble, config, validation(), torch_device)
+        with staged_outputs(out_dir, overwrite=True) as staging:
+            save_checkpoint(staging / _MODEL_FILE, ensemble, config, best_epoch, best_loss)
+            write_model_summary(staging / _SUMMARY_FILE, config, best_epoch, best_loss)
+            _write_log(staging, history)
+    if world > 1:
+        dist.barrier()
+    return TrainingResult(out_dir / _MODEL_FILE, history, best_epoch, best_loss, config)
+
+
+def _read_log(out_dir: Path) -> list[dict]:
+    """The rows of a finished run's ``training_log.csv`` (numbers as floats, epochs as ints)."""
+    table = pd.read_csv(out_dir / _LOG_FILE)
+    return [{**row, "epoch": int(row["epoch"])} for row in table.to_dict("records")]
 
 
 @dataclass

@@ -12,12 +12,12 @@ from tomo.protocols import ProtTomoBase
 
 from .. import Plugin
 from ..convert import readMetrics, coordinatesTable, writeCoordinatesCsv
+from ..engine.specs import MATCH_CRITERIA, SWEEP_GRIDS
 from .checks import NON_NEGATIVE, POSITIVE, particleFitsErrors
 
-CRITERIA = ["half-diameter", "radius", "pixels"]
-CRITERIA_LABELS = ["within half the diameter (tomoCPT)", "strictly within the radius (DeepETPicker)",
-                   "within a number of pixels (TomoPicker)"]
-SWEEPS = ["percentiles", "fine"]
+CRITERIA = [choice.name for choice in MATCH_CRITERIA]
+CRITERIA_LABELS = [choice.label for choice in MATCH_CRITERIA]
+SWEEPS = [choice.name for choice in SWEEP_GRIDS]
 
 
 class EvaluateOutputs(Enum):
@@ -54,9 +54,9 @@ class ProtTomoCPTEvaluate(EMProtocol, ProtTomoBase):
                            "matched pick is a hit when its distance passes this test. tomoCPT counts hits "
                            "within half the diameter, DeepETPicker strictly within the radius, TomoPicker "
                            "within a fixed number of pixels.")
-        form.addParam("distancePx", params.FloatParam, default=10.0, condition="criterion == 2", validators=[POSITIVE],
+        form.addParam("distancePx", params.FloatParam, default=10.0, condition=f"criterion == {CRITERIA.index('pixels')}", validators=[POSITIVE],
                       label="Distance (px)", help="TomoPicker counts hits within 10 voxels.")
-        form.addParam("sweep", params.EnumParam, choices=["score percentiles 2-98 % (tomoCPT)", "50 even steps"],
+        form.addParam("sweep", params.EnumParam, choices=[choice.label for choice in SWEEP_GRIDS],
                       default=0, label="Threshold sweep",
                       help="Score thresholds tried to find the best F1: the 2nd to 98th percentile of the pick "
                            "scores in steps of 8 (tomoCPT), or 50 evenly spaced scores between the lowest and "

@@ -12,11 +12,10 @@ from tomo.protocols import ProtTomoBase
 
 from .. import Plugin
 from ..constants import RECIPE_CITATIONS
-from ..engine.specs import FALLBACK_THRESHOLD, PEAK_METHOD_LABELS, PEAK_METHODS, REFINEMENTS
+from ..engine.specs import FALLBACK_THRESHOLD, MERGE_MODES, PEAK_METHOD_LABELS, PEAK_METHODS, REFINEMENTS
 from ..convert import fillCoordinates, linkTomograms, readPicks
 from .checks import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, particleFitsErrors
 
-MERGE_MODES = ["blend", "overlap-tile"]
 _DIAMETER_TOLERANCE = 0.25  # relative difference from the model's particle size accepted as the same
 
 

@@ -6,10 +6,11 @@ from typing import Callable
 
 from torch import nn
 
+from ..specs import MODEL_SIZES
+
 __all__ = ["BackboneSpec", "MODELS", "MODEL_SIZES", "build_model", "patch_multiple", "smallest_patch",
            "encoder_prefixes", "channels_last"]
 
-MODEL_SIZES = ("small", "default")
 
 
 def _swinunetr(out_channels: int, size: str) -> nn.Module:

@@ -1,0 +1,45 @@
+"""The option lists of ``specs`` (read by the command line and the Scipion forms) match what the engine implements."""
+import argparse
+
+import pytest
+
+from tomocpt_scipion.engine import specs
+from tomocpt_scipion.engine.cli import build_parser
+from tomocpt_scipion.engine.config import RECIPES
+from tomocpt_scipion.engine.labels import LABELS
+from tomocpt_scipion.engine.losses import LOSSES
+from tomocpt_scipion.engine.models import MODELS
+
+
+def test_every_listed_option_is_implemented_and_every_implemented_one_listed():
+    assert set(specs.BACKBONES) == set(MODELS)
+    assert set(specs.LABELS) == set(LABELS)
+    assert set(specs.LOSS_SPECS) == set(LOSSES)
+    assert set(specs.RECIPE_SPECS) == set(RECIPES)
+
+
+@pytest.mark.parametrize("recipe", list(specs.RECIPE_SPECS))
+def test_each_recipe_spec_describes_its_settings(recipe):
+    spec, settings = specs.RECIPE_SPECS[recipe], RECIPES[recipe]
+    assert settings["backbone"] == spec.backbone
+    assert specs.LOSS_SPECS[settings["loss"]].partial_labels == spec.partial_labels
+
+
+def _choices(command: str) -> dict[str, list]:
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {action.dest: list(action.choices) for action in subparsers.choices[command]._actions
+            if action.choices is not None}
+
+
+def test_the_command_line_offers_exactly_the_listed_options():
+    train, predict, evaluate = _choices("train"), _choices("predict"), _choices("evaluate")
+    assert train["recipe"] == list(specs.RECIPE_SPECS)
+    assert train["backbone"] == list(specs.BACKBONES)
+    assert train["model_size"] == list(specs.MODEL_SIZES)
+    assert train["label"] == list(specs.LABELS)
+    assert train["loss"] == list(specs.LOSS_SPECS)
+    assert predict["method"] == list(specs.PEAK_METHODS)
+    assert predict["refine"] == list(specs.REFINEMENTS)
+    assert predict["merge"] == list(specs.MERGE_MODES)
+    assert evaluate["criterion"] == [c.name for c in specs.MATCH_CRITERIA]
+    assert evaluate["sweep"] == [c.name for c in specs.SWEEP_GRIDS]
