@@ -12,3 +12,6 @@ RECIPE_CITATIONS = {name: spec.citation for name, spec in RECIPE_SPECS.items()}
 
 #: recipe name -> its backbone (fine-tuning must keep the backbone)
 RECIPE_BACKBONES = {name: spec.backbone for name, spec in RECIPE_SPECS.items()}
+
+#: box size / particle diameter the diameter wizard assumes (boxes are usually 1.5-2 × the particle)
+BOX_TO_DIAMETER = 1.5

@@ -348,3 +348,8 @@ class TestPickContinueAndValidation(TomoCPTProjectTest):
         self.assertEqual(list(protocol_pick.MERGE_MODES), list(MERGE_MODES))
         self.assertEqual(len(choices(ProtTomoCPTEvaluate, "criterion")), len(CRITERIA))
         self.assertEqual(protocol_evaluate.CRITERIA, list(CRITERIA))
+
+    def test_the_diameter_wizard_takes_the_particle_as_two_thirds_of_the_box(self):
+        from tomocpt_scipion.wizards import diameterFromBox
+
+        self.assertEqual(diameterFromBox(48, 10.0), 320.0)

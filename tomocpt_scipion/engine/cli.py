@@ -395,6 +395,47 @@ def _evaluate(args: argparse.Namespace) -> None:
     print(f"F1max {report.overall['f1']:.3f} at score threshold {report.best_threshold:.4g}")
 
 
+# ----------------------------------------------------------------------------- filter
+def _filter_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--picks", required=True, help="picks with scores (any format), e.g. predict's picks.star")
+    parser.add_argument("--out", required=True, help="file to write; its suffix sets the format")
+    parser.add_argument("--threshold", type=_FINITE, help="keep picks scoring at least this")
+    parser.add_argument("--top-n", type=_POSITIVE_INT, help="keep at most this many per tomogram and class")
+    parser.add_argument("--min-distance", type=_POSITIVE,
+                        help="drop a pick closer than this (Å) to a better one of its tomogram and class")
+    parser.add_argument("--tomograms", nargs="*", default=[],
+                        help="MRC files of the tomograms: names, sizes and pixel size (needed with --masks)")
+    parser.add_argument("--masks", nargs="*", default=[],
+                        help="MRC masks, one per --tomograms file in the same order: keep picks where > 0")
+    parser.add_argument("--pixel-size", type=_POSITIVE, help="pixel size in Å (overrides the MRC headers)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+
+
+def _filter(args: argparse.Namespace) -> None:
+    from .filtering import filter_picks, mask_binning
+    from .io import coordinate_pixel_size, read_coordinates, read_mrc, write_coordinates
+
+    if args.masks and len(args.masks) != len(args.tomograms):
+        raise ValueError(f"{len(args.masks)} mask(s) for {len(args.tomograms)} tomogram(s); give one per tomogram.")
+    _distinct_tomograms(args.tomograms, "--tomograms")
+    shapes, header_pixel_size = _tomogram_geometry(args.tomograms)
+    pixel_size = args.pixel_size or header_pixel_size or coordinate_pixel_size(args.picks)
+    if args.min_distance and not pixel_size:
+        raise ValueError("--min-distance is in Å: give --pixel-size, or --tomograms with it in their headers.")
+    masks = {}
+    for tomogram, mask_path in zip(args.tomograms, args.masks):
+        mask, _ = read_mrc(mask_path)
+        try:
+            masks[Path(tomogram).stem] = (mask, mask_binning(mask.shape, shapes[Path(tomogram).stem]))
+        except ValueError as error:
+            raise ValueError(f"{mask_path}: {error}") from None
+    picks = read_coordinates(args.picks, pixel_size_a=pixel_size, tomo_shapes=shapes, tomo_names=list(shapes) or None)
+    kept = filter_picks(picks, args.threshold, args.top_n,
+                        args.min_distance / pixel_size if args.min_distance else None, masks)
+    write_coordinates(args.out, kept, pixel_size_a=pixel_size, tomo_shapes=shapes, overwrite=args.overwrite)
+    print(f"Kept {len(kept)} of {len(picks)} pick(s) in {picks['tomo_name'].nunique()} tomogram(s): {args.out}")
+
+
 # ----------------------------------------------------------------------------- inspect
 def _inspect_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="checkpoint to check and describe")
@@ -433,7 +474,9 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
                "convert coordinates between STAR (RELION 4/5), IMOD, Dynamo, text and CSV"),
     "train": (_train_arguments, _train, "train a picker (tomoCPT, DeepETPicker or TomoPicker recipe)"),
     "predict": (_predict_arguments, _predict, "pick particles with a trained model"),
-    "evaluate": (_evaluate_arguments, _evaluate, "compare picks with reference coordinates (P, R, F1, AD)"),
+    "evaluate": (_evaluate_arguments, _evaluate, "compare picks with reference coordinates (P, R, F1, F4, AD)"),
+    "filter": (_filter_arguments, _filter,
+               "keep picks by score threshold, top N, minimum distance or mask, without running the network"),
     "inspect": (_inspect_arguments, _inspect, "check a checkpoint and describe the model in it"),
 }
 

@@ -35,8 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
-from scipy.spatial import cKDTree
 
+from .filtering import suppress_close
 from .specs import PEAK_METHODS, REFINEMENTS
 
 __all__ = ["find_peaks", "PEAK_METHODS", "REFINEMENTS", "mp_nms_iterations"]
@@ -110,21 +110,7 @@ def _local_max(scores: np.ndarray, min_distance_px: float, threshold: float, max
 
 def _dedupe(zyx: np.ndarray, values: np.ndarray, min_distance_px: float, p_norm: float = 2.0) -> np.ndarray:
     """Drop any maximum closer than ``min_distance_px`` to a kept, higher one (highest first)."""
-    order = np.argsort(-values, kind="stable")
-    zyx = zyx[order]
-    if len(zyx) < 2 or min_distance_px <= 0:
-        return zyx
-    pairs = cKDTree(zyx).query_pairs(min_distance_px - 1e-9, p=p_norm, output_type="ndarray")
-    keep = np.ones(len(zyx), dtype=bool)
-    if len(pairs):
-        pairs.sort(axis=1)  # (better, worse): rows are sorted by value
-        pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
-        starts = np.searchsorted(pairs[:, 0], np.arange(len(zyx) + 1))
-        # only peaks with a close neighbour are visited, best first; a kept one removes its worse neighbours
-        for better in np.unique(pairs[:, 0]):
-            if keep[better]:
-                keep[pairs[starts[better]:starts[better + 1], 1]] = False
-    return zyx[keep]
+    return zyx[suppress_close(zyx, values, min_distance_px, p_norm)]
 
 
 def _separable_pool(volume: torch.Tensor, size: int, pool) -> torch.Tensor:

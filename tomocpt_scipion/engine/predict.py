@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from .config import EngineConfig
+from .filtering import mask_binning
 from .infer import ScoreMap, predict_scores, score_map_at_original_grid
 from .io import coordinate_table, read_mrc, write_coordinates, write_mrc
 from .peaks import find_peaks
@@ -59,25 +60,6 @@ def output_names(tomo_names: Sequence[str], classes: Sequence[str], scores: bool
         names += [_score_map_name(name, classes, c) for c in range(len(classes))] if scores else []
         names += [_preview_name(name)] if preview else []
     return names
-
-
-def mask_binning(mask_shape: Sequence[int], tomogram_shape: Sequence[int]) -> int:
-    """Integer binning of a mask relative to its tomogram (1: same grid).
-
-    A mask binned by b has ``ceil`` or ``floor`` of each tomogram side / b.
-
-    Raises
-    ------
-    ValueError
-        The shapes are not the same grid at one binning for all three axes.
-    """
-    mask_shape, tomogram_shape = tuple(map(int, mask_shape)), tuple(map(int, tomogram_shape))
-    binning = int(round(max(t / m for t, m in zip(tomogram_shape, mask_shape))))
-    if binning < 1 or any(abs(m * binning - t) >= binning for m, t in zip(mask_shape, tomogram_shape)):
-        raise ValueError(f"mask of shape (z, y, x) {mask_shape} does not cover a tomogram of shape "
-                         f"{tomogram_shape}: expected the same shape or one binned by a whole factor "
-                         f"on all three axes.")
-    return binning
 
 
 def mask_at_training_grid(mask_path: str | Path, score_map: ScoreMap) -> np.ndarray:

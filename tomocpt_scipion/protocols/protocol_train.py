@@ -10,7 +10,7 @@ from pyworkflow.protocol import params
 from pyworkflow.utils import Message
 
 from .. import Plugin
-from ..constants import RECIPE_BACKBONES, RECIPE_CITATIONS
+from ..constants import BOX_TO_DIAMETER, RECIPE_BACKBONES, RECIPE_CITATIONS
 from ..convert import coordinatesTable, linkTomograms, readModelSummary, writeCoordinatesCsv
 from ..engine.specs import BACKBONES as ENGINE_BACKBONES
 from ..engine.specs import LABELS as ENGINE_LABELS
@@ -66,8 +66,9 @@ class ProtTomoCPTTrain(EMProtocol):
                       label="Validation coordinates", help="One set per class, in the same order as above.")
         form.addParam("diameter", params.FloatParam, label="Particle diameter (Å)", important=True,
                       validators=[POSITIVE],
-                      help="Longest dimension of the particle. The wizard takes it from the box size "
-                           "of the first coordinate set.")
+                      help="Longest dimension of the particle. The wizard estimates it from the box size "
+                           f"of the first coordinate set: box × sampling rate / {BOX_TO_DIAMETER:g} (boxes are "
+                           "usually 1.5-2 times the particle).")
         form.addParam("recipe", params.EnumParam, choices=RECIPE_LABELS, default=0,
                       label="Recipe", help="Settings of one published picker; change any of them under "
                                            "Advanced.")

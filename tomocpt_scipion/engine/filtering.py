@@ -1,0 +1,89 @@
+"""Filtering picks after the fact: score threshold, top N, minimum distance, mask.
+
+Picking keeps candidates down to a low score, so a new threshold, a cap per tomogram, a
+larger spacing or a mask make a new set in seconds, without running the network again.
+Torch-free (numpy and scipy only).
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.spatial import cKDTree
+
+__all__ = ["suppress_close", "mask_binning", "filter_picks"]
+
+
+def suppress_close(points: np.ndarray, scores: np.ndarray, min_distance: float, p_norm: float = 2.0) -> np.ndarray:
+    """Indices of the points kept when each drops every lower-scoring point closer than
+    ``min_distance`` (same units as ``points``), highest score first; returned best first.
+
+    ``p_norm`` 2 measures Euclidean distance, ``np.inf`` the largest axis difference (a cube).
+    """
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    if len(order) < 2 or min_distance <= 0:
+        return order
+    pairs = cKDTree(np.asarray(points)[order]).query_pairs(min_distance - 1e-9, p=p_norm, output_type="ndarray")
+    keep = np.ones(len(order), dtype=bool)
+    if len(pairs):
+        pairs.sort(axis=1)  # (better, worse): rows are sorted by score
+        pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+        starts = np.searchsorted(pairs[:, 0], np.arange(len(order) + 1))
+        # only points with a close neighbour are visited, best first; a kept one removes its worse neighbours
+        for better in np.unique(pairs[:, 0]):
+            if keep[better]:
+                keep[pairs[starts[better]:starts[better + 1], 1]] = False
+    return order[keep]
+
+
+def mask_binning(mask_shape: Sequence[int], tomogram_shape: Sequence[int]) -> int:
+    """Integer binning of a mask relative to its tomogram (1: same grid).
+
+    A mask binned by b has ``ceil`` or ``floor`` of each tomogram side / b.
+
+    Raises
+    ------
+    ValueError
+        The shapes are not the same grid at one binning for all three axes.
+    """
+    mask_shape, tomogram_shape = tuple(map(int, mask_shape)), tuple(map(int, tomogram_shape))
+    binning = int(round(max(t / m for t, m in zip(tomogram_shape, mask_shape))))
+    if binning < 1 or any(abs(m * binning - t) >= binning for m, t in zip(mask_shape, tomogram_shape)):
+        raise ValueError(f"mask of shape (z, y, x) {mask_shape} does not cover a tomogram of shape "
+                         f"{tomogram_shape}: expected the same shape or one binned by a whole factor "
+                         f"on all three axes.")
+    return binning
+
+
+def _inside(mask: np.ndarray, binning: int, xyz_px: np.ndarray) -> np.ndarray:
+    zyx = np.clip(np.floor(xyz_px[:, ::-1] / binning + 0.5).astype(int), 0, np.array(mask.shape) - 1)
+    return np.asarray(mask[tuple(zyx.T)]) > 0
+
+
+def filter_picks(picks: pd.DataFrame, threshold: float | None = None, top_n: int | None = None,
+                 min_distance_px: float | None = None,
+                 masks: Mapping[str, tuple[np.ndarray, int]] | None = None) -> pd.DataFrame:
+    """The picks that pass every given filter, per tomogram and class, best first.
+
+    Parameters
+    ----------
+    picks : coordinate table (x, y, z in pixels of the tomograms, score, class_id).
+    threshold : keep scores ≥ this.
+    top_n : keep at most this many per tomogram and class (after the other filters).
+    min_distance_px : drop a pick closer than this to a better one of its tomogram and class.
+    masks : {tomogram name: ((z, y, x) mask, binning)}: keep picks where the mask is > 0;
+        tomograms without a mask are kept whole.
+    """
+    parts = []
+    for (name, _), group in picks.groupby(["tomo_name", "class_id"], sort=False):
+        if threshold is not None:
+            group = group[group["score"] >= threshold]
+        if masks and name in masks:
+            group = group[_inside(*masks[name], group[["x", "y", "z"]].to_numpy(float))]
+        keep = suppress_close(group[["x", "y", "z"]].to_numpy(float), group["score"].to_numpy(float),
+                              min_distance_px or 0.0)
+        parts.append(group.iloc[keep[:top_n] if top_n else keep])
+    if not parts:
+        return picks.iloc[:0]
+    return pd.concat(parts).sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
