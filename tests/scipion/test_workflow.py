@@ -19,6 +19,7 @@ from tomocpt_scipion.demo import run_demo_workflow
 from tomocpt_scipion.engine import io
 from tomocpt_scipion.engine.simulate import SimulationConfig, simulate_dataset
 from tomocpt_scipion.objects import TomoCPTModel
+from tomocpt_scipion import protocols
 from tomocpt_scipion.protocols import (ProtTomoCPTImportModel, ProtTomoCPTPick,
                                        ProtTomoCPTTrain)
 from tomocpt_scipion.viewers import TomoCPTEvaluateViewer, TomoCPTPickViewer, TomoCPTTrainViewer
@@ -28,6 +29,7 @@ PIXEL_SIZE_A = 20.0
 # (full annotation, 25 epochs) reaches 0.89; here F1 must be far above what random picks at
 # this density give (< 0.15).
 F1_BOUND = 0.6
+ALL_PROTOCOLS = [getattr(protocols, name) for name in protocols.__all__]
 
 
 def simulate(folder, seed, n_tomograms=4, **config):
@@ -280,9 +282,7 @@ class TestPickContinueAndValidation(TomoCPTProjectTest):
         self.assertTrue(any("expected number of particles" in e for e in protocol.validate()))
 
     def test_every_protocol_with_an_empty_form_answers_with_messages(self):
-        from tomocpt_scipion.protocols import ProtTomoCPTEvaluate
-
-        for protocolClass in (ProtTomoCPTTrain, ProtTomoCPTPick, ProtTomoCPTEvaluate, ProtTomoCPTImportModel):
+        for protocolClass in ALL_PROTOCOLS:
             protocol = self.newProtocol(protocolClass)
             errors = protocol.validate()
             self.assertTrue(errors and all(isinstance(e, str) for e in errors), (protocolClass.__name__, errors))
@@ -314,9 +314,7 @@ class TestPickContinueAndValidation(TomoCPTProjectTest):
         self.assertTrue(any("wider than its smallest side" in e for e in evaluate.validate()))
 
     def test_every_form_parameter_has_help(self):
-        from tomocpt_scipion.protocols import ProtTomoCPTEvaluate
-
-        for protocolClass in (ProtTomoCPTTrain, ProtTomoCPTPick, ProtTomoCPTEvaluate, ProtTomoCPTImportModel):
+        for protocolClass in ALL_PROTOCOLS:
             missing = [name for name, param in self.newProtocol(protocolClass).getDefinition().iterParams()
                        if not name.startswith(("runName", "runMode", "hostName", "numberOf", "useQueue",
                                                "queueParams", "comment", "_useQueue"))
@@ -353,3 +351,26 @@ class TestPickContinueAndValidation(TomoCPTProjectTest):
         from tomocpt_scipion.wizards import diameterFromBox
 
         self.assertEqual(diameterFromBox(48, 10.0), 320.0)
+
+    def test_picking_once_then_filtering_twice_runs_the_network_once(self):
+        from tomocpt_scipion.protocols import ProtTomoCPTFilter
+
+        pick = self.launchProtocol(self.newProtocol(ProtTomoCPTPick, inputTomograms=self.tomograms,
+                                                    inputModel=self.model, useModelThreshold=False, threshold=0.05,
+                                                    tta=False))
+        candidates = [(c.getTomoId(), c.getScore(), c.getPosition(BOTTOM_LEFT_CORNER))
+                      for c in pick.coordinates.iterCoordinates()]
+        self.assertGreater(len(candidates), 3)
+        scores = np.array([score for _, score, _ in candidates])
+        for threshold in np.round(np.quantile(scores, [0.5, 0.8]), 3):
+            protocol = self.launchProtocol(self.newProtocol(ProtTomoCPTFilter, inputCoordinates=pick.coordinates,
+                                                            threshold=float(threshold)))
+            kept = sorted((c.getTomoId(), round(c.getScore(), 4), tuple(np.round(c.getPosition(BOTTOM_LEFT_CORNER), 2)))
+                          for c in protocol.coordinates.iterCoordinates())
+            self.assertTrue(0 < len(kept) < len(candidates))
+            expected = sorted((tsId, round(score, 4), tuple(np.round(position, 2)))
+                              for tsId, score, position in candidates if score >= threshold)
+            self.assertEqual(kept, expected)
+            with open(protocol.getLogPaths()[0]) as log:
+                engineCalls = [line for line in log if "tomocpt_scipion.engine" in line]
+            self.assertTrue(engineCalls and all('engine "filter"' in line for line in engineCalls), engineCalls)
