@@ -239,8 +239,8 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--ensemble", type=_POSITIVE_INT,
                         help="train this many networks (seeds --seed, --seed + 1, …) and average their scores "
-                             "when picking: picks closer to the centres, N × the training and picking time "
-                             "(default 1)")
+                             "when picking, at N × the training and picking time (default 1; on the WBP "
+                             "benchmark two did not pick better than one)")
     parser.add_argument("--workers", type=_NON_NEGATIVE_INT, default=0, help="data-loader processes (default 0)")
     parser.add_argument("--device", help="torch device (default: CUDA when available)")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")

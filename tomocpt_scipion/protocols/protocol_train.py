@@ -121,9 +121,9 @@ class ProtTomoCPTTrain(EMProtocol):
         form.addParam("ensemble", params.IntParam, default=1, expertLevel=params.LEVEL_ADVANCED,
                       validators=[AT_LEAST_ONE], label="Networks in the ensemble",
                       help="Train this many networks, with seeds seed, seed + 1, …, and average their scores "
-                           "when picking. Picks sit closer to the particle centres (two networks: 1.80 → 1.56 "
-                           "px from the ribosome centres on the WBP benchmark), at N times the training and "
-                           "picking time.")
+                           "when picking, at N times the training and picking time. On the WBP benchmark with "
+                           "small CPU-trained networks two networks did not pick better than one (README, "
+                           "Benchmarks); 1 is the default.")
         form.addHidden(params.GPU_LIST, params.StringParam, default="0", label="GPU IDs",
                        help="GPUs to train on, e.g. 0 or 0 1 2 3. With several, training runs "
                             "data-parallel under torchrun: one process per GPU, each on its share of the "

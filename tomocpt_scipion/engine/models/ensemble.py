@@ -1,8 +1,8 @@
 """Several networks of one config, trained with different seeds, scored together.
 
-The members' activated scores are averaged by :mod:`..infer` (beside the flip views), which
-places picks closer to the particle centres than any one member: on the WBP benchmark,
-ribosome 4v94, two members moved the mean hit distance from 1.80 to 1.56 px (README).
+The members' activated scores are averaged by :mod:`..infer` (beside the flip views). On the
+WBP benchmark with small CPU-trained networks, two members did not pick better than one
+(README, Benchmarks), so no recipe uses an ensemble; it is there to try (``--ensemble``).
 """
 from __future__ import annotations
 
