@@ -311,7 +311,7 @@ class TestPickContinueAndValidation(TomoCPTProjectTest):
         self.assertTrue(any("tomo_000: a particle of 10000 Å is 500 px" in e for e in train.validate()), train.validate())
         evaluate = self.newProtocol(ProtTomoCPTEvaluate, inputPicks=annotate.outputCoordinates,
                                     inputReference=annotate.outputCoordinates, diameter=1e4)
-        self.assertTrue(any("wider than its smallest side" in e for e in evaluate.validate()))
+        self.assertTrue(any("wider than the tomogram's smallest side" in e for e in evaluate.validate()))
 
     def test_every_form_parameter_has_help(self):
         for protocolClass in ALL_PROTOCOLS:

@@ -60,6 +60,11 @@ def _tomogram_geometry(paths: Sequence[str]) -> tuple[dict[str, tuple[int, int, 
     return shapes, (next(iter(files_by_pixel_size)) if files_by_pixel_size else None)
 
 
+def _check_mask_count(masks: Sequence[str], tomograms: Sequence[str]) -> None:
+    if masks and len(masks) != len(tomograms):
+        raise ValueError(f"{len(masks)} mask(s) for {len(tomograms)} tomogram(s); give one per tomogram.")
+
+
 def _distinct_tomograms(paths: Sequence[str], option: str) -> None:
     """Refuse a tomogram given twice, or two files of one name (picks and labels are keyed by name)."""
     seen: dict[str, str] = {}
@@ -324,8 +329,7 @@ def _predict(args: argparse.Namespace) -> None:
     from .predict import output_names, pick_tomogram, write_picks, write_preview, write_score_maps
 
     _distinct_tomograms(args.tomograms, "--tomograms")
-    if args.masks and len(args.masks) != len(args.tomograms):
-        raise ValueError(f"{len(args.masks)} mask(s) for {len(args.tomograms)} tomogram(s); give one per tomogram.")
+    _check_mask_count(args.masks, args.tomograms)
     shapes, header_pixel = _tomogram_geometry(args.tomograms)
     pixel_size = args.pixel_size or header_pixel
     device = select_device(args.device)
@@ -412,23 +416,17 @@ def _filter_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _filter(args: argparse.Namespace) -> None:
-    from .filtering import filter_picks, mask_binning
-    from .io import coordinate_pixel_size, read_coordinates, read_mrc, write_coordinates
+    from .filtering import filter_picks, read_mask
+    from .io import coordinate_pixel_size, read_coordinates, write_coordinates
 
-    if args.masks and len(args.masks) != len(args.tomograms):
-        raise ValueError(f"{len(args.masks)} mask(s) for {len(args.tomograms)} tomogram(s); give one per tomogram.")
+    _check_mask_count(args.masks, args.tomograms)
     _distinct_tomograms(args.tomograms, "--tomograms")
     shapes, header_pixel_size = _tomogram_geometry(args.tomograms)
     pixel_size = args.pixel_size or header_pixel_size or coordinate_pixel_size(args.picks)
     if args.min_distance and not pixel_size:
         raise ValueError("--min-distance is in Å: give --pixel-size, or --tomograms with it in their headers.")
-    masks = {}
-    for tomogram, mask_path in zip(args.tomograms, args.masks):
-        mask, _ = read_mrc(mask_path)
-        try:
-            masks[Path(tomogram).stem] = (mask, mask_binning(mask.shape, shapes[Path(tomogram).stem]))
-        except ValueError as error:
-            raise ValueError(f"{mask_path}: {error}") from None
+    masks = {Path(tomogram).stem: read_mask(mask_path, shapes[Path(tomogram).stem])
+             for tomogram, mask_path in zip(args.tomograms, args.masks)}
     picks = read_coordinates(args.picks, pixel_size_a=pixel_size, tomo_shapes=shapes, tomo_names=list(shapes) or None)
     kept = filter_picks(picks, args.threshold, args.top_n,
                         args.min_distance / pixel_size if args.min_distance else None, masks)

@@ -6,13 +6,19 @@ Torch-free (numpy and scipy only).
 """
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-__all__ = ["suppress_close", "mask_binning", "filter_picks"]
+from .io import read_mrc
+
+__all__ = ["suppress_close", "mask_binning", "read_mask", "filter_picks"]
+
+logger = logging.getLogger(__name__)
 
 
 def suppress_close(points: np.ndarray, scores: np.ndarray, min_distance: float, p_norm: float = 2.0) -> np.ndarray:
@@ -54,6 +60,25 @@ def mask_binning(mask_shape: Sequence[int], tomogram_shape: Sequence[int]) -> in
                          f"{tomogram_shape}: expected the same shape or one binned by a whole factor "
                          f"on all three axes.")
     return binning
+
+
+def read_mask(path: str | Path, tomogram_shape: Sequence[int]) -> tuple[np.ndarray, int]:
+    """A mask MRC (memory-mapped) and its binning relative to a tomogram of ``tomogram_shape``
+    (z, y, x); a binning above 1 is logged.
+
+    Raises
+    ------
+    ValueError
+        The shapes do not fit (see :func:`mask_binning`); the message names the mask.
+    """
+    mask, _ = read_mrc(path)
+    try:
+        binning = mask_binning(mask.shape, tomogram_shape)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    if binning > 1:
+        logger.info("%s: mask binned %d × relative to its tomogram; scaled up", path, binning)
+    return mask, binning
 
 
 def _inside(mask: np.ndarray, binning: int, xyz_px: np.ndarray) -> np.ndarray:

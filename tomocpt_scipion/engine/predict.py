@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from .config import EngineConfig
-from .filtering import mask_binning
+from .filtering import read_mask
 from .infer import ScoreMap, predict_scores, score_map_at_original_grid
 from .io import coordinate_table, read_mrc, write_coordinates, write_mrc
 from .peaks import find_peaks
@@ -71,13 +71,7 @@ def mask_at_training_grid(mask_path: str | Path, score_map: ScoreMap) -> np.ndar
     ValueError
         The mask is not 3-D, or its shape is neither (the message names the mask).
     """
-    mask, _ = read_mrc(mask_path)
-    try:
-        binning = mask_binning(mask.shape, score_map.original_shape)
-    except ValueError as error:
-        raise ValueError(f"{mask_path}: {error}") from None
-    if binning > 1:
-        logger.info("%s: mask binned %d × relative to its tomogram; scaled up", mask_path, binning)
+    mask, _ = read_mask(mask_path, score_map.original_shape)
     ratio = np.array(mask.shape) / np.array(score_map.original_shape)
     indices = [np.clip(np.rint(np.arange(n) / score_map.zoom * r).astype(int), 0, m - 1)
                for n, r, m in zip(score_map.scores.shape[1:], ratio, mask.shape)]

@@ -182,7 +182,8 @@ def _removed_on_failed_write(out_dir: Path, keep: bool):
     except (OSError, ValueError):
         if not keep:
             for path in (set(out_dir.iterdir()) if out_dir.exists() else set()) - before:
-                path.unlink(missing_ok=True) if path.is_file() else None
+                if path.is_file():
+                    path.unlink(missing_ok=True)
             if created and out_dir.exists() and not any(out_dir.iterdir()):
                 out_dir.rmdir()
         raise
@@ -343,11 +344,8 @@ def train(tomograms: Sequence[str | Path], coordinates: pd.DataFrame, config: En
                              f"written to {out_dir}. Check the tomograms and the labels.")
         if rank == 0:
             model.load_state_dict(progress.best_weights)
-            model.eval()
-            config.thresholds = calibrate_thresholds(model, config, validation, torch_device)
-            with staged_outputs(out_dir, overwrite=True) as staging:
-                save_checkpoint(staging / _MODEL_FILE, model, config, progress.best_epoch, progress.best_loss)
-                write_model_summary(staging / _SUMMARY_FILE, config, progress.best_epoch, progress.best_loss)
+            _calibrate_and_save(model.eval(), config, validation, torch_device, out_dir, progress.best_epoch,
+                                progress.best_loss)
     if world > 1:
         dist.barrier()
     return TrainingResult(out_dir / _MODEL_FILE, progress.history, progress.best_epoch, progress.best_loss, config)
@@ -398,14 +396,23 @@ def _train_ensemble(config: EngineConfig, out_dir: Path, resume: bool,
     if rank == 0:
         ensemble = Ensemble([load_model(result.checkpoint)[0] for result in results])
         place_model(ensemble, config.backbone, torch_device)
-        config.thresholds = calibrate_thresholds(ensemble, config, validation(), torch_device)
-        with staged_outputs(out_dir, overwrite=True) as staging:
-            save_checkpoint(staging / _MODEL_FILE, ensemble, config, best_epoch, best_loss)
-            write_model_summary(staging / _SUMMARY_FILE, config, best_epoch, best_loss)
-            _write_log(staging, history)
+        _calibrate_and_save(ensemble, config, validation(), torch_device, out_dir, best_epoch, best_loss, history)
     if world > 1:
         dist.barrier()
     return TrainingResult(out_dir / _MODEL_FILE, history, best_epoch, best_loss, config)
+
+
+def _calibrate_and_save(model: nn.Module, config: EngineConfig, validation: list, device: torch.device,
+                        out_dir: Path, best_epoch: int, best_loss: float, history: list[dict] | None = None) -> None:
+    """Calibrate the score thresholds of the finished model (in eval mode) on the validation
+    tomograms, then write ``model.pt`` and ``model.json`` (and the log of all ensemble members,
+    when given) together."""
+    config.thresholds = calibrate_thresholds(model, config, validation, device)
+    with staged_outputs(out_dir, overwrite=True) as staging:
+        save_checkpoint(staging / _MODEL_FILE, model, config, best_epoch, best_loss)
+        write_model_summary(staging / _SUMMARY_FILE, config, best_epoch, best_loss)
+        if history is not None:
+            _write_log(staging, history)
 
 
 def _read_log(out_dir: Path) -> list[dict]:

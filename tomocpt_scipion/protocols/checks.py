@@ -9,6 +9,8 @@ import math
 
 from pyworkflow.protocol.params import Validator
 
+from ..engine.preprocess import check_particle_fits
+
 
 class Number(Validator):
     """A finite number of at least ``minimum`` (strictly above it unless ``inclusive``), at
@@ -47,8 +49,9 @@ def particleFitsErrors(diameterA, tomograms):
     errors = []
     for tomo in tomograms.iterItems():
         sampling, dims = tomo.getSamplingRate(), tomo.getDimensions()
-        if sampling and dims and not diameterA / sampling < min(dims):
-            errors.append(f"Tomogram {tomo.getTsId()}: a particle of {diameterA:g} Å is "
-                          f"{diameterA / sampling:.4g} px at {sampling:g} Å/px, wider than its smallest side "
-                          f"({min(dims)} px of {'x'.join(map(str, dims))}). Check the diameter (Å).")
+        if sampling and dims:
+            try:  # the engine's rule; Scipion gives x, y, z, the engine takes (z, y, x)
+                check_particle_fits(f"Tomogram {tomo.getTsId()}", diameterA, sampling, tuple(dims)[::-1])
+            except ValueError as error:
+                errors.append(str(error))
     return errors
