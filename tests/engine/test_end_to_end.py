@@ -27,7 +27,8 @@ def trained(tmp_path_factory):
     tomograms = [str(root / "sim" / "tomograms" / f"tomo_00{i}.mrc") for i in range(3)]
     assert main(["train", "--tomograms", *tomograms, "--coordinates", str(root / "sim" / "coordinates" / "4v94.star"),
                  "--diameter", str(diameter), "--recipe", "deepetpicker", "--model-size", "small",
-                 "--patch-size", "32", "--batch-size", "4", "--epochs", "25", "--out", str(root / "model")]) == 0
+                 "--patch-size", "32", "--batch-size", "4", "--epochs", "25", "--centring-steps", "500",
+                 "--out", str(root / "model")]) == 0
     return root, diameter
 
 
@@ -94,3 +95,11 @@ def test_predict_refuses_to_overwrite_its_outputs(trained, capsys, tmp_path):
     assert main(arguments) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
     assert {p: p.stat().st_mtime for p in tmp_path.iterdir()} == written
+
+
+def test_the_centring_network_places_picks_closer_than_the_score_map_alone(trained, capsys):
+    root, diameter = trained
+    _, centroid, printed_centroid = _predict_and_evaluate(root, diameter, "local-max", capsys, "--refine", "centroid")
+    _, learned, printed_learned = _predict_and_evaluate(root, diameter, "local-max", capsys)  # learned: the default
+    assert learned["tp"] >= centroid["tp"] - 1, printed_learned
+    assert learned["ad_a"] < centroid["ad_a"], (printed_centroid, printed_learned)

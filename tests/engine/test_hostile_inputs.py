@@ -34,7 +34,7 @@ def _run(argv, capsys):
 def _train_argv(folder, diameter, tomogram="tomo.mrc", *extra):
     return ["train", "--tomograms", folder / tomogram, "--coordinates", folder / "tomo.txt", "--diameter", diameter,
             "--recipe", "deepetpicker", "--model-size", "small", "--patch-size", "32", "--epochs", "1",
-            "--out", folder / "model", *extra]
+            "--centring-steps", "0", "--out", folder / "model", *extra]
 
 
 @pytest.mark.parametrize("bad", ["nan", "inf"])
@@ -134,7 +134,8 @@ def trained_model(tiny_dataset, tmp_path_factory):
     status = main([str(a) for a in ["train", "--tomograms", out / "tomograms" / "tomo_000.mrc", "--coordinates",
                                     out / "coordinates" / "4v94" / "tomo_000.txt", "--diameter",
                                     summary["diameters_a"]["4v94"], "--recipe", "deepetpicker", "--model-size",
-                                    "small", "--patch-size", "32", "--epochs", "1", "--out", folder]])
+                                    "small", "--patch-size", "32", "--epochs", "1", "--centring-steps", "20",
+                                    "--out", folder]])
     assert status == 0
     return folder / "model.pt"
 

@@ -214,7 +214,7 @@ class TestPickContinueAndValidation(TomoCPTProjectTest):
         cls.diameter = summary["diameters_a"]["4v94"]
         tomograms = [os.path.join(cls.root, p) for p in summary["tomograms"].values()]
         config = recipe_config("deepetpicker", diameter_a=cls.diameter, model_size="small", patch_size=32,
-                               epochs=1, batch_size=4)
+                               epochs=1, batch_size=4, centring_steps=0)
         train(tomograms, io.read_coordinates(os.path.join(cls.root, "coordinates", "4v94.star")), config,
               os.path.join(cls.root, "model"))
         cls.model = cls.launchProtocol(cls.newProtocol(

@@ -3,7 +3,8 @@
 A checkpoint is a dict of plain types and tensors, so ``torch.load(weights_only=True)``
 reads it without unpickling arbitrary objects:
 ``{"format": CHECKPOINT_FORMAT, "state_dict": ..., "config": EngineConfig.to_dict(),
-"epoch": int, "val_loss": float}``.
+"epoch": int, "val_loss": float}``, and ``"centring"``, the weights of the centring network
+(:mod:`.centring`), when one was trained.
 """
 from __future__ import annotations
 
@@ -14,22 +15,26 @@ from typing import Any
 import torch
 from torch import nn
 
+from .centring import build_centring_network
 from .config import EngineConfig
 from .io import atomic_path
 from .device import place_model
 from .models import build_network
 
-__all__ = ["CHECKPOINT_FORMAT", "save_checkpoint", "read_checkpoint", "load_model", "write_model_summary"]
+__all__ = ["CHECKPOINT_FORMAT", "save_checkpoint", "read_checkpoint", "load_model", "load_centring",
+           "write_model_summary"]
 
 CHECKPOINT_FORMAT = "tomocpt-checkpoint-1"
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, config: EngineConfig, epoch: int,
-                    val_loss: float, overwrite: bool = True) -> Path:
-    """Write weights + config atomically (plain CPU tensors)."""
+                    val_loss: float, overwrite: bool = True, centring: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write weights + config (+ the centring network's weights) atomically (plain CPU tensors)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {"format": CHECKPOINT_FORMAT, "state_dict": state, "config": config.to_dict(),
                "epoch": int(epoch), "val_loss": float(val_loss)}
+    if centring is not None:
+        payload["centring"] = {k: v.detach().cpu() for k, v in centring.items()}
     with atomic_path(path, overwrite=overwrite) as tmp:
         torch.save(payload, tmp)
     return Path(path)
@@ -80,6 +85,26 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn
         raise ValueError(f"{path}: its weights do not fit the network its config describes ({config.model_size} "
                          f"{config.backbone}, {config.out_channels} output channel(s){members}): {first_line}") from None
     return place_model(model, config.backbone, device).eval(), config
+
+
+def load_centring(path: str | Path, device: torch.device | str = "cpu") -> nn.Module | None:
+    """The centring network of a checkpoint in eval mode on ``device``; None when it has none.
+
+    Raises
+    ------
+    ValueError
+        Not a checkpoint, or centring weights that do not fit the centring network.
+    """
+    payload = read_checkpoint(path)
+    if "centring" not in payload:
+        return None
+    net = build_centring_network()
+    try:
+        net.load_state_dict(payload["centring"])
+    except (RuntimeError, AttributeError, TypeError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise ValueError(f"{path}: its centring weights do not fit the centring network: {first_line}") from None
+    return net.to(torch.device(device)).eval()
 
 
 def write_model_summary(path: str | Path, config: EngineConfig, epoch: int, val_loss: float) -> Path:

@@ -207,7 +207,7 @@ def _read_class_sets(paths: Sequence[str], names: Sequence[str] | None, tomogram
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
     from .config import AUGMENTATIONS, SAMPLINGS
-    from .specs import BACKBONES, LABELS, LOSS_SPECS, MODEL_SIZES, RECIPE_SPECS
+    from .specs import BACKBONES, DEFAULT_CENTRING_STEPS, LABELS, LOSS_SPECS, MODEL_SIZES, RECIPE_SPECS
 
     parser.add_argument("--tomograms", nargs="+", required=True, help="training tomograms (MRC)")
     parser.add_argument("--coordinates", nargs="+", required=True,
@@ -246,6 +246,10 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train this many networks (seeds --seed, --seed + 1, …) and average their scores "
                              "when picking, at N × the training and picking time (default 1; on the WBP "
                              "benchmark two did not pick better than one)")
+    parser.add_argument("--centring-steps", type=_NON_NEGATIVE_INT,
+                        help="steps of the centring network trained after the picking network, which moves "
+                             f"every pick onto its particle's centre (default {DEFAULT_CENTRING_STEPS}, minutes on a CPU; "
+                             "0 = none: picks are refined on the score map only)")
     parser.add_argument("--workers", type=_NON_NEGATIVE_INT, default=0, help="data-loader processes (default 0)")
     parser.add_argument("--device", help="torch device (default: CUDA when available)")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
@@ -253,7 +257,8 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
 
 _TRAIN_OVERRIDES = ("backbone", "model_size", "label", "loss", "sampling", "patch_size", "stride",
                     "target_diameter_px", "label_radius_fraction", "augment", "epochs", "patience",
-                    "batch_size", "lr", "weight_decay", "expected_particles", "seed", "encoder_lr_factor", "ensemble")
+                    "batch_size", "lr", "weight_decay", "expected_particles", "seed", "encoder_lr_factor", "ensemble",
+                    "centring_steps")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -303,8 +308,9 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
                                                            "(default: the particle diameter)")
     parser.add_argument("--max-picks", type=_POSITIVE_INT, help="at most this many picks per tomogram and class")
     parser.add_argument("--refine", choices=REFINEMENTS, default=REFINEMENTS[0],
-                        help="sub-voxel refinement: centroid of the score blob above half its peak (default), "
-                             "quadratic fit, or none")
+                        help="sub-voxel refinement: learned (default: the centroid of the score blob, then "
+                             "the model's centring network on the tomogram; centroid alone for a model without "
+                             "one), centroid of the score blob above half its peak, quadratic fit, or none")
     parser.add_argument("--merge", choices=MERGE_MODES, default=MERGE_MODES[0],
                         help=f"patch merging (default {MERGE_MODES[0]})")
     parser.add_argument("--window", choices=WINDOWS, default="gaussian", help="blending weight")
@@ -323,7 +329,7 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
 def _predict(args: argparse.Namespace) -> None:
     import pandas as pd
 
-    from .checkpoint import load_model
+    from .checkpoint import load_centring, load_model
     from .device import select_device
     from .io import staged_outputs
     from .predict import output_names, pick_tomogram, write_picks, write_preview, write_score_maps
@@ -334,6 +340,7 @@ def _predict(args: argparse.Namespace) -> None:
     pixel_size = args.pixel_size or header_pixel
     device = select_device(args.device)
     model, config = load_model(args.model, device)
+    centring = load_centring(args.model, device) if args.refine == "learned" else None
     if args.diameter:
         config.diameter_a = args.diameter
     expected = output_names(list(shapes), config.classes, args.save_scores, args.preview)
@@ -343,7 +350,7 @@ def _predict(args: argparse.Namespace) -> None:
             table, score_map = pick_tomogram(
                 model, config, tomogram, pixel_size_a=args.pixel_size, mask=args.masks[i] if args.masks else None,
                 method=args.method, threshold=args.threshold, min_distance_a=args.min_distance,
-                max_picks=args.max_picks, refine=args.refine, device=device, merge=args.merge,
+                max_picks=args.max_picks, refine=args.refine, centring=centring, device=device, merge=args.merge,
                 window=args.window, overlap=args.overlap, pad=args.pad, batch_size=args.batch_size, tta=args.tta)
             tables.append(table)
             if args.save_scores:
@@ -449,15 +456,17 @@ def _thresholds_text(config) -> str:
 
 
 def _inspect(args: argparse.Namespace) -> None:
-    from .checkpoint import load_model, read_checkpoint, write_model_summary
+    from .checkpoint import load_centring, load_model, read_checkpoint, write_model_summary
 
     _, config = load_model(args.model)  # builds the network and loads the weights: a mismatch fails here
+    centring = load_centring(args.model)
     payload = read_checkpoint(args.model)
     members = f"ensemble of {config.ensemble} × " if config.ensemble > 1 else ""
     print(f"{args.model}: {members}{config.model_size} {config.backbone}, {config.label} labels, {config.loss} loss "
           f"({config.recipe} recipe); classes {config.classes}; particle {config.diameter_a:.0f} Å at "
           f"{config.voxel_size_a:.2f} Å/px; epoch {payload['epoch']}, validation loss {payload['val_loss']:.4g}; "
           f"score threshold {_thresholds_text(config)}; "
+          f"centring network {'at %.1f px per particle' % config.centring_diameter_px if centring else 'none'}; "
           f"engine {config.engine_version}")
     if args.json:
         write_model_summary(args.json, config, payload["epoch"], payload["val_loss"])

@@ -13,7 +13,7 @@ from .labels import LABELS
 from .losses import LOSSES
 from .models.registry import MODEL_SIZES, MODELS, patch_multiple, smallest_patch
 from .preprocess import NORMALISATIONS
-from .specs import FALLBACK_THRESHOLD, LOSS_SPECS
+from .specs import DEFAULT_CENTRING_STEPS, FALLBACK_THRESHOLD, LOSS_SPECS
 
 __all__ = ["EngineConfig", "RECIPES", "recipe_config", "SAMPLINGS", "AUGMENTATIONS"]
 
@@ -51,7 +51,10 @@ class EngineConfig:
     expected_particles : expected particles per tomogram (PU losses).
     gamma_scale, kl_weight : TomoPicker γ = gamma_scale |P| / bs, and λ of the KL loss.
     validation_fraction : patch fraction held out when there is one training tomogram.
+    centring_steps : optimiser steps of the centring network trained after the picking
+        network (:mod:`.centring`); 0 = none (picks are refined on the score map only).
     voxel_size_a : Å per pixel at the training scale (set by training).
+    centring_diameter_px : particle diameter at the centring scale, pixels (set by training).
     thresholds : score threshold per class, calibrated on the validation tomograms after
         training (empty: not calibrated, :data:`.specs.FALLBACK_THRESHOLD` applies).
     engine_version : engine version that trained the model.
@@ -85,7 +88,9 @@ class EngineConfig:
     gamma_scale: float = 10.0
     kl_weight: float = 1.0
     validation_fraction: float = 0.2
+    centring_steps: int = DEFAULT_CENTRING_STEPS
     voxel_size_a: float = 0.0
+    centring_diameter_px: float = 0.0
     thresholds: list[float] = field(default_factory=list)
     engine_version: str = __version__
 
@@ -152,6 +157,8 @@ class EngineConfig:
                      "ensemble"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}.")
+        if not self.centring_steps >= 0:
+            raise ValueError(f"centring_steps must be >= 0, got {self.centring_steps}.")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -37,9 +37,9 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from .filtering import suppress_close
-from .specs import PEAK_METHODS, REFINEMENTS
+from .specs import PEAK_METHODS, SCORE_MAP_REFINEMENTS
 
-__all__ = ["find_peaks", "PEAK_METHODS", "REFINEMENTS", "mp_nms_iterations"]
+__all__ = ["find_peaks", "PEAK_METHODS", "SCORE_MAP_REFINEMENTS", "mp_nms_iterations"]
 
 _MP_KERNEL = 3
 _GREEDY_CHUNK = 1024
@@ -262,8 +262,8 @@ def find_peaks(scores: np.ndarray, method: str = "local-max", *, radius_px: floa
     """
     if method not in PEAK_METHODS:
         raise ValueError(f"unknown peak method {method!r}; valid: {list(PEAK_METHODS)}.")
-    if refine not in REFINEMENTS:
-        raise ValueError(f"unknown refinement {refine!r}; valid: {list(REFINEMENTS)}.")
+    if refine not in SCORE_MAP_REFINEMENTS:
+        raise ValueError(f"unknown refinement {refine!r}; valid: {list(SCORE_MAP_REFINEMENTS)}.")
     if not radius_px > 0:
         raise ValueError(f"radius_px must be > 0, got {radius_px}.")
     min_distance_px = 2 * radius_px if min_distance_px is None else min_distance_px

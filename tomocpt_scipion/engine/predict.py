@@ -2,7 +2,8 @@
 
 Peaks are found on the score map at the training scale (particle ≈ ``target_diameter_px``)
 and scaled back to pixels of each tomogram file, so picking costs the same whatever the
-tomogram's pixel size. Masks (MRC, any shape) are looked up at the training grid by
+tomogram's pixel size. With ``refine="learned"`` (the default) every pick is then moved by
+the model's centring network on the tomogram itself (:mod:`.centring`). Masks (MRC, any shape) are looked up at the training grid by
 nearest neighbour, scaled by the ratio of the mask's to the tomogram's shape.
 
 Output files (names from :func:`output_names`, the one place that spells them):
@@ -22,15 +23,17 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .centring import centre_positions
 from .config import EngineConfig
 from .filtering import read_mask
 from .infer import ScoreMap, predict_scores, score_map_at_original_grid
 from .io import coordinate_table, read_mrc, write_coordinates, write_mrc
 from .peaks import find_peaks
-from .specs import DEFAULT_PEAK_METHOD, REFINEMENTS
+from .preprocess import load_at_training_scale
+from .specs import DEFAULT_PEAK_METHOD, REFINEMENTS, SCORE_MAP_REFINEMENTS
 from .plots import plot_picks
 
-__all__ = ["pick_tomogram", "picks_from_scores", "write_picks", "write_score_maps", "write_preview",
+__all__ = ["pick_tomogram", "picks_from_scores", "centre_picks", "write_picks", "write_score_maps", "write_preview",
            "mask_at_training_grid", "output_names", "PICK_FILES"]
 
 logger = logging.getLogger(__name__)
@@ -85,7 +88,10 @@ def picks_from_scores(score_map: ScoreMap, config: EngineConfig, tomo_name: str,
     """Coordinate table (pixels of the tomogram file) of every class's peaks.
 
     ``threshold`` None uses each class's calibrated threshold (:meth:`.EngineConfig.class_threshold`).
+    ``refine="learned"`` refines on the score map by ``centroid`` here; :func:`centre_picks`
+    does the rest.
     """
+    refine = refine if refine in SCORE_MAP_REFINEMENTS else SCORE_MAP_REFINEMENTS[0]
     voxel_a = score_map.pixel_size_a / score_map.zoom
     radius_px = config.diameter_a / 2 / voxel_a  # the particle radius at the training scale
     min_distance_px = (min_distance_a if min_distance_a is not None else config.diameter_a) / voxel_a
@@ -102,10 +108,41 @@ def picks_from_scores(score_map: ScoreMap, config: EngineConfig, tomo_name: str,
     return table.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
 
 
+def centre_picks(table: pd.DataFrame, tomogram: str | Path, config: EngineConfig, centring: torch.nn.Module | None,
+                 pixel_size_a: float | None = None, device: torch.device | str = "cpu") -> pd.DataFrame:
+    """The picks of one tomogram moved onto the centres its model's centring network finds.
+
+    Parameters
+    ----------
+    table : coordinate table of ``tomogram`` (pixels of the file).
+    tomogram : its MRC file.
+    config : the model's config (diameter, centring scale, normalisation).
+    centring : the model's centring network (:func:`.checkpoint.load_centring`); None keeps
+        the picks as they are (logged).
+    pixel_size_a : pixel size when the header has none.
+    device : torch device.
+    """
+    name = Path(tomogram).name
+    if centring is None or not config.centring_diameter_px:
+        logger.info("%s: the model has no centring network; picks stay refined on the score map", name)
+        return table
+    if table.empty:
+        return table
+    loaded = load_at_training_scale(tomogram, config.diameter_a, config.centring_diameter_px, config.normalisation,
+                                    pixel_size_a)
+    before = table[["x", "y", "z"]].to_numpy(float)
+    after = centre_positions(centring, loaded.volume, loaded.zoom, before, config.centring_diameter_px, device)
+    after = np.clip(after, 0, np.array(loaded.original_shape[::-1]) - 1)
+    logger.info("%s: centring network moved %d pick(s) by %.2f px on average", name, len(table),
+                float(np.linalg.norm(after - before, axis=1).mean()))
+    return table.assign(x=after[:, 0], y=after[:, 1], z=after[:, 2])
+
+
 def pick_tomogram(model, config: EngineConfig, tomogram: str | Path, *, pixel_size_a: float | None = None,
                   mask: str | Path | None = None, method: str = DEFAULT_PEAK_METHOD, threshold: float | None = None,
                   min_distance_a: float | None = None, max_picks: int | None = None, refine: str = REFINEMENTS[0],
-                  device: torch.device | str = "cpu", **network_options) -> tuple[pd.DataFrame, ScoreMap]:
+                  centring: torch.nn.Module | None = None, device: torch.device | str = "cpu",
+                  **network_options) -> tuple[pd.DataFrame, ScoreMap]:
     """Score and pick one tomogram.
 
     Parameters
@@ -116,7 +153,8 @@ def pick_tomogram(model, config: EngineConfig, tomogram: str | Path, *, pixel_si
     mask : MRC mask; picks only where it is > 0.
     method, threshold, min_distance_a, max_picks, refine : see :func:`.peaks.find_peaks`
         (``min_distance_a`` in Å, default the particle diameter; ``threshold`` None: the
-        model's calibrated threshold per class).
+        model's calibrated threshold per class; ``refine="learned"``: see :func:`centre_picks`).
+    centring : the model's centring network (:func:`.checkpoint.load_centring`), or None.
     device : torch device.
     **network_options : merge, window, overlap, pad, batch_size, tta (see :func:`.infer.run_network`).
 
@@ -128,6 +166,8 @@ def pick_tomogram(model, config: EngineConfig, tomogram: str | Path, *, pixel_si
     mask_array = mask_at_training_grid(mask, score_map) if mask else None
     table = picks_from_scores(score_map, config, Path(tomogram).stem, method, threshold, min_distance_a,
                               max_picks, refine, mask_array, device)
+    if refine == "learned":
+        table = centre_picks(table, tomogram, config, centring, pixel_size_a, device)
     used = threshold if threshold is not None else ", ".join(
         f"{config.class_threshold(c):.3g}" for c in range(config.n_classes))
     logger.info("%s: %d pick(s) (%s, threshold %s)", Path(tomogram).name, len(table), method, used)

@@ -42,15 +42,17 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .calibrate import calibrate_thresholds
+from .centring import centring_diameter_px, train_centring
 from .checkpoint import load_model, read_checkpoint, save_checkpoint, write_model_summary
 from .config import EngineConfig
 from .data import PatchDataset, prepare_tomogram, sample_patches, split_validation
-from .io import atomic_path, staged_outputs
+from .io import atomic_path, read_mrc, staged_outputs
 from .labels import label_voxel_count
 from .losses import build_loss, pu_priors
 from .device import autocast, place_batch, place_model, select_device
 from .models import Ensemble, build_model, encoder_prefixes
 from .plots import plot_learning_curve
+from .preprocess import load_at_training_scale, tomogram_pixel_size
 from .specs import LOSS_SPECS
 
 __all__ = ["train", "TrainingResult", "TrainingInterrupted", "RESUMABLE_SETTINGS"]
@@ -277,7 +279,11 @@ def train(tomograms: Sequence[str | Path], coordinates: pd.DataFrame, config: En
             return _prepared_data(tomograms, coordinates, config, validation_tomograms, validation_coordinates,
                                   pixel_size_a)[1]
 
-        return _train_ensemble(config, out_dir, resume, train_member, validation, device)
+        def centring(torch_device: torch.device) -> dict | None:
+            return _centring_network(tomograms, coordinates, config, validation_tomograms, validation_coordinates,
+                                     pixel_size_a, torch_device)
+
+        return _train_ensemble(config, out_dir, resume, train_member, validation, centring, device)
     if resume and not state_path.exists():
         raise FileNotFoundError(f"{state_path}: nothing to resume in {out_dir}.")
     torch_device = select_device(device)
@@ -344,8 +350,10 @@ def train(tomograms: Sequence[str | Path], coordinates: pd.DataFrame, config: En
                              f"written to {out_dir}. Check the tomograms and the labels.")
         if rank == 0:
             model.load_state_dict(progress.best_weights)
+            centring = _centring_network(tomograms, coordinates, config, validation_tomograms,
+                                         validation_coordinates, pixel_size_a, torch_device)
             _calibrate_and_save(model.eval(), config, validation, torch_device, out_dir, progress.best_epoch,
-                                progress.best_loss)
+                                progress.best_loss, centring=centring)
     if world > 1:
         dist.barrier()
     return TrainingResult(out_dir / _MODEL_FILE, progress.history, progress.best_epoch, progress.best_loss, config)
@@ -374,12 +382,14 @@ def _prepared_data(tomograms, coordinates, config: EngineConfig, validation_tomo
 
 def _train_ensemble(config: EngineConfig, out_dir: Path, resume: bool,
                     train_member: Callable[[EngineConfig, Path, bool], TrainingResult],
-                    validation: Callable[[], list], device: str | None) -> TrainingResult:
-    """Train the members one after the other (see the module doc), then calibrate and write them as one."""
+                    validation: Callable[[], list], centring: Callable[[torch.device], dict | None],
+                    device: str | None) -> TrainingResult:
+    """Train the members one after the other (see the module doc), then one centring network,
+    then calibrate and write them as one."""
     results = []
     for k in range(config.ensemble):
         member_dir = out_dir / _MEMBER_FOLDER.format(k + 1)
-        member_config = replace(config, ensemble=1, seed=config.seed + k, thresholds=[])
+        member_config = replace(config, ensemble=1, seed=config.seed + k, thresholds=[], centring_steps=0)
         if resume and (member_dir / _MODEL_FILE).exists():
             payload = read_checkpoint(member_dir / _MODEL_FILE)
             logger.info("Member %d of %d: already trained in %s, kept", k + 1, config.ensemble, member_dir)
@@ -396,23 +406,51 @@ def _train_ensemble(config: EngineConfig, out_dir: Path, resume: bool,
     if rank == 0:
         ensemble = Ensemble([load_model(result.checkpoint)[0] for result in results])
         place_model(ensemble, config.backbone, torch_device)
-        _calibrate_and_save(ensemble, config, validation(), torch_device, out_dir, best_epoch, best_loss, history)
+        _calibrate_and_save(ensemble, config, validation(), torch_device, out_dir, best_epoch, best_loss, history,
+                            centring(torch_device))
     if world > 1:
         dist.barrier()
     return TrainingResult(out_dir / _MODEL_FILE, history, best_epoch, best_loss, config)
 
 
 def _calibrate_and_save(model: nn.Module, config: EngineConfig, validation: list, device: torch.device,
-                        out_dir: Path, best_epoch: int, best_loss: float, history: list[dict] | None = None) -> None:
+                        out_dir: Path, best_epoch: int, best_loss: float, history: list[dict] | None = None,
+                        centring: dict | None = None) -> None:
     """Calibrate the score thresholds of the finished model (in eval mode) on the validation
-    tomograms, then write ``model.pt`` and ``model.json`` (and the log of all ensemble members,
-    when given) together."""
+    tomograms, then write ``model.pt`` (with the centring network, when given) and ``model.json``
+    (and the log of all ensemble members, when given) together."""
     config.thresholds = calibrate_thresholds(model, config, validation, device)
     with staged_outputs(out_dir, overwrite=True) as staging:
-        save_checkpoint(staging / _MODEL_FILE, model, config, best_epoch, best_loss)
+        save_checkpoint(staging / _MODEL_FILE, model, config, best_epoch, best_loss, centring=centring)
         write_model_summary(staging / _SUMMARY_FILE, config, best_epoch, best_loss)
         if history is not None:
             _write_log(staging, history)
+
+
+def _centring_network(tomograms, coordinates, config: EngineConfig, validation_tomograms, validation_coordinates,
+                      pixel_size_a: float | None, device: torch.device) -> dict | None:
+    """Train the centring network on the labelled centres (:mod:`.centring`) and set
+    ``config.centring_diameter_px``; None when ``config.centring_steps`` is 0."""
+    if not config.centring_steps:
+        return None
+    _, header_pixel = read_mrc(tomograms[0])
+    file_diameter_px = config.diameter_a / tomogram_pixel_size(tomograms[0], header_pixel, pixel_size_a)
+    config.centring_diameter_px = centring_diameter_px(config.target_diameter_px, file_diameter_px)
+
+    def at_centring_scale(paths, table) -> list[tuple[np.ndarray, np.ndarray]]:
+        pairs = []
+        for path, rows in zip(paths, _group_by_tomogram(paths, table)):
+            loaded = load_at_training_scale(path, config.diameter_a, config.centring_diameter_px,
+                                            config.normalisation, pixel_size_a)
+            pairs.append((loaded.volume, rows[["x", "y", "z"]].to_numpy(float)[:, ::-1] * loaded.zoom))
+        return pairs
+
+    validation = at_centring_scale(validation_tomograms, validation_coordinates) if validation_tomograms else []
+    weights, distance = train_centring(at_centring_scale(tomograms, coordinates), validation,
+                                       config.centring_diameter_px, config.centring_steps, config.seed, device)
+    logger.info("Centring network: mean validation distance %.2f px of the tomogram",
+                distance * file_diameter_px / config.centring_diameter_px)
+    return weights
 
 
 def _read_log(out_dir: Path) -> list[dict]:
