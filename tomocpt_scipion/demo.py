@@ -22,7 +22,7 @@ TARGET = "4v94"
 DEMO_SIMULATION = dict(shape_zyx=(48, 96, 96), pixel_size_a=20.0, n_target=20, n_distractors=12, mode="fourier",
                        snr=1.0)
 DEMO_TRAINING = dict(recipe=1, modelSize=1, patchSize=32, epochs=20, batchSize=4,  # DeepETPicker, small
-                     centringSteps=500)
+                     centringSteps=200)
 
 
 def _split(root, summary, n_train, annotated_fraction, seed):
