@@ -25,7 +25,7 @@ import torch
 
 from .centring import centre_positions
 from .config import EngineConfig
-from .filtering import read_mask
+from .filtering import read_mask, suppress_close
 from .infer import ScoreMap, predict_scores, score_map_at_original_grid
 from .io import coordinate_table, read_mrc, write_coordinates, write_mrc
 from .peaks import find_peaks
@@ -109,8 +109,13 @@ def picks_from_scores(score_map: ScoreMap, config: EngineConfig, tomo_name: str,
 
 
 def centre_picks(table: pd.DataFrame, tomogram: str | Path, config: EngineConfig, centring: torch.nn.Module | None,
-                 pixel_size_a: float | None = None, device: torch.device | str = "cpu") -> pd.DataFrame:
+                 pixel_size_a: float | None = None, device: torch.device | str = "cpu",
+                 min_distance_a: float | None = None) -> pd.DataFrame:
     """The picks of one tomogram moved onto the centres its model's centring network finds.
+
+    Two picks of one particle (a broad score blob can give two) move onto the same centre:
+    of picks of one class that end closer than half the diameter (or ``min_distance_a``, when
+    smaller), the best-scoring one is kept.
 
     Parameters
     ----------
@@ -121,6 +126,7 @@ def centre_picks(table: pd.DataFrame, tomogram: str | Path, config: EngineConfig
         the picks as they are (logged).
     pixel_size_a : pixel size when the header has none.
     device : torch device.
+    min_distance_a : the smallest distance between picks asked for, Å (default: the diameter).
     """
     name = Path(tomogram).name
     if centring is None or not config.centring_diameter_px:
@@ -133,9 +139,16 @@ def centre_picks(table: pd.DataFrame, tomogram: str | Path, config: EngineConfig
     before = table[["x", "y", "z"]].to_numpy(float)
     after = centre_positions(centring, loaded.volume, loaded.zoom, before, config.centring_diameter_px, device)
     after = np.clip(after, 0, np.array(loaded.original_shape[::-1]) - 1)
-    logger.info("%s: centring network moved %d pick(s) by %.2f px on average", name, len(table),
-                float(np.linalg.norm(after - before, axis=1).mean()))
-    return table.assign(x=after[:, 0], y=after[:, 1], z=after[:, 2])
+    moved = table.assign(x=after[:, 0], y=after[:, 1], z=after[:, 2])
+    merge_px = min(config.diameter_a / 2, config.diameter_a if min_distance_a is None else min_distance_a) \
+        / loaded.pixel_size_a
+    kept = np.concatenate([rows.index.to_numpy()[suppress_close(after[table.index.get_indexer(rows.index)],
+                                                                rows["score"].to_numpy(), merge_px)]
+                           for _, rows in moved.groupby("class_id", sort=False)])
+    logger.info("%s: centring network moved %d pick(s) by %.2f px on average; %d landed on a better pick's "
+                "particle and were dropped", name, len(table), float(np.linalg.norm(after - before, axis=1).mean()),
+                len(table) - len(kept))
+    return moved.loc[kept].sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def pick_tomogram(model, config: EngineConfig, tomogram: str | Path, *, pixel_size_a: float | None = None,
@@ -167,7 +180,7 @@ def pick_tomogram(model, config: EngineConfig, tomogram: str | Path, *, pixel_si
     table = picks_from_scores(score_map, config, Path(tomogram).stem, method, threshold, min_distance_a,
                               max_picks, refine, mask_array, device)
     if refine == "learned":
-        table = centre_picks(table, tomogram, config, centring, pixel_size_a, device)
+        table = centre_picks(table, tomogram, config, centring, pixel_size_a, device, min_distance_a)
     used = threshold if threshold is not None else ", ".join(
         f"{config.class_threshold(c):.3g}" for c in range(config.n_classes))
     logger.info("%s: %d pick(s) (%s, threshold %s)", Path(tomogram).name, len(table), method, used)
