@@ -86,30 +86,27 @@ def _soft_argmax(logits: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return (weights @ grid) / weights.sum(1, keepdim=True)
 
 
-def _crops(padded: np.ndarray, pad: int, centres_zyx: np.ndarray, crop: int) -> tuple[np.ndarray, np.ndarray]:
-    """Crops whose centre voxel is the rounded centre; returns them and their corners (z, y, x)."""
-    corners = np.rint(centres_zyx).astype(int) - crop // 2
-    stacked = np.stack([padded[tuple(slice(c + pad, c + pad + crop) for c in corner)] for corner in corners])
-    return stacked, corners
-
-
 class _Volumes:
     """Volumes at the centring scale, reflect-padded by one crop so every crop is whole."""
 
     def __init__(self, volumes: list[np.ndarray], crop: int) -> None:
-        self.pad = crop
+        self.crop = crop
         self.padded = [np.pad(v, crop, mode="reflect") for v in volumes]
 
-    def crops(self, index: int, centres_zyx: np.ndarray, crop: int) -> tuple[np.ndarray, np.ndarray]:
-        return _crops(self.padded[index], self.pad, centres_zyx, crop)
+    def crops(self, index: int, centres_zyx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Crops of volume ``index`` whose centre voxel is the rounded centre, and their corners (z, y, x)."""
+        corners = np.rint(centres_zyx).astype(int) - self.crop // 2
+        padded, crop = self.padded[index], self.crop
+        stacked = np.stack([padded[tuple(slice(c + crop, c + 2 * crop) for c in corner)] for corner in corners])
+        return stacked, corners
 
 
-def _sample(volumes: _Volumes, particles: list[tuple[int, np.ndarray]], n: int, crop: int, sigma: float,
+def _sample(volumes: _Volumes, particles: list[tuple[int, np.ndarray]], n: int, sigma: float,
             rng: np.random.Generator, augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    images, targets = [], []
+    images, targets, crop = [], [], volumes.crop
     for k in rng.integers(len(particles), size=n):
         index, centre = particles[k]
-        image, corner = volumes.crops(index, (centre + rng.normal(0, sigma, 3))[None], crop)
+        image, corner = volumes.crops(index, (centre + rng.normal(0, sigma, 3))[None])
         image, target = image[0], centre - corner[0]
         if augment:
             for axis in range(3):
@@ -163,7 +160,7 @@ def train_centring(training: list[tuple[np.ndarray, np.ndarray]], validation: li
     train_particles = [(i, c) for i, (_, centres) in enumerate(training) for c in np.asarray(centres, float)]
     val_particles = [(i, c) for i, (_, centres) in enumerate(validation) for c in np.asarray(centres, float)]
     rng = np.random.default_rng([seed, 7])
-    val_images, val_targets = _sample(val_volumes, val_particles, _VALIDATION_CROPS, crop, sigma,
+    val_images, val_targets = _sample(val_volumes, val_particles, _VALIDATION_CROPS, sigma,
                                       np.random.default_rng([seed, 8]), augment=False)
     val_images, val_targets = val_images.to(device), val_targets.to(device)
     torch.manual_seed(seed)
@@ -175,7 +172,7 @@ def train_centring(training: list[tuple[np.ndarray, np.ndarray]], validation: li
                 steps, len(train_particles), crop, diameter_px)
     for step in range(1, steps + 1):
         net.train()
-        images, targets = _sample(train_volumes, train_particles, _BATCH, crop, sigma, rng, augment=True)
+        images, targets = _sample(train_volumes, train_particles, _BATCH, sigma, rng, augment=True)
         loss = _loss(net(images.to(device)), targets.to(device), grid)
         optimizer.zero_grad()
         loss.backward()
@@ -220,7 +217,7 @@ def centre_positions(net: nn.Module, volume: np.ndarray, zoom: float, xyz_px: np
     out = np.empty_like(centres)
     with torch.inference_mode():
         for start in range(0, len(centres), batch_size):
-            images, corners = volumes.crops(0, centres[start:start + batch_size], crop)
+            images, corners = volumes.crops(0, centres[start:start + batch_size])
             images = torch.from_numpy(images[:, None].astype(np.float32)).to(device)
             position = torch.zeros(len(images), 3, device=device)
             for flips in _FLIPS:

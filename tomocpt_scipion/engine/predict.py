@@ -91,7 +91,7 @@ def picks_from_scores(score_map: ScoreMap, config: EngineConfig, tomo_name: str,
     ``refine="learned"`` refines on the score map by ``centroid`` here; :func:`centre_picks`
     does the rest.
     """
-    refine = refine if refine in SCORE_MAP_REFINEMENTS else SCORE_MAP_REFINEMENTS[0]
+    refine = SCORE_MAP_REFINEMENTS[0] if refine == "learned" else refine
     voxel_a = score_map.pixel_size_a / score_map.zoom
     radius_px = config.diameter_a / 2 / voxel_a  # the particle radius at the training scale
     min_distance_px = (min_distance_a if min_distance_a is not None else config.diameter_a) / voxel_a
@@ -142,7 +142,7 @@ def centre_picks(table: pd.DataFrame, tomogram: str | Path, config: EngineConfig
     moved = table.assign(x=after[:, 0], y=after[:, 1], z=after[:, 2])
     merge_px = min(config.diameter_a / 2, config.diameter_a if min_distance_a is None else min_distance_a) \
         / loaded.pixel_size_a
-    kept = np.concatenate([rows.index.to_numpy()[suppress_close(after[table.index.get_indexer(rows.index)],
+    kept = np.concatenate([rows.index.to_numpy()[suppress_close(rows[["x", "y", "z"]].to_numpy(),
                                                                 rows["score"].to_numpy(), merge_px)]
                            for _, rows in moved.groupby("class_id", sort=False)])
     logger.info("%s: centring network moved %d pick(s) by %.2f px on average; %d landed on a better pick's "
