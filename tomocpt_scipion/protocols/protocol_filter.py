@@ -11,6 +11,7 @@ from tomo.protocols import ProtTomoBase
 
 from .. import Plugin
 from ..convert import coordinatesTable, fillCoordinates, linkTomograms, readPicks, writeCoordinatesCsv
+from .arguments import setFlags
 from .checks import NON_NEGATIVE
 
 
@@ -121,10 +122,7 @@ class ProtTomoCPTFilter(EMProtocol, ProtTomoBase):
                 "--pixel-size", str(coordinates.getPrecedents().getSamplingRate()), "--overwrite"]
         if self.useThreshold:
             args += ["--threshold", str(self.threshold.get())]
-        if self.topN.get():
-            args += ["--top-n", str(self.topN.get())]
-        if self.minDistance.get():
-            args += ["--min-distance", str(self.minDistance.get())]
+        args += setFlags(("--top-n", self.topN), ("--min-distance", self.minDistance))
         if self.inputMasks.get() is not None:
             tsIds = [t.getTsId() for t in coordinates.getPrecedents()]
             args += ["--tomograms", *[self._getExtraPath("tomograms", f"{tsId}.mrc") for tsId in tsIds],

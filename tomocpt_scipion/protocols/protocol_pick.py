@@ -14,6 +14,7 @@ from .. import Plugin
 from ..constants import RECIPE_CITATIONS
 from ..engine.specs import FALLBACK_THRESHOLD, MERGE_MODES, PEAK_METHOD_LABELS, PEAK_METHODS, REFINEMENTS
 from ..convert import fillCoordinates, linkTomograms, readPicks
+from .arguments import setFlags
 from .checks import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, particleFitsErrors
 
 _DIAMETER_TOLERANCE = 0.25  # relative difference from the model's particle size accepted as the same
@@ -239,12 +240,8 @@ class ProtTomoCPTPick(EMProtocol, ProtTomoBase):
                 "--batch-size", str(self.batchSize.get()), "--preview", "--overwrite"]
         if not self.useModelThreshold:
             args += ["--threshold", str(self.threshold.get())]
-        if self.minDistance.get():
-            args += ["--min-distance", str(self.minDistance.get())]
-        if self.diameter.get():
-            args += ["--diameter", str(self.diameter.get())]
-        if self.maxPicks.get():
-            args += ["--max-picks", str(self.maxPicks.get())]
+        args += setFlags(("--min-distance", self.minDistance), ("--diameter", self.diameter),
+                         ("--max-picks", self.maxPicks))
         if self.inputMasks.get() is not None:
             args += ["--masks", self._getExtraPath("masks", f"{tsId}.mrc")]
         if not self.tta:

@@ -16,6 +16,7 @@ from ..engine.specs import BACKBONES as ENGINE_BACKBONES
 from ..engine.specs import LABELS as ENGINE_LABELS
 from ..engine.specs import DEFAULT_CENTRING_STEPS, LOSS_SPECS, MODEL_SIZES, PU_LOSSES, RECIPE_SPECS
 from ..objects import TomoCPTModel
+from .arguments import setFlags
 from .checks import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, particleFitsErrors
 
 RECIPES = list(RECIPE_SPECS)
@@ -285,11 +286,9 @@ class ProtTomoCPTTrain(EMProtocol):
                                      ("--loss", LOSSES, self.loss)):
             if self._choice(choices, param):
                 args += [flag, self._choice(choices, param)]
-        for flag, param in (("--patch-size", self.patchSize), ("--epochs", self.epochs),
-                            ("--patience", self.patience), ("--batch-size", self.batchSize),
-                            ("--lr", self.learningRate), ("--expected-particles", self.expectedParticles)):
-            if param.get():
-                args += [flag, str(param.get())]
+        args += setFlags(("--patch-size", self.patchSize), ("--epochs", self.epochs), ("--patience", self.patience),
+                         ("--batch-size", self.batchSize), ("--lr", self.learningRate),
+                         ("--expected-particles", self.expectedParticles))
         if self.inputModel.get() is not None:
             args += ["--finetune", os.path.abspath(self.inputModel.get().getCheckpoint()),
                      "--encoder-lr-factor", str(self.encoderLrFactor.get())]
