@@ -44,7 +44,7 @@ def test_planted_off_grid_centres_are_recovered_from_picks_two_pixels_away(train
     before = np.linalg.norm(picks_xyz - centres[:, ::-1], axis=1)
     after = np.linalg.norm(centre_positions(net, volume, 1.0, picks_xyz, DIAMETER_PX) - centres[:, ::-1], axis=1)
     assert before.mean() > 1.5
-    # 500 CPU-test steps give a median of 0.48 px, 1000 steps 0.35 px
+    # 500 CPU-test steps give a median of 0.48 px
     assert np.median(after) < 0.6 and after.mean() < before.mean() / 3, (np.median(after), after.mean())
 
 

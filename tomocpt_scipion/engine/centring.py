@@ -18,8 +18,7 @@ with the lowest validation distance are kept.
 
 At prediction each crop is scored in its 8 flips and the positions averaged; each position is
 the soft-argmax over the voxels within 2 px of the heatmap's maximum (over the whole crop, the
-heatmap's tail pulls positions back towards the pick: on planted particles 2 px away the
-median error went from 0.45 to 0.35 px). On the held-out
+heatmap's tail pulls positions back towards the pick). On the held-out
 WBP tomograms of ``benchmarks/accuracy.py`` this took the mean hit distance of the DeepETPicker
 recipe from 1.9 to 0.9 px (ribosome 4v94), 1.1 to 0.7 px (1bxn) and 2.4 to 1.0 px (3d2f).
 
