@@ -80,6 +80,33 @@ def test_single_tomogram_formats_round_trip_to_a_hundredth_of_a_pixel(tmp_path, 
     _assert_same_coordinates(one, io.read_coordinates(path), check_score=False, check_class=keeps_class)
 
 
+def test_warp_star_round_trips_to_a_hundredth_of_a_pixel_with_its_pixel_size(tmp_path, table):
+    path = io.write_coordinates(tmp_path / "warp.star", table, "warp", pixel_size_a=7.4)
+    text = path.read_text()
+    assert "TS_01.tomostar" in text and "data_optics" not in text and "rlnTomoName" not in text
+    assert io.coordinate_pixel_size(path) == pytest.approx(7.4)
+    _assert_same_coordinates(table, io.read_coordinates(path, "warp"))
+
+
+def test_warp_template_matching_star_reads_tomograms_from_the_tomostar_names(tmp_path):
+    # The columns WarpTools' ts_template_match writes (coordinates here in pixels, as
+    # ts_export_particles --coords_angpix reads them).
+    star = tmp_path / "TS_7_10.00Apx.star"
+    star.write_text("data_\n\nloop_\n_rlnCoordinateX #1\n_rlnCoordinateY #2\n_rlnCoordinateZ #3\n"
+                    "_rlnAngleRot #4\n_rlnAngleTilt #5\n_rlnAnglePsi #6\n_rlnMicrographName #7\n"
+                    "_rlnAutopickFigureOfMerit #8\n12.5 40.25 7.0 0 0 0 TS_7.tomostar 6.5\n")
+    table = io.read_coordinates(star, "warp")
+    assert list(table["tomo_name"]) == ["TS_7"]
+    np.testing.assert_allclose(table[["x", "y", "z", "score"]].to_numpy()[0], [12.5, 40.25, 7.0, 6.5])
+
+
+def test_export_writes_warp_star_from_relion_star_keeping_the_pixel_size(tmp_path, table):
+    relion = io.write_coordinates(tmp_path / "picks.star", table, pixel_size_a=7.4)
+    assert main(["export", str(relion), str(tmp_path / "warp.star"), "--to-format", "warp"]) == 0
+    assert io.coordinate_pixel_size(tmp_path / "warp.star") == pytest.approx(7.4)
+    _assert_same_coordinates(table, io.read_coordinates(tmp_path / "warp.star", "warp"))
+
+
 def test_relion5_centred_angstroms_match_a_hand_computed_example(tmp_path):
     # Tomogram of x=100, y=80, z=41 voxels at 10 Å: centre (50, 40, 20.5) px.
     star = tmp_path / "r5.star"

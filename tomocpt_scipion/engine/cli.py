@@ -147,11 +147,11 @@ def _simulate(args: argparse.Namespace) -> None:
 
 # ----------------------------------------------------------------------------- export
 def _export_arguments(parser: argparse.ArgumentParser) -> None:
-    from .io import FORMATS
+    from .io import FORMAT_NAMES
 
-    formats = sorted(set(FORMATS.values()))
-    parser.add_argument("input", help="coordinate file (star, mod, tbl, coords, txt, csv)")
-    parser.add_argument("output", help="file to write; its suffix sets the format")
+    formats = list(FORMAT_NAMES)
+    parser.add_argument("input", help=f"coordinate file ({', '.join(formats)})")
+    parser.add_argument("output", help="file to write; its suffix sets the format (warp: --to-format warp)")
     parser.add_argument("--from-format", choices=formats, help="input format if the suffix is unusual")
     parser.add_argument("--to-format", choices=formats, help="output format if the suffix is unusual")
     parser.add_argument("--tomograms", nargs="*", default=[],
@@ -176,6 +176,76 @@ def _export(args: argparse.Namespace) -> None:
                       tomo_shapes=shapes, relion_version=args.relion, tomo_names=names,
                       overwrite=args.overwrite)
     print(f"Wrote {len(table)} coordinate(s) of {table['tomo_name'].nunique()} tomogram(s) to {args.output}")
+
+
+# ----------------------------------------------------------------------------- copick
+def _copick_arguments(parser: argparse.ArgumentParser) -> None:
+    from .copick_project import DEFAULT_SESSION, DEFAULT_USER
+
+    parser.add_argument("--objects", nargs="+",
+                        help="copick particle objects, in class order (class 1 first); default: all particles "
+                             "of the project")
+    parser.add_argument("--user", help=f"copick user id (export default {DEFAULT_USER}; import: any)")
+    parser.add_argument("--session", help=f"copick session id (export default {DEFAULT_SESSION}; import: any)")
+    parser.add_argument("--runs", nargs="+", help="only these runs (tomograms)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+
+
+def _copick_import_arguments(parser: argparse.ArgumentParser) -> None:
+    from .io import FORMAT_NAMES
+
+    parser.add_argument("config", help="copick project configuration (JSON)")
+    parser.add_argument("output", help="coordinate file to write; its suffix sets the format")
+    parser.add_argument("--voxel-size", type=_POSITIVE, required=True,
+                        help="pixel size (Å) of the tomograms the coordinates are for")
+    parser.add_argument("--to-format", choices=list(FORMAT_NAMES), help="output format if the suffix is unusual")
+    parser.add_argument("--tomograms", metavar="TOMO_TYPE",
+                        help="also write each run's tomogram of this type (e.g. wbp) as <run>.mrc beside the output")
+    _copick_arguments(parser)
+
+
+def _copick_import(args: argparse.Namespace) -> None:
+    from .copick_project import export_tomograms, read_picks
+    from .io import write_coordinates
+
+    table = read_picks(args.config, args.voxel_size, args.objects, args.user, args.session, args.runs)
+    if table.empty:
+        raise ValueError(f"{args.config}: no picks of objects {args.objects or 'any'}, user {args.user or 'any'}, "
+                         f"session {args.session or 'any'}.")
+    if args.tomograms:
+        runs = sorted(set(table["tomo_name"]))
+        written = export_tomograms(args.config, args.voxel_size, args.tomograms, Path(args.output).parent,
+                                   runs, args.overwrite)
+        print(f"Wrote {len(written)} tomogram(s) to {Path(args.output).parent}")
+    write_coordinates(args.output, table, args.to_format, pixel_size_a=args.voxel_size, overwrite=args.overwrite)
+    print(f"Wrote {len(table)} pick(s) of {table['tomo_name'].nunique()} run(s) to {args.output}")
+
+
+def _copick_export_arguments(parser: argparse.ArgumentParser) -> None:
+    from .io import FORMAT_NAMES
+
+    parser.add_argument("input", help="coordinate file (picks of `predict`, or any format `export` reads)")
+    parser.add_argument("config", help="copick project configuration (JSON)")
+    parser.add_argument("--from-format", choices=list(FORMAT_NAMES), help="input format if the suffix is unusual")
+    parser.add_argument("--pixel-size", type=_POSITIVE,
+                        help="pixel size in Å of the coordinates (default: the one the file states)")
+    _copick_arguments(parser)
+
+
+def _copick_export(args: argparse.Namespace) -> None:
+    from .copick_project import DEFAULT_SESSION, DEFAULT_USER, open_project, write_picks
+    from .io import coordinate_pixel_size, read_coordinates
+
+    pixel_size = args.pixel_size or coordinate_pixel_size(args.input)
+    if not pixel_size:
+        raise ValueError(f"{args.input}: states no pixel size; give --pixel-size.")
+    table = read_coordinates(args.input, args.from_format, pixel_size_a=pixel_size)
+    if args.runs:
+        table = table[table["tomo_name"].isin(args.runs)]
+    objects = args.objects or [o.name for o in open_project(args.config).config.pickable_objects if o.is_particle]
+    written = write_picks(args.config, table, pixel_size, objects, args.user or DEFAULT_USER,
+                          args.session or DEFAULT_SESSION, args.overwrite)
+    print(f"Wrote {len(table)} pick(s) into {len(written)} copick picks file(s) of {args.config}")
 
 
 # ----------------------------------------------------------------------------- train
@@ -478,7 +548,10 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
                            Callable[[argparse.Namespace], None], str]] = {
     "simulate": (_simulate_arguments, _simulate, "simulate tomograms with known particle centres"),
     "export": (_export_arguments, _export,
-               "convert coordinates between STAR (RELION 4/5), IMOD, Dynamo, text and CSV"),
+               "convert coordinates between STAR (RELION 4/5, Warp/M), IMOD, Dynamo, text and CSV"),
+    "copick-import": (_copick_import_arguments, _copick_import,
+                      "read picks (and tomograms) from a copick project into a coordinate file (and MRC)"),
+    "copick-export": (_copick_export_arguments, _copick_export, "write picks into a copick project"),
     "train": (_train_arguments, _train, "train a picker (tomoCPT, DeepETPicker or TomoPicker recipe)"),
     "predict": (_predict_arguments, _predict, "pick particles with a trained model"),
     "evaluate": (_evaluate_arguments, _evaluate, "compare picks with reference coordinates (P, R, F1, F4, AD)"),

@@ -14,6 +14,12 @@ STAR (R3/4)  ``rlnCoordinateX/Y/Z`` in pixels, same origin as ours, minus
              ``rlnOriginX/Y/ZAngst`` / pixel size (the shift RELION applied)
 STAR (R5)    ``rlnCenteredCoordinateX/Y/ZAngst``: Å from the tomogram centre
              (``size / 2`` pixels, float division), so it needs size and pixel size
+Warp/M STAR  one ``data_`` block as WarpTools' template matching writes it:
+             ``rlnCoordinateX/Y/Z`` in pixels, same origin as ours (Warp multiplies
+             them by ``--coords_angpix``), ``rlnMicrographName`` = ``<tomogram>.tomostar``,
+             score in ``rlnAutopickFigureOfMerit``; the pixel size as
+             ``rlnDetectorPixelSize`` (µm) / ``rlnMagnification`` × 10⁴ (RELION 3.0 style).
+             Read by the STAR reader (it names tomograms by the stem of the micrograph).
 IMOD .mod    pixel centre of voxel (0, 0, 0) is at model point (0.5, 0.5, 0.0)
 Dynamo .tbl  MATLAB 1-based: the first voxel centre is 1; x, y, z in columns 24-26,
              tomogram number in column 20, class in 22, score (cc) in 10
@@ -54,6 +60,7 @@ __all__ = [
     "write_coordinates",
     "write_mrc",
     "FORMATS",
+    "FORMAT_NAMES",
 ]
 
 COORDINATE_COLUMNS = ("tomo_name", "x", "y", "z", "score", "class_id")
@@ -61,6 +68,8 @@ COORDINATE_COLUMNS = ("tomo_name", "x", "y", "z", "score", "class_id")
 #: file suffix -> format name understood by :func:`read_coordinates` / :func:`write_coordinates`
 FORMATS = {".star": "star", ".mod": "mod", ".tbl": "tbl", ".coords": "coords",
            ".txt": "txt", ".csv": "csv"}
+#: every format name; ``warp`` is a STAR flavour, so it has no suffix of its own
+FORMAT_NAMES = (*dict.fromkeys(FORMATS.values()), "warp")
 
 _IMOD_ORIGIN_PX = np.array([0.5, 0.5, 0.0])  # IMOD point of voxel (0, 0, 0), x y z
 _DYNAMO_ORIGIN_PX = 1.0
@@ -289,8 +298,8 @@ def coordinate_table(xyz_px: np.ndarray, tomo_name: str | Sequence[str], score=1
 
 def _format_of(path: Path, fmt: str | None) -> str:
     if fmt is not None:
-        if fmt not in FORMATS.values():
-            raise ValueError(f"unknown coordinate format {fmt!r}; valid: {sorted(set(FORMATS.values()))}.")
+        if fmt not in FORMAT_NAMES:
+            raise ValueError(f"unknown coordinate format {fmt!r}; valid: {list(FORMAT_NAMES)}.")
         return fmt
     try:
         return FORMATS[path.suffix.lower()]
@@ -318,7 +327,7 @@ def read_coordinates(path: os.PathLike | str, fmt: str | None = None, *,
     Parameters
     ----------
     path : coordinate file; its suffix tells the format unless ``fmt`` is given.
-    fmt : one of ``star``, ``mod``, ``tbl``, ``coords``, ``txt``, ``csv``.
+    fmt : one of :data:`FORMAT_NAMES` (``warp`` reads as ``star``).
     tomo_name : tomogram of every row for formats that do not name it (mod, coords, txt);
         defaults to the file's stem.
     pixel_size_a : pixel size of the tomogram (Å); needed by RELION 5 STAR files and by
@@ -341,7 +350,7 @@ def read_coordinates(path: os.PathLike | str, fmt: str | None = None, *,
         raise FileNotFoundError(f"{path}: no such coordinate file.")
     fmt = _format_of(path, fmt)
     default_name = tomo_name if tomo_name is not None else path.stem
-    reader = {"star": _read_star, "mod": _read_mod, "tbl": _read_tbl, "coords": _read_text,
+    reader = {"star": _read_star, "warp": _read_star, "mod": _read_mod, "tbl": _read_tbl, "coords": _read_text,
               "txt": _read_text, "csv": _read_csv}[fmt]
     try:
         table = reader(path, default_name=default_name, pixel_size_a=pixel_size_a,
@@ -374,8 +383,9 @@ def write_coordinates(path: os.PathLike | str, table: pd.DataFrame, fmt: str | N
     ----------
     path : destination; its suffix tells the format unless ``fmt`` is given.
     table : table with :data:`COORDINATE_COLUMNS`.
-    fmt : format name, see :data:`FORMATS`.
-    pixel_size_a : pixel size (Å), written to the STAR optics block; required for STAR.
+    fmt : format name, see :data:`FORMAT_NAMES`.
+    pixel_size_a : pixel size (Å), written to the STAR optics block (Warp: per particle);
+        required for STAR and Warp.
     tomo_shapes : {tomo_name: (z, y, x)}; required for RELION 5 STAR.
     relion_version : 4 (``rlnCoordinate*``, pixels) or 5 (``rlnCenteredCoordinate*Angst``).
     tomo_names : order of tomograms for Dynamo's tomogram number (1-based); defaults to the
@@ -387,16 +397,16 @@ def write_coordinates(path: os.PathLike | str, table: pd.DataFrame, fmt: str | N
     missing = [c for c in COORDINATE_COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"coordinate table lacks columns {missing}.")
-    if fmt == "star":  # checked before anything is written, so errors name the destination
+    if fmt in ("star", "warp"):  # checked before anything is written, so errors name the destination
         if not pixel_size_a or pixel_size_a <= 0:
             raise ValueError(f"{path}: writing STAR needs the pixel size in Å (> 0), got {pixel_size_a}; give "
                              f"it, or tomograms with it in their headers.")
-        if relion_version not in (4, 5):
+        if fmt == "star" and relion_version not in (4, 5):
             raise ValueError(f"{path}: relion_version must be 4 or 5, got {relion_version}.")
-        if relion_version == 5:
+        if fmt == "star" and relion_version == 5:
             for name in table["tomo_name"].unique():
                 _shape_of(tomo_shapes, name, path)
-    writer = {"star": _write_star, "mod": _write_mod, "tbl": _write_tbl,
+    writer = {"star": _write_star, "warp": _write_warp_star, "mod": _write_mod, "tbl": _write_tbl,
               "coords": _write_text, "txt": _write_text, "csv": _write_csv}[fmt]
     with atomic_path(path, overwrite) as tmp:
         writer(tmp, table, pixel_size_a=pixel_size_a, tomo_shapes=tomo_shapes,
@@ -411,6 +421,9 @@ _R5_COLUMNS = ("rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst",
                "rlnCenteredCoordinateZAngst")
 _ORIGIN_COLUMNS = ("rlnOriginXAngst", "rlnOriginYAngst", "rlnOriginZAngst")
 _OPTICS_PIXEL_COLUMNS = ("rlnTomoTiltSeriesPixelSize", "rlnImagePixelSize", "rlnMicrographPixelSize")
+_WARP_PIXEL_COLUMNS = ("rlnDetectorPixelSize", "rlnMagnification")
+_WARP_MAGNIFICATION = 10000.0
+_WARP_TOMO_SUFFIX = ".tomostar"
 
 
 def _star_blocks(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -427,14 +440,23 @@ def _star_blocks(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
 
 
 def coordinate_pixel_size(path: os.PathLike | str) -> float | None:
-    """Pixel size in Å that a coordinate file states (a STAR optics block), else None."""
+    """Pixel size in Å that a coordinate file states (a STAR optics block, or Warp's detector
+    pixel size and magnification), else None."""
     path = Path(path)
     if path.suffix.lower() != ".star" or not path.is_file():
         return None
     try:
-        return _optics_pixel_size(_star_blocks(path)[1])
+        particles, optics = _star_blocks(path)
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError):
         return None
+    return _optics_pixel_size(optics) or _warp_pixel_size(particles)
+
+
+def _warp_pixel_size(particles: pd.DataFrame) -> float | None:
+    if not all(c in particles.columns for c in _WARP_PIXEL_COLUMNS) or particles.empty:
+        return None
+    detector_um, magnification = (float(particles[c].iloc[0]) for c in _WARP_PIXEL_COLUMNS)
+    return detector_um / magnification * 1e4 if magnification > 0 else None
 
 
 def _optics_pixel_size(optics: pd.DataFrame | None) -> float | None:
@@ -460,7 +482,7 @@ def _star_tomo_names(df: pd.DataFrame, default_name: str) -> pd.Series:
 def _read_star(path: Path, default_name: str, pixel_size_a, tomo_shapes, **_) -> pd.DataFrame:
     df, optics = _star_blocks(path)
     names = _star_tomo_names(df, default_name)
-    pixel_size = pixel_size_a or _optics_pixel_size(optics)
+    pixel_size = pixel_size_a or _optics_pixel_size(optics) or _warp_pixel_size(df)
     if all(c in df.columns for c in _R5_COLUMNS):
         if not pixel_size:
             raise CoordinateFormatError(f"{path}: RELION 5 centred coordinates need the pixel size "
@@ -507,6 +529,17 @@ def _write_star(tmp: Path, table: pd.DataFrame, pixel_size_a, tomo_shapes, relio
                            optics_pixel: [float(pixel_size_a)]})
     starfile.write({"optics": optics, "particles": particles}, tmp, float_format="%.6f",
                    overwrite=True)
+
+
+def _write_warp_star(tmp: Path, table: pd.DataFrame, pixel_size_a, **_):
+    xyz = table[["x", "y", "z"]].to_numpy(float)
+    particles = pd.DataFrame({column: xyz[:, i] for i, column in enumerate(_R4_COLUMNS)})
+    particles["rlnMicrographName"] = table["tomo_name"].astype(str).to_numpy() + _WARP_TOMO_SUFFIX
+    particles["rlnAutopickFigureOfMerit"] = table["score"].to_numpy(float)
+    particles["rlnClassNumber"] = table["class_id"].to_numpy(int)
+    particles[_WARP_PIXEL_COLUMNS[0]] = float(pixel_size_a) * _WARP_MAGNIFICATION * 1e-4
+    particles[_WARP_PIXEL_COLUMNS[1]] = _WARP_MAGNIFICATION
+    starfile.write(particles, tmp, float_format="%.6f", overwrite=True)
 
 
 # ----------------------------------------------------------------------------- IMOD
