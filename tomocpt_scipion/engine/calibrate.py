@@ -53,10 +53,10 @@ def _class_picks(model: nn.Module, config: EngineConfig, tomograms: Sequence[Pre
                  device: torch.device) -> list[pd.DataFrame]:
     """Picks of every class in every tomogram at the training scale, down to the floor."""
     tables = [[] for _ in range(config.n_classes)]
-    radius = config.target_diameter_px / 2
     for tomo in tomograms:
         scores = run_network(model, config, tomo.volume, device)
         for channel in range(config.n_classes):
+            radius = config.target_diameter_px * config.class_sizes[channel] / 2
             peaks = find_peaks(scores[channel], DEFAULT_PEAK_METHOD, radius_px=radius, threshold=_FLOOR)
             tables[channel].append(coordinate_table(peaks[:, :3], tomo.name, peaks[:, 3], channel + 1))
     return [pd.concat(parts, ignore_index=True) for parts in tables]
@@ -99,7 +99,8 @@ def calibrate_thresholds(model: nn.Module, config: EngineConfig, tomograms: Sequ
             threshold = float(scores[min(keep, len(scores)) - 1])
             how = f"{keep} expected particles in {len(tomograms)} validation tomogram(s)"
         else:
-            sweep = threshold_sweep(picks, truth, config.target_diameter_px, grid="fine")
+            diameter_px = config.target_diameter_px * config.class_sizes[class_id - 1]
+            sweep = threshold_sweep(picks, truth, diameter_px, grid="fine")
             best = sweep.iloc[_smoothed_argmax(sweep["f1"].to_numpy())]
             threshold = float(best["threshold"])
             how = f"F1 {best['f1']:.3f} (precision {best['precision']:.2f}, recall {best['recall']:.2f})"

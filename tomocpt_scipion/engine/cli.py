@@ -178,6 +178,61 @@ def _export(args: argparse.Namespace) -> None:
     print(f"Wrote {len(table)} coordinate(s) of {table['tomo_name'].nunique()} tomogram(s) to {args.output}")
 
 
+# ----------------------------------------------------------------------------- browse
+def _browse_arguments(parser: argparse.ArgumentParser) -> None:
+    from .browser import VIEWS
+
+    parser.add_argument("--tomogram", required=True, help="tomogram MRC file")
+    parser.add_argument("--picks", required=True, help="its picks (any coordinate format; other tomograms' are left out)")
+    parser.add_argument("--diameter", type=_POSITIVE, nargs="+", required=True,
+                        help="particle diameter in Å, or one per class")
+    parser.add_argument("--pixel-size", type=_POSITIVE, help="pixel size in Å when the MRC header has none")
+    parser.add_argument("--threshold", type=float, default=0.0, help="initial score threshold (default 0)")
+    parser.add_argument("--view", choices=list(VIEWS), default="xy", help="initial view (default xy)")
+    parser.add_argument("--slice", type=int, help="initial slice (default: the middle one)")
+    parser.add_argument("--screenshot", help="write the window to this PNG instead of opening it (no display needed)")
+
+
+def _browse(args: argparse.Namespace) -> None:
+    from .io import read_coordinates, read_mrc
+
+    volume, header_pixel = read_mrc(args.tomogram)
+    pixel_size = args.pixel_size or header_pixel
+    if not pixel_size:
+        raise ValueError(f"{args.tomogram}: the header has no pixel size; give --pixel-size.")
+    name = Path(args.tomogram).stem
+    table = read_coordinates(args.picks, pixel_size_a=pixel_size, tomo_name=name,
+                             tomo_shapes={name: volume.shape})
+    table = table[table["tomo_name"] == name]
+    if table.empty:
+        raise ValueError(f"{args.picks}: holds no picks of tomogram {name!r}.")
+    classes = sorted(int(c) for c in table["class_id"].unique())
+    if len(args.diameter) != 1 and len(args.diameter) < classes[-1]:
+        raise ValueError(f"{len(args.diameter)} diameter(s) for classes up to {classes[-1]}; give one, or one "
+                         f"per class.")
+    radius = {c: (args.diameter[c - 1] if len(args.diameter) > 1 else args.diameter[0]) / 2 / pixel_size
+              for c in classes}
+    if args.screenshot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .browser import PickBrowser
+
+    browser = PickBrowser(volume, table, radius, args.threshold, title=name,
+                          on_save=lambda t: print(f"threshold {t:.4g}: {int((table['score'] >= t).sum())} pick(s); "
+                                                  f"keep them with: tomocpt-engine filter --threshold {t:.4g}"))
+    if args.view != "xy":
+        browser.set_view(args.view)
+    if args.slice is not None:
+        browser.slice_slider.set_val(args.slice)
+    if args.screenshot:
+        print(f"Wrote {browser.screenshot(args.screenshot)}")
+    else:
+        plt.show()
+
+
 # ----------------------------------------------------------------------------- copick
 def _copick_arguments(parser: argparse.ArgumentParser) -> None:
     from .copick_project import DEFAULT_SESSION, DEFAULT_USER
@@ -285,7 +340,9 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--class-names", nargs="+", help="class names (default: coordinate file stems)")
     parser.add_argument("--val-tomograms", nargs="*", default=[], help="validation tomograms")
     parser.add_argument("--val-coordinates", nargs="*", default=[], help="validation coordinates, one per class")
-    parser.add_argument("--diameter", type=_POSITIVE, required=True, help="particle diameter in Å")
+    parser.add_argument("--diameter", type=_POSITIVE, nargs="+", required=True,
+                        help="particle diameter in Å, or one per class (order of --coordinates): the smallest "
+                             "sets the training scale; labels, peaks and hits of each class follow its own")
     parser.add_argument("--pixel-size", type=_POSITIVE, help="pixel size in Å when the MRC headers have none")
     parser.add_argument("--recipe", choices=list(RECIPE_SPECS), default="tomocpt",
                         help="settings of one paper (default tomocpt); every option below overrides it")
@@ -348,7 +405,11 @@ def _train(args: argparse.Namespace) -> None:
     validation = None
     if args.val_tomograms:
         validation, _ = _read_class_sets(args.val_coordinates, classes, args.val_tomograms, args.pixel_size)
-    config = recipe_config(args.recipe, diameter_a=args.diameter, classes=classes,
+    if len(args.diameter) not in (1, len(classes)):
+        raise ValueError(f"{len(args.diameter)} diameters for {len(classes)} class(es) {classes}: give one, "
+                         f"or one per class in the order of --coordinates.")
+    config = recipe_config(args.recipe, diameter_a=min(args.diameter), classes=classes,
+                           class_diameters_a=args.diameter if len(args.diameter) > 1 else None,
                            **{name: getattr(args, name) for name in _TRAIN_OVERRIDES})
     result = train(args.tomograms, coordinates, config, args.out, args.val_tomograms, validation,
                    args.pixel_size, args.resume, args.finetune, args.overwrite, args.device, args.workers)
@@ -411,7 +472,9 @@ def _predict(args: argparse.Namespace) -> None:
     device = select_device(args.device)
     model, config = load_model(args.model, device)
     centring = load_centring(args.model, device) if args.refine == "learned" else None
-    if args.diameter:
+    if args.diameter:  # every class scales with the model's reference particle
+        ratio = args.diameter / config.diameter_a
+        config.class_diameters_a = [d * ratio for d in config.class_diameters_a]
         config.diameter_a = args.diameter
     expected = output_names(list(shapes), config.classes, args.save_scores, args.preview)
     tables = []
@@ -438,7 +501,9 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--picks", required=True, help="picked coordinates (any format)")
     parser.add_argument("--truth", required=True, help="reference coordinates (any format)")
-    parser.add_argument("--diameter", type=_POSITIVE, required=True, help="particle diameter in Å")
+    parser.add_argument("--diameter", type=_POSITIVE, nargs="+", required=True,
+                        help="particle diameter in Å, or one per class: a reference with several classes "
+                             "(rlnClassNumber, class_id) is evaluated class by class, each within its own radius")
     parser.add_argument("--tomograms", nargs="*", default=[],
                         help="tomogram MRC files (pixel size, sizes for RELION 5 STAR)")
     parser.add_argument("--pixel-size", type=_POSITIVE, help="pixel size in Å (default: from --tomograms)")
@@ -464,7 +529,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     if not pixel_size:
         raise ValueError("the pixel size is needed: give --pixel-size or --tomograms with it in their headers.")
     for path in args.tomograms:
-        check_particle_fits(path, args.diameter, pixel_size, shapes[Path(path).stem])
+        check_particle_fits(path, max(args.diameter), pixel_size, shapes[Path(path).stem])
     names = list(shapes) or None
     picks = read_coordinates(args.picks, pixel_size_a=pixel_size, tomo_shapes=shapes, tomo_names=names)
     truth = read_coordinates(args.truth, pixel_size_a=pixel_size, tomo_shapes=shapes, tomo_names=names)
@@ -473,7 +538,11 @@ def _evaluate(args: argparse.Namespace) -> None:
     report = evaluation_report(picks, truth, args.diameter, pixel_size, args.out, args.criterion, args.distance_px,
                                args.sweep, args.write_filtered, args.overwrite)
     print(format_metrics(report.metrics))
-    print(f"F1max {report.overall['f1']:.3f} at score threshold {report.best_threshold:.4g}")
+    for class_id, threshold in report.class_thresholds.items():
+        rows = report.metrics[(report.metrics.get("class_id", class_id) == class_id)
+                              & (report.metrics["tomo_name"] == "all")]
+        print(f"class {class_id}: F1max {rows['f1'].iloc[0]:.3f} (F4 {rows['f4'].iloc[0]:.3f}) at score "
+              f"threshold {threshold:.4g}")
 
 
 # ----------------------------------------------------------------------------- filter
@@ -549,6 +618,8 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None],
     "simulate": (_simulate_arguments, _simulate, "simulate tomograms with known particle centres"),
     "export": (_export_arguments, _export,
                "convert coordinates between STAR (RELION 4/5, Warp/M), IMOD, Dynamo, text and CSV"),
+    "browse": (_browse_arguments, _browse,
+               "browse a tomogram's picks slice by slice, coloured by score, with a threshold slider"),
     "copick-import": (_copick_import_arguments, _copick_import,
                       "read picks (and tomograms) from a copick project into a coordinate file (and MRC)"),
     "copick-export": (_copick_export_arguments, _copick_export, "write picks into a copick project"),

@@ -33,7 +33,11 @@ class EngineConfig:
     label : label kind, see :mod:`.labels`.
     loss : loss name, see :mod:`.losses`.
     classes : class names, one per coordinate set; class i + 1 is ``classes[i]``.
-    diameter_a : particle diameter in Å.
+    diameter_a : particle diameter in Å that sets the training scale (with several class
+        diameters: the smallest).
+    class_diameters_a : diameter of each class, Å, in class order; empty = every class has
+        ``diameter_a``. Label radius, peak radius, minimum distance, merge and hit radius of a
+        class scale with its diameter (see :attr:`diameters_a`).
     target_diameter_px : particle diameter after rescaling, pixels (tomoCPT: 10).
     label_radius_fraction : label radius R as a fraction of the rescaled particle diameter
         (0.5 = the particle radius; DeepETPicker's TBall of d = 7 for 10 px particles is 0.3).
@@ -67,6 +71,7 @@ class EngineConfig:
     loss: str = "dice"
     classes: list[str] = field(default_factory=lambda: ["particle"])
     diameter_a: float = 0.0
+    class_diameters_a: list[float] = field(default_factory=list)
     target_diameter_px: float = 10.0
     label_radius_fraction: float = 0.3
     normalisation: str = "robust"
@@ -98,6 +103,9 @@ class EngineConfig:
         self.classes = list(self.classes)
         self.augment = list(self.augment)
         self.thresholds = [float(t) for t in self.thresholds]
+        self.class_diameters_a = [float(d) for d in self.class_diameters_a]
+        if self.class_diameters_a and not self.diameter_a:
+            self.diameter_a = min(self.class_diameters_a)
 
     def class_threshold(self, class_index: int) -> float:
         """Calibrated score threshold of class ``class_index`` (0-based), or the fallback."""
@@ -115,8 +123,28 @@ class EngineConfig:
 
     @property
     def label_radius_px(self) -> float:
-        """Label radius R in pixels at the training scale."""
+        """Label radius R in pixels at the training scale (of a ``diameter_a`` particle)."""
         return self.label_radius_fraction * self.target_diameter_px
+
+    @property
+    def diameters_a(self) -> list[float]:
+        """Particle diameter of each class, Å."""
+        return list(self.class_diameters_a) or [self.diameter_a] * self.n_classes
+
+    @property
+    def class_sizes(self) -> list[float]:
+        """Each class's diameter relative to ``diameter_a`` (the training scale's particle)."""
+        return [d / self.diameter_a for d in self.diameters_a]
+
+    @property
+    def centring_crop_diameter_px(self) -> float:
+        """Diameter of the largest class at the centring scale: centring crops are sized by it."""
+        return self.centring_diameter_px * max(self.class_sizes)
+
+    @property
+    def label_radii_px(self) -> list[float]:
+        """Label radius of each class, pixels at the training scale."""
+        return [self.label_radius_px * size for size in self.class_sizes]
 
     def validate(self) -> "EngineConfig":
         """Check every value; return self.
@@ -138,6 +166,11 @@ class EngineConfig:
             raise ValueError(f"particle diameter must be > 0 Å, got {self.diameter_a}.")
         if not self.classes:
             raise ValueError("at least one class is needed.")
+        if self.class_diameters_a and len(self.class_diameters_a) != self.n_classes:
+            raise ValueError(f"{len(self.class_diameters_a)} class diameter(s) for {self.n_classes} class(es) "
+                             f"{self.classes}: give one diameter, or one per class.")
+        if not all(d > 0 for d in self.class_diameters_a):
+            raise ValueError(f"class diameters must be > 0 Å, got {self.class_diameters_a}.")
         multiple, smallest = patch_multiple(self.backbone), smallest_patch(self.backbone)
         if self.patch_size % multiple or self.patch_size < smallest:
             raise ValueError(f"patch_size {self.patch_size} must be a multiple of {multiple} and at "

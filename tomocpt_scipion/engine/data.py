@@ -106,7 +106,7 @@ def prepare_tomogram(path: str | Path, coordinates: pd.DataFrame, config: Engine
     volume, zoom = tomogram.volume, tomogram.zoom
     xyz = scale_coordinates(xyz, zoom)
     class_ids = coordinates["class_id"].to_numpy(int)
-    target = make_label(config.label, volume.shape, xyz, config.label_radius_px, class_ids,
+    target = make_label(config.label, volume.shape, xyz, config.label_radii_px, class_ids,
                         config.n_classes)
     return PreparedTomogram(Path(path).stem, _pad_to(volume, config.patch_size, "reflect"),
                             _pad_to(target, config.patch_size, "constant"), xyz, class_ids, zoom)

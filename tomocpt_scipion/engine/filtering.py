@@ -16,7 +16,7 @@ from scipy.spatial import cKDTree
 
 from .io import read_mrc
 
-__all__ = ["suppress_close", "mask_binning", "read_mask", "filter_picks"]
+__all__ = ["suppress_close", "resolve_class_overlaps", "mask_binning", "read_mask", "filter_picks"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,41 @@ def suppress_close(points: np.ndarray, scores: np.ndarray, min_distance: float, 
             if keep[better]:
                 keep[pairs[starts[better]:starts[better + 1], 1]] = False
     return order[keep]
+
+
+def resolve_class_overlaps(table: pd.DataFrame, radius_px: Mapping[int, float]) -> pd.DataFrame:
+    """Picks of different classes closer than the smaller of their two radii are one particle
+    called twice: the best-scoring pick keeps it, the others are dropped.
+
+    Parameters
+    ----------
+    table : coordinate table of one tomogram (pixels).
+    radius_px : {class id: particle radius in the table's pixels}.
+
+    Returns
+    -------
+    The kept rows, best score first.
+    """
+    order = np.argsort(-table["score"].to_numpy(float), kind="stable")
+    ranked = table.iloc[order]
+    xyz = ranked[["x", "y", "z"]].to_numpy(float)
+    classes = ranked["class_id"].to_numpy(int)
+    radii = np.array([radius_px[c] for c in classes], dtype=float)
+    keep = np.ones(len(ranked), dtype=bool)
+    if len(ranked) > 1:
+        pairs = cKDTree(xyz).query_pairs(float(radii.max()), output_type="ndarray")
+        if len(pairs):
+            pairs.sort(axis=1)  # (better, worse)
+            pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]
+            distance = np.linalg.norm(xyz[pairs[:, 0]] - xyz[pairs[:, 1]], axis=1)
+            overlap = (classes[pairs[:, 0]] != classes[pairs[:, 1]]) \
+                & (distance < np.minimum(radii[pairs[:, 0]], radii[pairs[:, 1]]))
+            for better, worse in pairs[overlap]:
+                if keep[better]:
+                    keep[worse] = False
+    if not keep.all():
+        logger.info("%d pick(s) lay on a better pick of another class and were dropped", int((~keep).sum()))
+    return ranked[keep].reset_index(drop=True)
 
 
 def mask_binning(mask_shape: Sequence[int], tomogram_shape: Sequence[int]) -> int:

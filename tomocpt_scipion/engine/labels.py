@@ -19,11 +19,12 @@ sphere      class index if r ≤ R (binary for one class)                      T
 
 ``radius_px`` is R in pixels of the volume being labelled: the particle radius for
 ``gaussian`` and ``sphere``, the weak-label half-size r (diameter 2r + 1) for the others.
+:func:`make_label` also takes one R per class (species of different sizes in one model).
 Class-index labels are uint8 with 0 = background.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -50,17 +51,21 @@ def _mask_value(kind: str) -> Callable[[np.ndarray, float], np.ndarray]:
     return inside
 
 
-def _stamp(shape_zyx, xyz_px, value_fn, radius_px: float, values: np.ndarray, dtype) -> np.ndarray:
+def _stamp(shape_zyx, xyz_px, value_fn, radius_px, values: np.ndarray, dtype) -> np.ndarray:
+    """Stamp ``value_fn`` (scaled by each value) around every centre; ``radius_px`` is one R or
+    one per centre."""
     out = np.zeros(shape_zyx, dtype=dtype)
     shape = np.asarray(shape_zyx)
-    extent = radius_px  # no label reaches beyond the cube [-R, R]³ along an axis
-    for centre, value in zip(np.asarray(xyz_px, dtype=float).reshape(-1, 3)[:, ::-1], values):
-        lo = np.maximum(np.ceil(centre - extent - 1e-9).astype(int), 0)
-        hi = np.minimum(np.floor(centre + extent + 1e-9).astype(int) + 1, shape)
+    centres = np.asarray(xyz_px, dtype=float).reshape(-1, 3)[:, ::-1]
+    radii = np.broadcast_to(np.asarray(radius_px, dtype=float), (len(centres),))
+    for centre, radius, value in zip(centres, radii, values):
+        # no label reaches beyond the cube [-R, R]³ along an axis
+        lo = np.maximum(np.ceil(centre - radius - 1e-9).astype(int), 0)
+        hi = np.minimum(np.floor(centre + radius + 1e-9).astype(int) + 1, shape)
         if np.any(hi <= lo):
             continue
         grid = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij"), axis=-1)
-        stamp = (value_fn(grid - centre, radius_px) * value).astype(dtype)
+        stamp = (value_fn(grid - centre, radius) * value).astype(dtype)
         dst = tuple(slice(a, b) for a, b in zip(lo, hi))
         np.maximum(out[dst], stamp, out=out[dst])
     return out
@@ -68,7 +73,7 @@ def _stamp(shape_zyx, xyz_px, value_fn, radius_px: float, values: np.ndarray, dt
 
 def _check(shape_zyx, xyz_px, radius_px, class_ids):
     xyz = np.asarray(xyz_px, dtype=float).reshape(-1, 3)
-    if not radius_px > 0:
+    if not np.all(np.asarray(radius_px) > 0):
         raise ValueError(f"radius_px must be > 0, got {radius_px}.")
     ids = np.ones(len(xyz), dtype=int) if class_ids is None else np.asarray(class_ids, dtype=int)
     if len(ids) != len(xyz):
@@ -119,9 +124,11 @@ LABELS: dict[str, Callable] = {"gaussian": gaussian, "tball": tball, "ball": bal
 CLASS_INDEX_LABELS = ("tball", "ball", "cube", "sphere")
 
 
-def make_label(kind: str, shape_zyx, xyz_px, radius_px: float, class_ids=None,
+def make_label(kind: str, shape_zyx, xyz_px, radius_px: float | Sequence[float], class_ids=None,
                n_classes: int = 1) -> np.ndarray:
     """Label volume of any kind, with one channel per class for ``gaussian``.
+
+    ``radius_px`` is R for every class, or R of each class in class order (class 1 first).
 
     Returns
     -------
@@ -134,10 +141,14 @@ def make_label(kind: str, shape_zyx, xyz_px, radius_px: float, class_ids=None,
     """
     if kind not in LABELS:
         raise ValueError(f"unknown label kind {kind!r}; valid: {sorted(LABELS)}.")
-    if kind != "gaussian":
-        return LABELS[kind](shape_zyx, xyz_px, radius_px, class_ids)
     xyz, ids = _check(shape_zyx, xyz_px, radius_px, class_ids)
-    return np.stack([gaussian(shape_zyx, xyz[ids == c], radius_px) for c in range(1, n_classes + 1)])
+    n = max(n_classes, int(ids.max(initial=1)))
+    radii = np.full(n, float(radius_px)) if np.ndim(radius_px) == 0 else np.asarray(radius_px, dtype=float)
+    if len(radii) < n:
+        raise ValueError(f"{len(radii)} label radii for classes 1..{n}; give one per class.")
+    if kind == "gaussian":
+        return np.stack([gaussian(shape_zyx, xyz[ids == c], radii[c - 1]) for c in range(1, n_classes + 1)])
+    return _stamp(shape_zyx, xyz, _mask_value(kind), radii[ids - 1], ids, np.uint8)
 
 
 def label_voxel_count(kind: str, radius_px: float) -> int:

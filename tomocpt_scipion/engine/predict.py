@@ -25,7 +25,7 @@ import torch
 
 from .centring import centre_positions
 from .config import EngineConfig
-from .filtering import read_mask, suppress_close
+from .filtering import read_mask, resolve_class_overlaps, suppress_close
 from .infer import ScoreMap, predict_scores, score_map_at_original_grid
 from .io import coordinate_table, read_mrc, write_coordinates, write_mrc
 from .peaks import find_peaks
@@ -93,16 +93,16 @@ def picks_from_scores(score_map: ScoreMap, config: EngineConfig, tomo_name: str,
     """
     refine = SCORE_MAP_REFINEMENTS[0] if refine == "learned" else refine
     voxel_a = score_map.pixel_size_a / score_map.zoom
-    radius_px = config.diameter_a / 2 / voxel_a  # the particle radius at the training scale
-    min_distance_px = (min_distance_a if min_distance_a is not None else config.diameter_a) / voxel_a
     tables = []
-    if method == "mp-nms":  # mean pooling spans the blobs the network was taught: the label's size
-        radius_px = config.label_radius_px
     for channel in range(score_map.scores.shape[0]):
+        diameter_a, size = config.diameters_a[channel], config.class_sizes[channel]
+        # mp-nms pools over the blobs the network was taught (the label's size); the others over the particle
+        radius_px = config.label_radii_px[channel] if method == "mp-nms" else diameter_a / 2 / voxel_a
+        min_distance_px = (min_distance_a if min_distance_a is not None else diameter_a) / voxel_a
         peaks = find_peaks(score_map.scores[channel], method, radius_px=radius_px, min_distance_px=min_distance_px,
                            threshold=config.class_threshold(channel) if threshold is None else threshold,
                            max_picks=max_picks, refine=refine,
-                           refine_radius_px=config.target_diameter_px / 2, mask=mask, device=device)
+                           refine_radius_px=config.target_diameter_px * size / 2, mask=mask, device=device)
         tables.append(coordinate_table(peaks[:, :3] / score_map.zoom, tomo_name, peaks[:, 3], channel + 1))
     table = pd.concat(tables, ignore_index=True)
     return table.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
@@ -137,14 +137,16 @@ def centre_picks(table: pd.DataFrame, tomogram: str | Path, config: EngineConfig
     loaded = load_at_training_scale(tomogram, config.diameter_a, config.centring_diameter_px, config.normalisation,
                                     pixel_size_a)
     before = table[["x", "y", "z"]].to_numpy(float)
-    after = centre_positions(centring, loaded.volume, loaded.zoom, before, config.centring_diameter_px, device)
+    after = centre_positions(centring, loaded.volume, loaded.zoom, before, config.centring_crop_diameter_px, device)
     after = np.clip(after, 0, np.array(loaded.original_shape[::-1]) - 1)
     moved = table.assign(x=after[:, 0], y=after[:, 1], z=after[:, 2])
-    merge_px = min(config.diameter_a / 2, config.diameter_a if min_distance_a is None else min_distance_a) \
-        / loaded.pixel_size_a
+    def merge_px(class_id: int) -> float:
+        diameter_a = config.diameters_a[class_id - 1]
+        return min(diameter_a / 2, diameter_a if min_distance_a is None else min_distance_a) / loaded.pixel_size_a
+
     kept = np.concatenate([rows.index.to_numpy()[suppress_close(rows[["x", "y", "z"]].to_numpy(),
-                                                                rows["score"].to_numpy(), merge_px)]
-                           for _, rows in moved.groupby("class_id", sort=False)])
+                                                                rows["score"].to_numpy(), merge_px(class_id))]
+                           for class_id, rows in moved.groupby("class_id", sort=False)])
     logger.info("%s: centring network moved %d pick(s) by %.2f px on average; %d landed on a better pick's "
                 "particle and were dropped", name, len(table), float(np.linalg.norm(after - before, axis=1).mean()),
                 len(table) - len(kept))
@@ -181,6 +183,9 @@ def pick_tomogram(model, config: EngineConfig, tomogram: str | Path, *, pixel_si
                               max_picks, refine, mask_array, device)
     if refine == "learned":
         table = centre_picks(table, tomogram, config, centring, pixel_size_a, device, min_distance_a)
+    if config.n_classes > 1:
+        file_pixel_a = score_map.pixel_size_a
+        table = resolve_class_overlaps(table, {c + 1: d / 2 / file_pixel_a for c, d in enumerate(config.diameters_a)})
     used = threshold if threshold is not None else ", ".join(
         f"{config.class_threshold(c):.3g}" for c in range(config.n_classes))
     logger.info("%s: %d pick(s) (%s, threshold %s)", Path(tomogram).name, len(table), method, used)

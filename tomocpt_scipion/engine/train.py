@@ -447,7 +447,7 @@ def _centring_network(tomograms, coordinates, config: EngineConfig, validation_t
 
     validation = at_centring_scale(validation_tomograms, validation_coordinates) if validation_tomograms else []
     weights, distance = train_centring(at_centring_scale(tomograms, coordinates), validation,
-                                       config.centring_diameter_px, config.centring_steps, config.seed, device)
+                                       config.centring_crop_diameter_px, config.centring_steps, config.seed, device)
     logger.info("Centring network: mean validation distance %.2f px of the tomogram",
                 distance * file_diameter_px / config.centring_diameter_px)
     return weights
