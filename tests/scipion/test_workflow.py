@@ -6,6 +6,7 @@ ribosomes annotated, two held out for picking and evaluation against all their r
 """
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -37,6 +38,9 @@ def simulate(folder, seed, n_tomograms=4, **config):
                                         n_distractors=12, mode="fourier", snr=1.0), **config})
     summary = simulate_dataset(folder, n_tomograms, config, seed=seed)
     return summary
+
+
+ARTEFACTS = Path(os.environ.get("TOMOCPT_TEST_ARTEFACTS", Path(__file__).parents[2] / "test-artefacts"))
 
 
 class TomoCPTProjectTest(BaseTest):
@@ -202,6 +206,28 @@ class TestCoordinateRoundTrip(TomoCPTProjectTest):
         np.testing.assert_allclose(back[["x", "y", "z"]].to_numpy(), expected[["x", "y", "z"]].to_numpy(), atol=2e-3)
 
 
+    def test_import_protocol_reads_warp_and_dynamo_files_with_scores_and_classes(self):
+        from tomocpt_scipion.convert import coordinatesTable
+        from tomocpt_scipion.protocols import ProtTomoCPTImportCoordinates
+
+        tomograms = self.importTomograms(os.path.join(self.root, "tomograms"))
+        truth = io.read_coordinates(os.path.join(self.root, "coordinates", "4v94.star"))
+        truth = truth.assign(score=np.linspace(0.1, 0.9, len(truth)), class_id=1 + np.arange(len(truth)) % 2)
+        names = sorted(truth["tomo_name"].unique())
+        for fmt, path in (("warp", "picks_warp.star"), (None, "picks.tbl")):
+            path = io.write_coordinates(self.getOutputPath(path), truth, fmt, pixel_size_a=PIXEL_SIZE_A,
+                                        tomo_names=names, overwrite=True)
+            protocol = self.launchProtocol(self.newProtocol(
+                ProtTomoCPTImportCoordinates, inputTomograms=tomograms, coordinatesFile=str(path),
+                fileFormat=ProtTomoCPTImportCoordinates.FORMAT_CHOICES.index(fmt) if fmt else 0, boxSize=24))
+            back = coordinatesTable(protocol.coordinates, tomograms).sort_values(["tomo_name", "x"])
+            expected = truth.sort_values(["tomo_name", "x"])
+            np.testing.assert_allclose(back[["x", "y", "z"]].to_numpy(), expected[["x", "y", "z"]].to_numpy(),
+                                       atol=0.01)
+            np.testing.assert_allclose(back["score"], expected["score"], atol=1e-4)
+            np.testing.assert_array_equal(back["class_id"], expected["class_id"])
+            self.assertEqual(protocol.coordinates.getBoxSize(), 24)
+
 class TestPickContinueAndValidation(TomoCPTProjectTest):
     @classmethod
     def setUpClass(cls):
@@ -351,6 +377,36 @@ class TestPickContinueAndValidation(TomoCPTProjectTest):
         from tomocpt_scipion.wizards import diameterFromBox
 
         self.assertEqual(diameterFromBox(48, 10.0), 320.0)
+
+    def test_pick_browser_shows_each_tomogram_and_keeps_its_threshold_as_a_filter_run(self):
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from tomocpt_scipion.viewers import TomoCPTPickBrowser
+
+        pick = self.launchProtocol(self.newProtocol(ProtTomoCPTPick, inputTomograms=self.tomograms,
+                                                    inputModel=self.model, useModelThreshold=False, threshold=0.05,
+                                                    tta=False))
+        viewer = TomoCPTPickBrowser(project=self.proj, protocol=pick)
+        views = viewer._visualize(pick)
+        self.assertEqual(sorted(v.title for v in views),
+                         sorted(f"{t.getTsId()} (coordinates)" for t in self.tomograms))
+        browser = views[0].build(plt.figure(figsize=(11, 7.5)))
+        scores = browser.table["score"].to_numpy()
+        threshold = float(np.round(np.median(scores), 3))
+        browser.threshold_slider.set_val(threshold)
+        ARTEFACTS.mkdir(parents=True, exist_ok=True)
+        browser.screenshot(ARTEFACTS / "scipion_pick_browser.png")
+        plt.close(browser.figure)
+        run = viewer.keepThreshold(pick, "coordinates", browser.threshold, wait=True)
+        run = self.proj.getProtocol(run.getObjId())
+        self.assertTrue(run.isFinished(), run.getStatusMessage())
+        kept = sorted(round(c.getScore(), 4) for c in run.coordinates.iterCoordinates())
+        self.assertEqual(kept, sorted(round(c.getScore(), 4) for c in pick.coordinates.iterCoordinates()
+                                      if c.getScore() >= threshold))
+        self.assertTrue(0 < len(kept) < pick.coordinates.getSize())
 
     def test_picking_once_then_filtering_twice_runs_the_network_once(self):
         from tomocpt_scipion.protocols import ProtTomoCPTFilter

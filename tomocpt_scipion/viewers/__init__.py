@@ -1,4 +1,4 @@
-"""Viewers: learning curves, evaluation table and plots, picks over tomogram slices."""
-from .viewers import TomoCPTEvaluateViewer, TomoCPTPickViewer, TomoCPTTrainViewer
+"""Viewers: learning curves, evaluation table and plots, picks over tomogram slices, the pick browser."""
+from .viewers import TomoCPTEvaluateViewer, TomoCPTPickBrowser, TomoCPTPickViewer, TomoCPTTrainViewer
 
-__all__ = ["TomoCPTTrainViewer", "TomoCPTPickViewer", "TomoCPTEvaluateViewer"]
+__all__ = ["TomoCPTTrainViewer", "TomoCPTPickViewer", "TomoCPTPickBrowser", "TomoCPTEvaluateViewer"]

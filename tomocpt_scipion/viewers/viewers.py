@@ -3,7 +3,8 @@ import os
 
 from pyworkflow.viewer import DESKTOP_TKINTER, WEB_DJANGO, MessageView, View, Viewer
 
-from ..protocols import ProtTomoCPTEvaluate, ProtTomoCPTPick, ProtTomoCPTTrain
+from ..constants import BOX_TO_DIAMETER
+from ..protocols import ProtTomoCPTEvaluate, ProtTomoCPTFilter, ProtTomoCPTPick, ProtTomoCPTTrain
 
 _METRIC_HEADER = ["tomogram", "TP", "FP", "FN", "precision", "recall", "F1", "AD (px)", "AD (Å)"]
 
@@ -53,6 +54,79 @@ class TomoCPTPickViewer(Viewer):
     def _visualize(self, protocol, **kwargs):
         paths = [protocol.getPreviewPath(t.getTsId()) for t in protocol.inputTomograms.get()]
         return _pngViews(paths, "No tomogram has been picked yet.")
+
+
+class PickBrowserView(View):
+    """One tomogram's picks in the engine's pick browser (matplotlib; works over remote X)."""
+
+    def __init__(self, tomogramFile, table, radiusPx, title, onSave):
+        View.__init__(self)
+        self.tomogramFile, self.table, self.radiusPx, self.title, self.onSave = (tomogramFile, table, radiusPx,
+                                                                                  title, onSave)
+        self.browser = None
+
+    def build(self, figure=None):
+        """Make the browser (a new window unless ``figure`` is given); returns it."""
+        from ..engine.browser import PickBrowser
+        from ..engine.io import read_mrc
+
+        volume, _ = read_mrc(self.tomogramFile)
+        self.browser = PickBrowser(volume, self.table, self.radiusPx, threshold=float(self.table["score"].min()),
+                                   title=self.title, on_save=self.onSave, figure=figure)
+        return self.browser
+
+    def show(self):
+        import matplotlib.pyplot as plt
+
+        self.build()
+        plt.show(block=False)
+
+
+class TomoCPTPickBrowser(Viewer):
+    """Browse the picks slice by slice (xy, xz, yz), coloured by score, with a threshold slider and the score
+    histogram; "keep this threshold" launches a filter-picks run that outputs the picks at or above it."""
+
+    _label = "browse picks by score"
+    _targets = [ProtTomoCPTPick, ProtTomoCPTFilter]
+    _environments = [DESKTOP_TKINTER]
+    #: windows opened at once; the other tomograms are named in a message
+    MAX_WINDOWS = 8
+
+    def _visualize(self, protocol, **kwargs):
+        from tomo.objects import SetOfCoordinates3D
+
+        from ..convert import coordinatesTable, tomogramFile
+
+        views = []
+        for outputName, coordinates in protocol.iterOutputAttributes():
+            if not isinstance(coordinates, SetOfCoordinates3D):
+                continue
+            tomograms = coordinates.getPrecedents()
+            table = coordinatesTable(coordinates, tomograms)
+            radiusPx = (coordinates.getBoxSize() or 0) / BOX_TO_DIAMETER / 2 or 10.0
+            files = {t.getTsId(): tomogramFile(t) for t in tomograms}
+            for tsId, rows in table.groupby("tomo_name", sort=True):
+                onSave = (lambda threshold, name=outputName: self.keepThreshold(protocol, name, threshold))
+                views.append(PickBrowserView(files[tsId], rows.reset_index(drop=True),
+                                             {c: radiusPx for c in rows["class_id"].unique()},
+                                             f"{tsId} ({outputName})", onSave))
+        if not views:
+            return [MessageView("No picks yet.")]
+        rest = [MessageView(f"{len(views) - self.MAX_WINDOWS} more tomogram(s) not opened: "
+                            f"{', '.join(v.title for v in views[self.MAX_WINDOWS:])}")] \
+            if len(views) > self.MAX_WINDOWS else []
+        return views[:self.MAX_WINDOWS] + rest
+
+    def keepThreshold(self, protocol, outputName, threshold, wait=False):
+        """Launch a filter-picks run of ``protocol``'s output ``outputName`` at ``threshold``; returns it."""
+        project = protocol.getProject()
+        run = project.newProtocol(ProtTomoCPTFilter, objLabel=f"picks with score ≥ {threshold:.3g}")
+        run.inputCoordinates.set(protocol)
+        run.inputCoordinates.setExtended(outputName)
+        run.useThreshold.set(True)
+        run.threshold.set(float(threshold))
+        project.launchProtocol(run, wait=wait)
+        return run
 
 
 class TomoCPTEvaluateViewer(Viewer):
