@@ -11,6 +11,8 @@ ENGINE_INSTALLED := $(ENGINE_VENV)/.installed
 # The template-matching peer of the accuracy benchmark, pyTME, in its own environment.
 BENCH_VENV := .venv-bench
 PYTME_VERSION := 0.3.6
+# The linter and formatter (rules in ruff.toml), pinned so formatting does not drift.
+RUFF_VERSION := 0.17.6
 
 # Headless Scipion under the repository: no prompts, no network, no usage statistics.
 export SCIPION_HOME := $(CURDIR)/.scipion
@@ -22,7 +24,7 @@ export SCIPION_TEST_NOSYNC := 1
 export SCIPION_PYTHON := $(CURDIR)/$(PY)
 SCIPION_CONFIG_FILE := $(SCIPION_HOME)/config/scipion.conf
 
-.PHONY: demo test test-engine install install-engine install-bench clean
+.PHONY: demo test test-engine lint install install-engine install-bench clean
 
 install: $(INSTALLED)
 
@@ -39,7 +41,8 @@ $(INSTALLED): setup.py tomocpt_scipion/engine/requirements.txt
 # One resolver run for the engine's dependencies, then the package itself without Scipion's.
 $(ENGINE_INSTALLED): setup.py tomocpt_scipion/engine/requirements.txt
 	test -x $(ENGINE_PY) || $(PYTHON) -m venv $(ENGINE_VENV)
-	$(ENGINE_PY) -m pip install --quiet torch==2.13.0 -r tomocpt_scipion/engine/requirements.txt pytest
+	$(ENGINE_PY) -m pip install --quiet torch==2.13.0 -r tomocpt_scipion/engine/requirements.txt pytest \
+		ruff==$(RUFF_VERSION)
 	$(ENGINE_PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
@@ -57,9 +60,14 @@ $(SCIPION_CONFIG_FILE): $(INSTALLED)
 demo: $(SCIPION_CONFIG_FILE)
 	$(PY) -m tomocpt_scipion.demo
 
-# The whole suite in the Scipion environment, then the engine tests where Scipion is absent.
-test: $(INSTALLED) test-engine
+# Lint and format check, the engine tests where Scipion is absent, then the whole suite in the
+# Scipion environment.
+test: $(INSTALLED) lint test-engine
 	$(PY) -m pytest
+
+lint: $(ENGINE_INSTALLED)
+	$(ENGINE_PY) -m ruff check .
+	$(ENGINE_PY) -m ruff format --check .
 
 test-engine: $(ENGINE_INSTALLED)
 	$(ENGINE_PY) -m pytest tests/engine

@@ -1,12 +1,14 @@
 """Installation of the tomocpt_scipion Scipion plugin and its bundled picking engine."""
+
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 ENGINE_REQUIREMENTS = HERE / "tomocpt_scipion" / "engine" / "requirements.txt"
-ENGINE_REQUIRES = [line.strip() for line in ENGINE_REQUIREMENTS.read_text().splitlines()
-                   if line.strip() and not line.startswith("#")]
+ENGINE_REQUIRES = [
+    line.strip() for line in ENGINE_REQUIREMENTS.read_text().splitlines() if line.strip() and not line.startswith("#")
+]
 
 setup(
     name="scipion-em-tomocpt",
@@ -19,8 +21,15 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(exclude=["tests", "tests.*", "benchmarks"]),
     include_package_data=True,
-    package_data={"tomocpt_scipion": ["protocols.conf", "icon.png", "engine/requirements.txt",
-                                       "engine/templates/*.mrc", "engine/templates/*.md"]},
+    package_data={
+        "tomocpt_scipion": [
+            "protocols.conf",
+            "icon.png",
+            "engine/requirements.txt",
+            "engine/templates/*.mrc",
+            "engine/templates/*.md",
+        ]
+    },
     install_requires=[
         "scipion-app>=3.8",
         "scipion-pyworkflow>=3.6",

@@ -12,6 +12,7 @@ Reported: F1 at the calibrated threshold, best F1 and AD (px) at the calibrated 
 
 Writes ``ablation.csv`` and ``ablation.md`` in ``--out``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,10 +48,18 @@ VARIANTS = {
 def _member(dataset, task, overrides: dict, seed: int, work: Path):
     names = [p.stem for p in dataset.paths]
     diameter = dataset.diameters_a[task.classes[0]]
-    config = recipe_config("deepetpicker", diameter_a=diameter, classes=list(task.classes), seed=seed,
-                           **{**BASE, **overrides})
-    result = train(dataset.paths[:2], _annotated(dataset, task, 1.0, names[:2], seed), config, work,
-                   [dataset.paths[2]], _annotated(dataset, task, 1.0, names[2:3], seed), overwrite=True)
+    config = recipe_config(
+        "deepetpicker", diameter_a=diameter, classes=list(task.classes), seed=seed, **{**BASE, **overrides}
+    )
+    result = train(
+        dataset.paths[:2],
+        _annotated(dataset, task, 1.0, names[:2], seed),
+        config,
+        work,
+        [dataset.paths[2]],
+        _annotated(dataset, task, 1.0, names[2:3], seed),
+        overwrite=True,
+    )
     return load_model(result.checkpoint)
 
 
@@ -80,18 +89,26 @@ def main(argv=None) -> int:
             model, config = members[key]
             maps.append(predict_scores(model, config, test, tta=tta))
             configs.append(config)
-        score_map = ScoreMap(np.mean([m.scores for m in maps], axis=0), maps[0].zoom, maps[0].original_shape,
-                             maps[0].pixel_size_a)
+        score_map = ScoreMap(
+            np.mean([m.scores for m in maps], axis=0), maps[0].zoom, maps[0].original_shape, maps[0].pixel_size_a
+        )
         threshold = float(np.mean([c.class_threshold(0) for c in configs]))
         picks = picks_from_scores(score_map, configs[0], test.stem, threshold=0.02)
-        row = {"variant": name, **_scores(picks, truth, dataset.diameters_a[args.species], dataset.pixel_size_a,
-                                          threshold), "seconds": time.time() - started}
+        row = {
+            "variant": name,
+            **_scores(picks, truth, dataset.diameters_a[args.species], dataset.pixel_size_a, threshold),
+            "seconds": time.time() - started,
+        }
         rows.append(row)
         print(f"{name:<26} F1 {row['f1']:.3f}  best {row['best_f1']:.3f}  AD {row['ad_px']:.2f} px", flush=True)
     table = pd.DataFrame(rows)
     table.to_csv(out / "ablation.csv", index=False)
-    lines = [f"{args.species}, seed {args.seed}, held-out {test.stem}; DeepETPicker recipe, small network.", "",
-             "| variant | F1 (calibrated threshold) | best F1 | AD (px) |", "|---|---|---|---|"]
+    lines = [
+        f"{args.species}, seed {args.seed}, held-out {test.stem}; DeepETPicker recipe, small network.",
+        "",
+        "| variant | F1 (calibrated threshold) | best F1 | AD (px) |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {r.variant} | {r.f1:.3f} | {r.best_f1:.3f} | {r.ad_px:.2f} |" for r in table.itertuples()]
     (out / "ablation.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

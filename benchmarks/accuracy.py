@@ -23,6 +23,7 @@ and the engine-free NCC of ``template_matching.py`` (60 random orientations) bes
 Writes ``accuracy_per_seed.csv``, ``accuracy.csv`` (mean over seeds), ``accuracy.md`` and
 ``accuracy.png`` in ``--out``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,14 @@ from tomocpt_scipion.engine.train import train  # noqa: E402
 RESULTS = Path(__file__).with_name("results")
 ROOT = Path(__file__).resolve().parents[1]
 ALL_SPECIES = ("4v94", "1bxn", "3d2f", "4cr2", "1u6g", "1s3x")
-SIMULATION = dict(shape_zyx=(128, 256, 256), pixel_size_a=10.0, target="4v94",
-                  distractors=tuple(s for s in ALL_SPECIES if s != "4v94"), n_target=30, n_distractors=150)
+SIMULATION = dict(
+    shape_zyx=(128, 256, 256),
+    pixel_size_a=10.0,
+    target="4v94",
+    distractors=tuple(s for s in ALL_SPECIES if s != "4v94"),
+    n_target=30,
+    n_distractors=150,
+)
 QUICK_SIMULATION = {**SIMULATION, "shape_zyx": (64, 128, 128), "n_target": 10, "n_distractors": 25}
 N_TOMOGRAMS = 4  # train, train, validate, test
 #: the floor down to which picks are kept, so the best threshold can be found above it
@@ -71,8 +78,12 @@ class Task:
     label_fractions: tuple[float, ...] = (1.0, 0.1)
 
 
-TASKS = [Task("4v94", ("4v94",)), Task("1bxn", ("1bxn",)), Task("3d2f", ("3d2f",)),
-         Task("1bxn+3d2f", ("1bxn", "3d2f"), label_fractions=(1.0,))]
+TASKS = [
+    Task("4v94", ("4v94",)),
+    Task("1bxn", ("1bxn",)),
+    Task("3d2f", ("3d2f",)),
+    Task("1bxn+3d2f", ("1bxn", "3d2f"), label_fractions=(1.0,)),
+]
 QUICK_TASKS = [Task("4v94", ("4v94",), label_fractions=(1.0,))]
 
 #: recipe name in the tables -> (engine recipe, overrides): CPU-sized networks and epochs
@@ -80,13 +91,16 @@ RECIPES = {
     "tomoCPT": ("tomocpt", dict(model_size="small", patch_size=64, batch_size=2, epochs=15)),
     "DeepETPicker": ("deepetpicker", dict(model_size="small", patch_size=32, batch_size=4, epochs=100)),
     "TomoPicker": ("tomopicker", dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="nnpu")),
-    "DeepETPicker x2": ("deepetpicker", dict(model_size="small", patch_size=32, batch_size=4, epochs=100,
-                                             ensemble=2)),
+    "DeepETPicker x2": ("deepetpicker", dict(model_size="small", patch_size=32, batch_size=4, epochs=100, ensemble=2)),
 }
 #: recipes run when none is named (the ensemble doubles the time of its recipe: ask for it)
 DEFAULT_RECIPES = ("tomoCPT", "DeepETPicker", "TomoPicker")
-QUICK_RECIPES = {"DeepETPicker": ("deepetpicker", dict(model_size="small", patch_size=32, batch_size=4,
-                                                        epochs=4, centring_steps=100))}
+QUICK_RECIPES = {
+    "DeepETPicker": (
+        "deepetpicker",
+        dict(model_size="small", patch_size=32, batch_size=4, epochs=4, centring_steps=100),
+    )
+}
 
 
 @dataclass
@@ -109,8 +123,13 @@ def _simulate(seed: int, folder: Path, simulation: dict) -> Dataset:
     summary = simulate_dataset(folder, N_TOMOGRAMS, config, seed=seed, overwrite=True)
     paths = [folder / p for p in summary["tomograms"].values()]
     truth = {s: io.read_coordinates(folder / "coordinates" / f"{s}.star") for s in ALL_SPECIES}
-    return Dataset(paths, truth, [folder / "tilt_series" / f"{p.stem}.tlt" for p in paths], config.pixel_size_a,
-                   summary["diameters_a"])
+    return Dataset(
+        paths,
+        truth,
+        [folder / "tilt_series" / f"{p.stem}.tlt" for p in paths],
+        config.pixel_size_a,
+        summary["diameters_a"],
+    )
 
 
 def _annotated(dataset: Dataset, task: Task, fraction: float, names: list[str], seed: int) -> pd.DataFrame:
@@ -124,44 +143,82 @@ def _annotated(dataset: Dataset, task: Task, fraction: float, names: list[str], 
     return pd.concat(parts, ignore_index=True)
 
 
-def _scores(picks: pd.DataFrame, truth: pd.DataFrame, diameter_a: float, pixel_size_a: float,
-            default_threshold: float | None) -> dict:
+def _scores(
+    picks: pd.DataFrame, truth: pd.DataFrame, diameter_a: float, pixel_size_a: float, default_threshold: float | None
+) -> dict:
     best = evaluation_report(picks, truth, diameter_a, pixel_size_a, grid="fine")
     row = {"best_f1": best.overall["f1"], "best_threshold": best.best_threshold}
     if default_threshold is None:
-        return {**row, "f1": np.nan, "precision": np.nan, "recall": np.nan, "ad_px": best.overall["ad_px"],
-                "threshold": np.nan}
-    at_default = evaluate_picks(picks, truth, diameter_a / pixel_size_a, pixel_size_a,
-                                threshold=default_threshold).overall
-    return {**row, "f1": at_default["f1"], "precision": at_default["precision"], "recall": at_default["recall"],
-            "ad_px": at_default["ad_px"], "threshold": default_threshold}
+        return {
+            **row,
+            "f1": np.nan,
+            "precision": np.nan,
+            "recall": np.nan,
+            "ad_px": best.overall["ad_px"],
+            "threshold": np.nan,
+        }
+    at_default = evaluate_picks(
+        picks, truth, diameter_a / pixel_size_a, pixel_size_a, threshold=default_threshold
+    ).overall
+    return {
+        **row,
+        "f1": at_default["f1"],
+        "precision": at_default["precision"],
+        "recall": at_default["recall"],
+        "ad_px": at_default["ad_px"],
+        "threshold": default_threshold,
+    }
 
 
-def _recipe_rows(name: str, recipes: dict, task: Task, fraction: float, dataset: Dataset, seed: int,
-                 work: Path) -> list[dict]:
+def _recipe_rows(
+    name: str, recipes: dict, task: Task, fraction: float, dataset: Dataset, seed: int, work: Path
+) -> list[dict]:
     recipe, overrides = recipes[name]
     diameter = float(np.mean([dataset.diameters_a[s] for s in task.classes]))
     names = [p.stem for p in dataset.paths]
     train_rows = _annotated(dataset, task, fraction, names[:2], seed)
     val_rows = _annotated(dataset, task, fraction, names[2:3], seed)
-    expected = float(np.mean([len(dataset.truth[s][dataset.truth[s]["tomo_name"] == names[0]])
-                              for s in task.classes]))
-    config = recipe_config(recipe, diameter_a=diameter, classes=list(task.classes), expected_particles=expected,
-                           seed=seed, **overrides)
+    expected = float(np.mean([len(dataset.truth[s][dataset.truth[s]["tomo_name"] == names[0]]) for s in task.classes]))
+    config = recipe_config(
+        recipe, diameter_a=diameter, classes=list(task.classes), expected_particles=expected, seed=seed, **overrides
+    )
     started = time.time()
-    result = train(dataset.paths[:2], train_rows, config, work / f"{name}_{fraction:g}", [dataset.paths[2]],
-                   val_rows, overwrite=True)
+    result = train(
+        dataset.paths[:2],
+        train_rows,
+        config,
+        work / f"{name}_{fraction:g}",
+        [dataset.paths[2]],
+        val_rows,
+        overwrite=True,
+    )
     model, model_config = load_model(result.checkpoint)
     centring = load_centring(result.checkpoint)
-    picks = pd.concat([centre_picks(picks_from_scores(predict_scores(model, model_config, path), model_config, path.stem,
-                                                      threshold=PICK_FLOOR), path, model_config, centring)
-                       for path in dataset.test_paths], ignore_index=True)
+    picks = pd.concat(
+        [
+            centre_picks(
+                picks_from_scores(
+                    predict_scores(model, model_config, path), model_config, path.stem, threshold=PICK_FLOOR
+                ),
+                path,
+                model_config,
+                centring,
+            )
+            for path in dataset.test_paths
+        ],
+        ignore_index=True,
+    )
     seconds = time.time() - started
     rows = []
     for class_id, species in enumerate(task.classes, start=1):
         truth = dataset.truth[species][dataset.truth[species]["tomo_name"].isin([p.stem for p in dataset.test_paths])]
-        scores = _scores(picks[picks["class_id"] == class_id], truth, dataset.diameters_a[species],
-                         dataset.pixel_size_a, model_config.class_threshold(class_id - 1))
+        scores = _scores(
+            picks[picks["class_id"] == class_id],
+            truth,
+            dataset.diameters_a[species],
+            dataset.pixel_size_a,
+            model_config.class_threshold(class_id - 1),
+        )
         rows.append({"picker": name, "species": species, "labels": fraction, "seconds": seconds, **scores})
     return rows
 
@@ -174,32 +231,70 @@ def _ncc_row(species: str, dataset: Dataset) -> dict:
         volume, _ = io.read_mrc(path)
         # protein is dark in the tomogram: match the negated template
         scores = template_matching_scores(volume, -species_density(species, dataset.pixel_size_a))
-        peaks = find_peaks(scores, "local-max", radius_px=diameter / 2 / dataset.pixel_size_a, threshold=-1.0,
-                           refine="none")
+        peaks = find_peaks(
+            scores, "local-max", radius_px=diameter / 2 / dataset.pixel_size_a, threshold=-1.0, refine="none"
+        )
         tables.append(io.coordinate_table(peaks[:, :3], path.stem, peaks[:, 3]))
     truth = dataset.truth[species][dataset.truth[species]["tomo_name"].isin([p.stem for p in dataset.test_paths])]
     scores = _scores(pd.concat(tables, ignore_index=True), truth, diameter, dataset.pixel_size_a, None)
-    return {"picker": "NCC template matching", "species": species, "labels": np.nan,
-            "seconds": time.time() - started, **scores}
+    return {
+        "picker": "NCC template matching",
+        "species": species,
+        "labels": np.nan,
+        "seconds": time.time() - started,
+        **scores,
+    }
 
 
 def _pytme_row(species: str, dataset: Dataset, pytme: str, angular_sampling: float, work: Path) -> dict:
     started = time.time()
     work.mkdir(parents=True, exist_ok=True)
-    template = io.write_mrc(work / f"{species}.mrc", species_density(species, dataset.pixel_size_a), dataset.pixel_size_a,
-                            overwrite=True)
+    template = io.write_mrc(
+        work / f"{species}.mrc", species_density(species, dataset.pixel_size_a), dataset.pixel_size_a, overwrite=True
+    )
     diameter = dataset.diameters_a[species]
     tables = []
     for path, angles in zip(dataset.test_paths, dataset.tilt_angle_files[3:]):
         result = work / f"{path.stem}_{species}.pickle"
         prefix = work / f"{path.stem}_{species}"
         commands = [
-            [pytme, "match", "-m", str(path), "-i", str(template), "--invert-target-contrast",
-             "-a", str(angular_sampling), "-n", "2", "--tilt-angles", str(angles), "--wedge-axes", "2,1",
-             "--defocus", str(SimulationConfig().defocus_um * 1e4), "-o", str(result)],
-            [pytme, "postprocess", "--input-file", str(result), "--output-prefix", str(prefix),
-             "--output-format", "orientations", "--min-distance", str(int(diameter / dataset.pixel_size_a)),
-             "--num-peaks", "1000", "--no-stats"]]
+            [
+                pytme,
+                "match",
+                "-m",
+                str(path),
+                "-i",
+                str(template),
+                "--invert-target-contrast",
+                "-a",
+                str(angular_sampling),
+                "-n",
+                "2",
+                "--tilt-angles",
+                str(angles),
+                "--wedge-axes",
+                "2,1",
+                "--defocus",
+                str(SimulationConfig().defocus_um * 1e4),
+                "-o",
+                str(result),
+            ],
+            [
+                pytme,
+                "postprocess",
+                "--input-file",
+                str(result),
+                "--output-prefix",
+                str(prefix),
+                "--output-format",
+                "orientations",
+                "--min-distance",
+                str(int(diameter / dataset.pixel_size_a)),
+                "--num-peaks",
+                "1000",
+                "--no-stats",
+            ],
+        ]
         for command in commands:
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode:
@@ -208,8 +303,13 @@ def _pytme_row(species: str, dataset: Dataset, pytme: str, angular_sampling: flo
         tables.append(io.coordinate_table(found[["x", "y", "z"]].to_numpy(float), path.stem, found["score"]))
     truth = dataset.truth[species][dataset.truth[species]["tomo_name"].isin([p.stem for p in dataset.test_paths])]
     scores = _scores(pd.concat(tables, ignore_index=True), truth, diameter, dataset.pixel_size_a, None)
-    return {"picker": f"pyTME ({angular_sampling:g}°)", "species": species, "labels": np.nan,
-            "seconds": time.time() - started, **scores}
+    return {
+        "picker": f"pyTME ({angular_sampling:g}°)",
+        "species": species,
+        "labels": np.nan,
+        "seconds": time.time() - started,
+        **scores,
+    }
 
 
 def _cell(row) -> str:
@@ -220,22 +320,34 @@ def _cell(row) -> str:
 def _markdown(table: pd.DataFrame) -> str:
     full = table[table["labels"].isna() | (table["labels"] == 1.0)]
     species = list(dict.fromkeys(full["species"]))
-    lines = ["F1 at the default threshold / best F1 / AD (px), held-out tomogram(s), mean over seeds.", "",
-             "| picker | " + " | ".join(species) + " |", "|---|" + "---|" * len(species)]
+    lines = [
+        "F1 at the default threshold / best F1 / AD (px), held-out tomogram(s), mean over seeds.",
+        "",
+        "| picker | " + " | ".join(species) + " |",
+        "|---|" + "---|" * len(species),
+    ]
     for picker, rows in full.groupby("picker", sort=False):
         cells = {row.species: _cell(row) for row in rows.itertuples()}
         lines.append(f"| {picker} | " + " | ".join(cells.get(s, "") for s in species) + " |")
     few = table[table["labels"] < 1.0]
     if len(few):
-        lines += ["", "With 10 % of the labels (training and validation): F1 at the default threshold / best F1 "
-                  "(full labels in brackets).", "", "| picker | " + " | ".join(dict.fromkeys(few["species"])) + " |",
-                  "|---|" + "---|" * few["species"].nunique()]
+        lines += [
+            "",
+            "With 10 % of the labels (training and validation): F1 at the default threshold / best F1 "
+            "(full labels in brackets).",
+            "",
+            "| picker | " + " | ".join(dict.fromkeys(few["species"])) + " |",
+            "|---|" + "---|" * few["species"].nunique(),
+        ]
         for picker, rows in few.groupby("picker", sort=False):
             cells = []
             for row in rows.itertuples():
                 ref = full[(full["picker"] == picker) & (full["species"] == row.species)]
-                cells.append(f"{row.f1:.2f} / {row.best_f1:.2f} ({ref['f1'].iloc[0]:.2f})" if len(ref)
-                             else f"{row.f1:.2f} / {row.best_f1:.2f}")
+                cells.append(
+                    f"{row.f1:.2f} / {row.best_f1:.2f} ({ref['f1'].iloc[0]:.2f})"
+                    if len(ref)
+                    else f"{row.f1:.2f} / {row.best_f1:.2f}"
+                )
             lines.append(f"| {picker} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -250,8 +362,9 @@ def _bar_chart(table: pd.DataFrame, path: Path) -> None:
     value = full["f1"].where(full["f1"].notna(), full["best_f1"])
     pivot = full.assign(value=value).pivot_table(index="species", columns="picker", values="value", sort=False)
     axis = pivot.plot.bar(figsize=(11, 4.5), rot=0)
-    axis.set(ylabel="F1 (default threshold; template matching: best)", ylim=(0, 1),
-             title="Held-out WBP tomograms, 10 Å/px")
+    axis.set(
+        ylabel="F1 (default threshold; template matching: best)", ylim=(0, 1), title="Held-out WBP tomograms, 10 Å/px"
+    )
     axis.legend(ncol=3, fontsize=8, loc="lower right")
     plt.tight_layout()
     plt.savefig(path, dpi=100)
@@ -263,20 +376,30 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="one small set, one recipe (smoke test)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="simulation seeds (default 1 2)")
     parser.add_argument("--tasks", nargs="*", help="task names to run (default all)")
-    parser.add_argument("--recipes", nargs="*", help=f"recipe names to run, of {list(RECIPES)} (default: {' '.join(DEFAULT_RECIPES)})")
-    parser.add_argument("--pytme", default=str(ROOT / ".venv-bench" / "bin" / "pytme"),
-                        help="the pytme program (`make install-bench` puts it here); skipped if absent")
+    parser.add_argument(
+        "--recipes", nargs="*", help=f"recipe names to run, of {list(RECIPES)} (default: {' '.join(DEFAULT_RECIPES)})"
+    )
+    parser.add_argument(
+        "--pytme",
+        default=str(ROOT / ".venv-bench" / "bin" / "pytme"),
+        help="the pytme program (`make install-bench` puts it here); skipped if absent",
+    )
     parser.add_argument("--pytme-sampling", type=float, default=20.0, help="pyTME angular sampling, degrees")
     parser.add_argument("--no-template-matching", action="store_true", help="leave NCC and pyTME out")
-    parser.add_argument("--label-fractions", type=float, nargs="+",
-                        help="run only these label fractions of each task (default: the task's, 1.0 and 0.1)")
+    parser.add_argument(
+        "--label-fractions",
+        type=float,
+        nargs="+",
+        help="run only these label fractions of each task (default: the task's, 1.0 and 0.1)",
+    )
     parser.add_argument("--out", default=str(RESULTS), help="results folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     simulation = QUICK_SIMULATION if args.quick else SIMULATION
     tasks = QUICK_TASKS if args.quick else [t for t in TASKS if not args.tasks or t.name in args.tasks]
-    recipes = QUICK_RECIPES if args.quick else {k: v for k, v in RECIPES.items()
-                                                 if k in (args.recipes or DEFAULT_RECIPES)}
+    recipes = (
+        QUICK_RECIPES if args.quick else {k: v for k, v in RECIPES.items() if k in (args.recipes or DEFAULT_RECIPES)}
+    )
     seeds = args.seeds[:1] if args.quick else args.seeds
     use_pytme = not args.quick and not args.no_template_matching and Path(args.pytme).exists()
     if not args.quick and not use_pytme and not args.no_template_matching:
@@ -295,28 +418,41 @@ def main(argv=None) -> int:
                 for name in recipes:
                     for row in _recipe_rows(name, recipes, task, fraction, dataset, seed, work / task.name):
                         rows.append({"seed": seed, "task": task.name, **row})
-                        print(f"seed {seed} {task.name:<10} {row['species']:<5} labels {fraction:>4.0%} "
-                              f"{name:<14} F1 {row['f1']:.3f} (best {row['best_f1']:.3f} at "
-                              f"{row['best_threshold']:.3f}, default {row['threshold']:.3f}) AD "
-                              f"{row['ad_px']:.2f} px  {row['seconds']:.0f} s", flush=True)
+                        print(
+                            f"seed {seed} {task.name:<10} {row['species']:<5} labels {fraction:>4.0%} "
+                            f"{name:<14} F1 {row['f1']:.3f} (best {row['best_f1']:.3f} at "
+                            f"{row['best_threshold']:.3f}, default {row['threshold']:.3f}) AD "
+                            f"{row['ad_px']:.2f} px  {row['seconds']:.0f} s",
+                            flush=True,
+                        )
             if args.no_template_matching:
                 continue
             for species in task.classes if len(task.classes) == 1 else ():
-                matchers = [lambda s=species: _ncc_row(s, dataset)]
+                matchers = [lambda s=species, d=dataset: _ncc_row(s, d)]
                 if use_pytme:
-                    matchers.append(lambda s=species: _pytme_row(s, dataset, args.pytme, args.pytme_sampling,
-                                                                 work / "pytme"))
+                    matchers.append(
+                        lambda s=species, d=dataset, w=work: _pytme_row(
+                            s, d, args.pytme, args.pytme_sampling, w / "pytme"
+                        )
+                    )
                 for matcher in matchers:
                     row = matcher()
                     rows.append({"seed": seed, "task": task.name, **row})
-                    print(f"seed {seed} {task.name:<10} {species:<5} {row['picker']:<22} best F1 "
-                          f"{row['best_f1']:.3f} AD {row['ad_px']:.2f} px  {row['seconds']:.0f} s", flush=True)
+                    print(
+                        f"seed {seed} {task.name:<10} {species:<5} {row['picker']:<22} best F1 "
+                        f"{row['best_f1']:.3f} AD {row['ad_px']:.2f} px  {row['seconds']:.0f} s",
+                        flush=True,
+                    )
     raw = pd.DataFrame(rows)
     raw.to_csv(out / "accuracy_per_seed.csv", index=False)
     keys = ["task", "species", "picker", "labels"]
-    table = (raw.groupby(keys, sort=False, dropna=False)
-             [["f1", "best_f1", "ad_px", "precision", "recall", "threshold", "best_threshold", "seconds"]]
-             .mean().reset_index())
+    table = (
+        raw.groupby(keys, sort=False, dropna=False)[
+            ["f1", "best_f1", "ad_px", "precision", "recall", "threshold", "best_threshold", "seconds"]
+        ]
+        .mean()
+        .reset_index()
+    )
     table.to_csv(out / "accuracy.csv", index=False)
     markdown = _markdown(table)
     (out / "accuracy.md").write_text(f"Seeds {seeds}; simulation {simulation}.\n\n{markdown}\n")

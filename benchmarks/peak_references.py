@@ -10,6 +10,7 @@
   :data:`PREVIOUS_COMMIT` (the release before the torch local-max and the scan greedy),
   loaded from the git history so "before" and "after" run in the same process.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,9 @@ PREVIOUS_COMMIT = "38d4866"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def deepetpicker_mp_nms(scores: np.ndarray, radius_px: float, threshold: float, min_distance_px: float,
-                        device: torch.device | str = "cpu") -> np.ndarray:
+def deepetpicker_mp_nms(
+    scores: np.ndarray, radius_px: float, threshold: float, min_distance_px: float, device: torch.device | str = "cpu"
+) -> np.ndarray:
     """(N, 3) z, y, x picks of DeepETPicker's MP-NMS + de_dup, best first."""
     binary = torch.from_numpy((scores >= threshold).astype(np.float32)).to(device)[None, None]
     soft = binary
@@ -48,8 +50,13 @@ def deepetpicker_mp_nms(scores: np.ndarray, radius_px: float, threshold: float, 
 def previous_engine_peaks() -> types.ModuleType | None:
     """The ``peaks`` module of :data:`PREVIOUS_COMMIT`, or None outside a git checkout."""
     try:
-        source = subprocess.run(["git", "show", f"{PREVIOUS_COMMIT}:tomocpt_scipion/engine/peaks.py"], cwd=ROOT,
-                                capture_output=True, text=True, check=True).stdout
+        source = subprocess.run(
+            ["git", "show", f"{PREVIOUS_COMMIT}:tomocpt_scipion/engine/peaks.py"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         return None
     module = types.ModuleType("previous_peaks")

@@ -21,6 +21,7 @@ Each table is printed as soon as it is measured; every measurement runs in its o
 
 Writes ``speed.csv`` and ``speed.md`` (``speed_gpu.*`` with ``--gpu``) in ``--out``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,8 +60,9 @@ def _worker(argv: list[str], budget_s: float) -> dict:
     """Run one measurement in a fresh process so its peak memory is its own; past ``budget_s``
     seconds it is stopped and reported as timed out."""
     try:
-        result = subprocess.run([sys.executable, __file__, "--worker", *argv], capture_output=True, text=True,
-                                cwd=ROOT, timeout=budget_s)
+        result = subprocess.run(
+            [sys.executable, __file__, "--worker", *argv], capture_output=True, text=True, cwd=ROOT, timeout=budget_s
+        )
     except subprocess.TimeoutExpired:
         print(f"  {argv[0]} {argv[1]}: timed out after {budget_s:.0f} s", flush=True)
         return {"timed_out": True}
@@ -102,7 +104,7 @@ def _train_worker(backbone: str, size: str, patch: int, batch: int, steps: int, 
         image = place_batch(image, backbone, device) if layout == "engine" and not reference else image.to(device)
         target = (torch.rand(n, 1, patch, patch, patch, device=device) > 0.9).float()
         started = time.perf_counter()
-        with (torch.autocast(device.type, enabled=False) if reference else autocast(device)):
+        with torch.autocast(device.type, enabled=False) if reference else autocast(device):
             loss = loss_fn(model(image).float(), target)
         optimizer.zero_grad()
         loss.backward()
@@ -118,8 +120,14 @@ def _train_worker(backbone: str, size: str, patch: int, batch: int, steps: int, 
         torch.cuda.reset_peak_memory_stats()
     seconds = sum(step(batch) for _ in range(steps))
     gpu = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else float("nan")
-    return {"patches_per_s": steps * batch / seconds, "first_step_s": first, "new_shape_step_s": new_shape,
-            "seconds_per_100_steps": 100 * seconds / steps, "peak_rss_mb": _peak_rss_mb(), "gpu_mb": gpu}
+    return {
+        "patches_per_s": steps * batch / seconds,
+        "first_step_s": first,
+        "new_shape_step_s": new_shape,
+        "seconds_per_100_steps": 100 * seconds / steps,
+        "peak_rss_mb": _peak_rss_mb(),
+        "gpu_mb": gpu,
+    }
 
 
 def _volume(shape, seed=0):
@@ -148,8 +156,14 @@ def _infer_worker(backbone: str, shape, batch: int, reference: bool) -> dict:
         from monai.inferers import sliding_window_inference
 
         with torch.inference_mode():
-            sliding_window_inference(torch.from_numpy(volume)[None, None].to(device), config.patch_size, 1, model,
-                                     overlap=0.5, mode="gaussian")
+            sliding_window_inference(
+                torch.from_numpy(volume)[None, None].to(device),
+                config.patch_size,
+                1,
+                model,
+                overlap=0.5,
+                mode="gaussian",
+            )
     else:
         run_network(model, config, volume, device, batch_size=batch, tta=False)
     if device.type == "cuda":
@@ -192,8 +206,12 @@ def _inputs_worker(shape, folder: str, backbone: str, noise: bool = False) -> di
         save_checkpoint(checkpoint, build_model(backbone, config.out_channels, "default"), config, 0, 0.0)
     tomogram = _tomogram_path(shape, folder)
     if not noise and not tomogram.exists() and np.prod(shape) <= 60e6:
-        volume = simulate_tomogram(SimulationConfig(shape_zyx=tuple(shape), pixel_size_a=PIXEL_SIZE_A,
-                                                    n_target=int(np.prod(shape) / 4e5), n_distractors=0), 1).volume
+        volume = simulate_tomogram(
+            SimulationConfig(
+                shape_zyx=tuple(shape), pixel_size_a=PIXEL_SIZE_A, n_target=int(np.prod(shape) / 4e5), n_distractors=0
+            ),
+            1,
+        ).volume
         write_mrc(tomogram, volume, PIXEL_SIZE_A)
     noise_path = _big_tomogram_path(shape, folder)
     if not noise_path.exists() and (noise or np.prod(shape) > 60e6):
@@ -217,8 +235,14 @@ def _memory_worker(shape, zoom: float, folder: str) -> dict:
     normalise_volume(rescale_volume(data, zoom), "robust", in_place=True)
     size_mb = data.nbytes / 2**20
     peak = _peak_rss_mb()
-    return {"size_mb": size_mb, "baseline_mb": baseline, "peak_rss_mb": peak, "peak_over_size": peak / size_mb,
-            "added_over_size": (peak - baseline) / size_mb, "seconds": time.perf_counter() - started}
+    return {
+        "size_mb": size_mb,
+        "baseline_mb": baseline,
+        "peak_rss_mb": peak,
+        "peak_over_size": peak / size_mb,
+        "added_over_size": (peak - baseline) / size_mb,
+        "seconds": time.perf_counter() - started,
+    }
 
 
 def _predict_worker(shape, folder: str, backbone: str) -> dict:
@@ -229,13 +253,29 @@ def _predict_worker(shape, folder: str, backbone: str) -> dict:
     tomogram = tomogram if tomogram.exists() else _big_tomogram_path(shape, folder)
     baseline = _peak_rss_mb()
     started = time.perf_counter()
-    status = main(["predict", "--model", str(_checkpoint_path(backbone, folder)), "--tomograms", str(tomogram),
-                   "--out", str(Path(folder) / f"picks_{backbone}_{tomogram.stem}"), "--overwrite",
-                   "--threshold", "0.5", "--no-tta"])
+    status = main(
+        [
+            "predict",
+            "--model",
+            str(_checkpoint_path(backbone, folder)),
+            "--tomograms",
+            str(tomogram),
+            "--out",
+            str(Path(folder) / f"picks_{backbone}_{tomogram.stem}"),
+            "--overwrite",
+            "--threshold",
+            "0.5",
+            "--no-tta",
+        ]
+    )
     assert status == 0
     size_mb = tomogram.stat().st_size / 2**20
-    return {"seconds": time.perf_counter() - started, "peak_rss_mb": _peak_rss_mb(), "tomogram_mb": size_mb,
-            "added_over_tomogram": (_peak_rss_mb() - baseline) / size_mb}
+    return {
+        "seconds": time.perf_counter() - started,
+        "peak_rss_mb": _peak_rss_mb(),
+        "tomogram_mb": size_mb,
+        "added_over_tomogram": (_peak_rss_mb() - baseline) / size_mb,
+    }
 
 
 def _peaks_rows(shape, n_particles: int) -> list[dict]:
@@ -261,12 +301,14 @@ def _peaks_rows(shape, n_particles: int) -> list[dict]:
             torch.cuda.synchronize()
         return time.perf_counter() - started, len(picks)
 
-    reference_s, reference_n = timed(lambda: peak_local_max(scores, min_distance=5, threshold_abs=0.3,
-                                                            exclude_border=False))
+    reference_s, reference_n = timed(
+        lambda: peak_local_max(scores, min_distance=5, threshold_abs=0.3, exclude_border=False)
+    )
     rows = [{"method": "skimage peak_local_max (reference)", "seconds": reference_s, "picks": reference_n}]
     for method in ("local-max", "mp-nms", "greedy"):
-        seconds, n = timed(lambda m=method: find_peaks(scores, m, radius_px=5.0, threshold=0.3, refine="none",
-                                                       device=device))
+        seconds, n = timed(
+            lambda m=method: find_peaks(scores, m, radius_px=5.0, threshold=0.3, refine="none", device=device)
+        )
         rows.append({"method": method, "seconds": seconds, "picks": n})
     previous = previous_engine_peaks()
     if previous is not None:
@@ -292,18 +334,28 @@ def _markdown(table: pd.DataFrame) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smallest sizes only (smoke test)")
-    parser.add_argument("--gpu", action="store_true",
-                        help="the GPU table: needs CUDA; 100 training steps per backbone, GPU memory")
-    parser.add_argument("--budget", type=float, default=900.0,
-                        help="seconds one measurement may take before it is reported as timed out (default 900)")
+    parser.add_argument(
+        "--gpu", action="store_true", help="the GPU table: needs CUDA; 100 training steps per backbone, GPU memory"
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=900.0,
+        help="seconds one measurement may take before it is reported as timed out (default 900)",
+    )
     parser.add_argument("--out", default=str(RESULTS), help="results folder")
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         kind, *rest = args.worker
         values = json.loads(rest[0])
-        result = {"train": _train_worker, "infer": _infer_worker, "memory": _memory_worker,
-                  "predict": _predict_worker, "inputs": _inputs_worker}[kind](**values)
+        result = {
+            "train": _train_worker,
+            "infer": _infer_worker,
+            "memory": _memory_worker,
+            "predict": _predict_worker,
+            "inputs": _inputs_worker,
+        }[kind](**values)
         print(json.dumps(result))
         return 0
     import torch
@@ -315,8 +367,10 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     scratch = out / "scratch"
     scratch.mkdir(exist_ok=True)
-    hardware = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-                f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}")
+    hardware = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}"
+    )
     print(f"Hardware: {hardware}\n", flush=True)
     sections = []
     suffix = "_gpu" if args.gpu else ""
@@ -330,39 +384,68 @@ def main(argv=None) -> int:
         return _worker([kind, json.dumps(values)], args.budget)
 
     steps = 2 if args.quick else (100 if args.gpu else 5)
-    settings = [("reference", "default", 32, 2, "engine"), ("resunet", "small", 32, 2, "engine")] if args.quick else [
-        *((b, "default", 64, 2, "engine") for b in ("reference", *BACKBONES)), ("reference", "default", 32, 4, "engine"),
-        ("resunet", "small", 32, 4, "contiguous"), ("resunet", "small", 32, 4, "engine")]
-    rows = [{"backbone": b, "size": size, "patch": patch, "batch": batch, "layout": layout,
-             **measure("train", backbone=b, size=size, patch=patch, batch=batch, steps=steps, layout=layout)}
-            for b, size, patch, batch, layout in settings]
+    settings = (
+        [("reference", "default", 32, 2, "engine"), ("resunet", "small", 32, 2, "engine")]
+        if args.quick
+        else [
+            *((b, "default", 64, 2, "engine") for b in ("reference", *BACKBONES)),
+            ("reference", "default", 32, 4, "engine"),
+            ("resunet", "small", 32, 4, "contiguous"),
+            ("resunet", "small", 32, 4, "engine"),
+        ]
+    )
+    rows = [
+        {
+            "backbone": b,
+            "size": size,
+            "patch": patch,
+            "batch": batch,
+            "layout": layout,
+            **measure("train", backbone=b, size=size, patch=patch, batch=batch, steps=steps, layout=layout),
+        }
+        for b, size, patch, batch, layout in settings
+    ]
     for row in rows:
-        same = [r for r in rows if r["backbone"] == "reference" and r["patch"] == row["patch"]
-                and r["batch"] == row["batch"]]
-        row["ratio_to_reference"] = (row.get("patches_per_s", np.nan) / same[0].get("patches_per_s", np.nan)
-                                     if same else np.nan)
+        same = [
+            r
+            for r in rows
+            if r["backbone"] == "reference" and r["patch"] == row["patch"] and r["batch"] == row["batch"]
+        ]
+        row["ratio_to_reference"] = (
+            row.get("patches_per_s", np.nan) / same[0].get("patches_per_s", np.nan) if same else np.nan
+        )
     emit("Training throughput (reference = MONAI BasicUNet, eager fp32)", rows)
 
     infer_shape = (32, 64, 64) if args.quick else (60, 154, 154)  # 512 x 512 x 200 at 10 Å/px, rescaled x0.3
     rows = []
-    for b in (("resunet",) if args.quick else BACKBONES):
+    for b in ("resunet",) if args.quick else BACKBONES:
         ours = measure("infer", backbone=b, shape=infer_shape, batch=4, reference=False)
         plain = measure("infer", backbone=b, shape=infer_shape, batch=1, reference=True)
-        rows.append({"backbone": b, "voxels_per_s": ours.get("voxels_per_s"),
-                     "reference_voxels_per_s": plain.get("voxels_per_s"),
-                     "speed_ratio": ours.get("voxels_per_s", np.nan) / plain.get("voxels_per_s", np.nan),
-                     "peak_rss_mb": ours.get("peak_rss_mb")})
-    emit(f"Inference at the training scale ({'x'.join(map(str, infer_shape[::-1]))} voxels, one pass; "
-         "reference = plain MONAI sliding window, batch 1, fp32)", rows)
+        rows.append(
+            {
+                "backbone": b,
+                "voxels_per_s": ours.get("voxels_per_s"),
+                "reference_voxels_per_s": plain.get("voxels_per_s"),
+                "speed_ratio": ours.get("voxels_per_s", np.nan) / plain.get("voxels_per_s", np.nan),
+                "peak_rss_mb": ours.get("peak_rss_mb"),
+            }
+        )
+    emit(
+        f"Inference at the training scale ({'x'.join(map(str, infer_shape[::-1]))} voxels, one pass; "
+        "reference = plain MONAI sliding window, batch 1, fp32)",
+        rows,
+    )
 
     peak_shape, n_particles = ((32, 64, 64), 20) if args.quick else ((200, 512, 512), 3000)
-    emit(f"Peak extraction on a planted {'x'.join(map(str, peak_shape[::-1]))} score map ({n_particles} particles)",
-         _peaks_rows(peak_shape, n_particles))
+    emit(
+        f"Peak extraction on a planted {'x'.join(map(str, peak_shape[::-1]))} score map ({n_particles} particles)",
+        _peaks_rows(peak_shape, n_particles),
+    )
 
     sizes = QUICK_SIZES if args.quick else SIZES
     rows = []
     for name, shape in sizes.items():
-        for b in (("resunet",) if args.quick else ("resunet", "multiresunet")):
+        for b in ("resunet",) if args.quick else ("resunet", "multiresunet"):
             inputs = {"shape": shape, "folder": str(scratch), "backbone": b}
             measure("inputs", **inputs)
             rows.append({"tomogram": name, "backbone": b, **measure("predict", **inputs)})
@@ -370,9 +453,16 @@ def main(argv=None) -> int:
 
     memory_shape = (40, 100, 100) if args.quick else (400, 1000, 1000)
     measure("inputs", shape=memory_shape, folder=str(scratch), backbone="resunet", noise=True)
-    emit(f"Peak RSS, memory-mapped {'x'.join(map(str, memory_shape[::-1]))} float32 tomogram",
-         [{"operation": f"rescale ×{zoom} + robust normalisation",
-           **measure("memory", shape=memory_shape, zoom=zoom, folder=str(scratch))} for zoom in (0.3, 1.0)])
+    emit(
+        f"Peak RSS, memory-mapped {'x'.join(map(str, memory_shape[::-1]))} float32 tomogram",
+        [
+            {
+                "operation": f"rescale ×{zoom} + robust normalisation",
+                **measure("memory", shape=memory_shape, zoom=zoom, folder=str(scratch)),
+            }
+            for zoom in (0.3, 1.0)
+        ],
+    )
 
     report = [f"Hardware: {hardware}", ""]
     for title, table in sections:

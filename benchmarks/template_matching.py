@@ -8,6 +8,7 @@ with the tomogram is computed with FFTs (``scipy.fft``):
 where σ_T(x) is the tomogram's standard deviation under the mask at x and N the mask
 size. The score map is the maximum over orientations.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,8 +30,9 @@ def _correlate(volume_fft: np.ndarray, kernel: np.ndarray, shape) -> np.ndarray:
     return np.roll(full, tuple(-half), axis=(0, 1, 2))
 
 
-def template_matching_scores(volume: np.ndarray, template: np.ndarray, n_orientations: int = 60,
-                             seed: int = 0) -> np.ndarray:
+def template_matching_scores(
+    volume: np.ndarray, template: np.ndarray, n_orientations: int = 60, seed: int = 0
+) -> np.ndarray:
     """Maximum NCC over ``n_orientations`` random-uniform rotations of ``template``.
 
     Parameters

@@ -4,6 +4,7 @@ pyworkflow reads its configuration from the environment when it is first importe
 variables are set here, at conftest import, before any test module imports Scipion. In an
 engine-only environment (no Scipion: ``make test-engine``) there is nothing to configure.
 """
+
 import importlib.util
 import os
 import subprocess
@@ -30,8 +31,12 @@ def _write_scipion_config() -> None:
     os.environ.update(SCIPION_ENVIRONMENT)
     for key in ("SCIPION_HOME", "SCIPION_USER_DATA", "SCIPION_TESTS"):
         Path(SCIPION_ENVIRONMENT[key]).mkdir(parents=True, exist_ok=True)
-    result = subprocess.run([sys.executable, "-m", "scipion", "config", "--unattended"],
-                            cwd=SCIPION_ENVIRONMENT["SCIPION_HOME"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "scipion", "config", "--unattended"],
+        cwd=SCIPION_ENVIRONMENT["SCIPION_HOME"],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         raise RuntimeError(f"headless Scipion config failed:\n{result.stdout}\n{result.stderr}")
 

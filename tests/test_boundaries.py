@@ -1,5 +1,6 @@
 """Layer rules: the engine never imports Scipion; viewers import no GUI toolkit at import time;
 the engine runs where Scipion is not installed."""
+
 import ast
 import subprocess
 import sys
@@ -37,13 +38,15 @@ def test_viewer_module_imports_no_gui_toolkit_at_import_time(path):
 
 
 def test_engine_command_runs_without_scipion_installed(tmp_path):
-    script = ("import sys\n"
-              "for name in ('pwem', 'pyworkflow', 'tomo'): sys.modules[name] = None\n"
-              "import tomocpt_scipion\n"
-              "assert not hasattr(tomocpt_scipion, 'Plugin')\n"
-              "from tomocpt_scipion.engine.cli import main\n"
-              f"sys.exit(main(['simulate', '--out', {str(tmp_path)!r}, '--n-tomograms', '1', '--shape', '16', '32', '32', "
-              "'--pixel-size', '30', '--n-target', '2', '--n-distractors', '1']))\n")
+    script = (
+        "import sys\n"
+        "for name in ('pwem', 'pyworkflow', 'tomo'): sys.modules[name] = None\n"
+        "import tomocpt_scipion\n"
+        "assert not hasattr(tomocpt_scipion, 'Plugin')\n"
+        "from tomocpt_scipion.engine.cli import main\n"
+        f"sys.exit(main(['simulate', '--out', {str(tmp_path)!r}, '--n-tomograms', '1', '--shape', '16', '32', '32', "
+        "'--pixel-size', '30', '--n-target', '2', '--n-distractors', '1']))\n"
+    )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "tomograms" / "tomo_000.mrc").exists()

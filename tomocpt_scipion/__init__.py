@@ -4,6 +4,7 @@ The numerical engine (``tomocpt_scipion.engine``) needs no Scipion; in an engine
 environment (no ``pwem``) the Scipion side is simply absent. Scipion requires the Plugin
 class to live in the package itself, hence its definition here.
 """
+
 import os
 import shlex
 import sys
@@ -22,8 +23,7 @@ except ModuleNotFoundError as error:
 if pwem is not None:
     from pyworkflow.utils import Environ
 
-    from .constants import (ENGINE_MODULE, ENGINE_TORCH_VERSION, TOMOCPT_ENV_ACTIVATION,
-                            TOMOCPT_ENV_NAME)
+    from .constants import ENGINE_MODULE, ENGINE_TORCH_VERSION, TOMOCPT_ENV_ACTIVATION, TOMOCPT_ENV_NAME
 
     _PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     _ENGINE_REQUIREMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "engine", "requirements.txt")
@@ -41,9 +41,12 @@ if pwem is not None:
 
         @classmethod
         def _defineVariables(cls):
-            cls._defineVar(TOMOCPT_ENV_ACTIVATION, "",
-                           description="Command that activates the engine environment; empty = "
-                                       "run the engine with Scipion's own Python.")
+            cls._defineVar(
+                TOMOCPT_ENV_ACTIVATION,
+                "",
+                description="Command that activates the engine environment; empty = "
+                "run the engine with Scipion's own Python.",
+            )
 
         @classmethod
         def getEnviron(cls) -> Environ:
@@ -63,8 +66,9 @@ if pwem is not None:
             activation = cls.getVar(TOMOCPT_ENV_ACTIVATION)
             python = "python" if activation else shlex.quote(sys.executable)
             devices = "CUDA_VISIBLE_DEVICES=%(GPU)s" if gpus else "CUDA_VISIBLE_DEVICES=''"
-            launcher = (f"-m torch.distributed.run --standalone --nproc_per_node {processes} -m"
-                        if processes > 1 else "-m")
+            launcher = (
+                f"-m torch.distributed.run --standalone --nproc_per_node {processes} -m" if processes > 1 else "-m"
+            )
             command = f"{devices} {python} {launcher} {ENGINE_MODULE}"
             return f"{activation} && {command}" if activation else command
 
@@ -73,16 +77,18 @@ if pwem is not None:
             """Run ``tomocpt-engine ARGS`` as a job of ``protocol`` (logged, queue-aware);
             ``processes`` > 1: data-parallel training, one process per GPU."""
             gpus = bool(protocol.getGpuList()) if hasattr(protocol, "getGpuList") else False
-            protocol.runJob(cls.getEngineCommand(gpus, processes), args, env=cls.getEnviron(), cwd=cwd,
-                            numberOfMpi=1)
+            protocol.runJob(cls.getEngineCommand(gpus, processes), args, env=cls.getEnviron(), cwd=cwd, numberOfMpi=1)
 
         @classmethod
         def defineBinaries(cls, env):
             """A venv with the engine's dependencies, for installs that want CUDA torch apart."""
             installed = f"{TOMOCPT_ENV_NAME}_installed"
-            commands = [(f"{shlex.quote(sys.executable)} -m venv env && "
-                         f"env/bin/pip install torch=={ENGINE_TORCH_VERSION} -r {shlex.quote(_ENGINE_REQUIREMENTS)} "
-                         f"&& touch {installed}",
-                         installed)]
-            env.addPackage(TOMOCPT_ENV_NAME, version="0.1.0", tar="void.tgz", commands=commands,
-                           default=True)
+            commands = [
+                (
+                    f"{shlex.quote(sys.executable)} -m venv env && "
+                    f"env/bin/pip install torch=={ENGINE_TORCH_VERSION} -r {shlex.quote(_ENGINE_REQUIREMENTS)} "
+                    f"&& touch {installed}",
+                    installed,
+                )
+            ]
+            env.addPackage(TOMOCPT_ENV_NAME, version="0.1.0", tar="void.tgz", commands=commands, default=True)

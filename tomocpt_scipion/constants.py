@@ -1,11 +1,11 @@
 """Names shared by the Scipion side of the plugin (variables, recipes, peak methods)."""
 
+from .engine.specs import RECIPE_SPECS
+
 TOMOCPT_ENV_ACTIVATION = "TOMOCPT_ENV_ACTIVATION"
 TOMOCPT_ENV_NAME = "tomocpt-engine-0.1.0"
 ENGINE_MODULE = "tomocpt_scipion.engine"
 ENGINE_TORCH_VERSION = "2.13.0"
-
-from .engine.specs import RECIPE_SPECS
 
 #: recipe name -> bibtex key of the paper it reproduces
 RECIPE_CITATIONS = {name: spec.citation for name, spec in RECIPE_SPECS.items()}

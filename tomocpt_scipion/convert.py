@@ -5,6 +5,7 @@ protocol's folder as ``<tsId>.mrc``: engine names are Scipion ``tsId`` values. C
 go out and come back in pixels of the tomogram files, through ``Coordinate3D.setVolume`` and
 ``get/setPosition(BOTTOM_LEFT_CORNER)`` only.
 """
+
 import json
 import os
 

@@ -5,6 +5,7 @@ simulated tomograms are split into training ones, of which a fraction of the rib
 "annotated" as a user would, and held-out ones, picked and evaluated against all their
 ribosomes.
 """
+
 import argparse
 import os
 import shutil
@@ -19,10 +20,17 @@ from .engine.simulate import SimulationConfig, simulate_dataset
 from .protocols import ProtTomoCPTEvaluate, ProtTomoCPTPick, ProtTomoCPTTrain
 
 TARGET = "4v94"
-DEMO_SIMULATION = dict(shape_zyx=(48, 96, 96), pixel_size_a=20.0, n_target=20, n_distractors=12, mode="fourier",
-                       snr=1.0)
-DEMO_TRAINING = dict(recipe=1, modelSize=1, patchSize=32, epochs=20, batchSize=4,  # DeepETPicker, small
-                     centringSteps=200)
+DEMO_SIMULATION = dict(
+    shape_zyx=(48, 96, 96), pixel_size_a=20.0, n_target=20, n_distractors=12, mode="fourier", snr=1.0
+)
+DEMO_TRAINING = dict(
+    recipe=1,
+    modelSize=1,
+    patchSize=32,
+    epochs=20,
+    batchSize=4,  # DeepETPicker, small
+    centringSteps=200,
+)
 
 
 def _split(root, summary, n_train, annotated_fraction, seed):
@@ -51,8 +59,9 @@ def _launch(project, protocolClass, label, coordinates=None, **kwargs):
     return protocol
 
 
-def run_demo_workflow(project, folder, n_train=3, n_test=2, annotated_fraction=0.8, seed=5,
-                      simulation=None, training=None):
+def run_demo_workflow(
+    project, folder, n_train=3, n_test=2, annotated_fraction=0.8, seed=5, simulation=None, training=None
+):
     """Run the whole chain in ``project``; returns the protocols by step name.
 
     Parameters
@@ -71,21 +80,47 @@ def run_demo_workflow(project, folder, n_train=3, n_test=2, annotated_fraction=0
     steps = {}
     for kind in ("train", "test"):
         steps[f"import {kind} tomograms"] = _launch(
-            project, ProtImportTomograms, f"{kind} tomograms", filesPath=os.path.join(folder, kind, "tomograms"),
-            filesPattern="*.mrc", samplingRate=config.pixel_size_a)
+            project,
+            ProtImportTomograms,
+            f"{kind} tomograms",
+            filesPath=os.path.join(folder, kind, "tomograms"),
+            filesPattern="*.mrc",
+            samplingRate=config.pixel_size_a,
+        )
         steps[f"import {kind} coordinates"] = _launch(
-            project, ProtImportCoordinates3D, "ribosome" if kind == "train" else "all ribosomes (truth)",
-            importFrom=0, filesPath=os.path.join(folder, kind, "annotations"), filesPattern="*.txt",
+            project,
+            ProtImportCoordinates3D,
+            "ribosome" if kind == "train" else "all ribosomes (truth)",
+            importFrom=0,
+            filesPath=os.path.join(folder, kind, "annotations"),
+            filesPattern="*.txt",
             importTomograms=steps[f"import {kind} tomograms"].Tomograms,
-            boxSize=int(np.ceil(diameter / config.pixel_size_a)), samplingRate=config.pixel_size_a)
-    steps["train"] = _launch(project, ProtTomoCPTTrain, "train picker", steps["import train coordinates"],
-                             inputTomograms=steps["import train tomograms"].Tomograms, diameter=diameter,
-                             **{**DEMO_TRAINING, **(training or {})})
-    steps["pick"] = _launch(project, ProtTomoCPTPick, "pick particles",
-                            inputTomograms=steps["import test tomograms"].Tomograms, inputModel=steps["train"].model)
-    steps["evaluate"] = _launch(project, ProtTomoCPTEvaluate, "evaluate picks",
-                                inputPicks=steps["pick"].coordinates,
-                                inputReference=steps["import test coordinates"].outputCoordinates)
+            boxSize=int(np.ceil(diameter / config.pixel_size_a)),
+            samplingRate=config.pixel_size_a,
+        )
+    steps["train"] = _launch(
+        project,
+        ProtTomoCPTTrain,
+        "train picker",
+        steps["import train coordinates"],
+        inputTomograms=steps["import train tomograms"].Tomograms,
+        diameter=diameter,
+        **{**DEMO_TRAINING, **(training or {})},
+    )
+    steps["pick"] = _launch(
+        project,
+        ProtTomoCPTPick,
+        "pick particles",
+        inputTomograms=steps["import test tomograms"].Tomograms,
+        inputModel=steps["train"].model,
+    )
+    steps["evaluate"] = _launch(
+        project,
+        ProtTomoCPTEvaluate,
+        "evaluate picks",
+        inputPicks=steps["pick"].coordinates,
+        inputReference=steps["import test coordinates"].outputCoordinates,
+    )
     return steps
 
 

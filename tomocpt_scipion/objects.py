@@ -1,4 +1,5 @@
 """Scipion objects of the plugin: the trained picking model."""
+
 import json
 
 import pyworkflow.object as pwobj
@@ -79,6 +80,8 @@ class TomoCPTModel(EMObject):
         return self._engineVersion.get()
 
     def __str__(self):
-        return (f"TomoCPTModel ({self.getBackbone()}, {self.getLabelType()} labels, "
-                f"{self.getDiameter() or 0:.0f} Å particles, classes {self.getClasses()}, "
-                f"thresholds {self.getThresholds() or 'not calibrated'})")
+        return (
+            f"TomoCPTModel ({self.getBackbone()}, {self.getLabelType()} labels, "
+            f"{self.getDiameter() or 0:.0f} Å particles, classes {self.getClasses()}, "
+            f"thresholds {self.getThresholds() or 'not calibrated'})"
+        )

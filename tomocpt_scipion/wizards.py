@@ -1,4 +1,5 @@
 """Wizards: estimate the particle diameter from the coordinates' box size."""
+
 from pyworkflow.wizard import Wizard
 
 from .constants import BOX_TO_DIAMETER
@@ -26,6 +27,8 @@ class TomoCPTDiameterWizard(Wizard):
             return
         diameter = diameterFromBox(coordinates.getBoxSize(), coordinates.getSamplingRate())
         form.setVar("diameter", diameter)
-        form.showInfo(f"Estimated {diameter:g} Å: the box of {coordinates.getBoxSize()} px at "
-                      f"{coordinates.getSamplingRate():g} Å/px divided by {BOX_TO_DIAMETER:g}, since boxes are "
-                      f"usually 1.5-2 times the particle. Check it: the diameter sets the rescaling.")
+        form.showInfo(
+            f"Estimated {diameter:g} Å: the box of {coordinates.getBoxSize()} px at "
+            f"{coordinates.getSamplingRate():g} Å/px divided by {BOX_TO_DIAMETER:g}, since boxes are "
+            f"usually 1.5-2 times the particle. Check it: the diameter sets the rescaling."
+        )

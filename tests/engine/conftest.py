@@ -1,10 +1,12 @@
 """Small simulated datasets shared by the engine tests (seconds to make on 2 cores)."""
+
 import pytest
 
 from tomocpt_scipion.engine.simulate import SimulationConfig, simulate_dataset
 
-TINY = SimulationConfig(shape_zyx=(32, 64, 64), pixel_size_a=20.0, n_target=12, n_distractors=8, mode="fourier",
-                        snr=1.0, n_gold=1)
+TINY = SimulationConfig(
+    shape_zyx=(32, 64, 64), pixel_size_a=20.0, n_target=12, n_distractors=8, mode="fourier", snr=1.0, n_gold=1
+)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """The pick browser: which picks cross a slice and how large they are drawn, the threshold and
 view controls, the save callback, and a screenshot (kept in the test artefacts)."""
+
 import os
 from pathlib import Path
 
@@ -24,7 +25,7 @@ def scene():
     volume = rng.normal(size=(40, 64, 80)).astype(np.float32)
     xyz = np.array([[20.0, 30, 10], [50, 20, 20], [60, 40, 22], [30, 50, 30]])
     for x, y, z in xyz.astype(int):
-        volume[z - 2:z + 3, y - 2:y + 3, x - 2:x + 3] += 4
+        volume[z - 2 : z + 3, y - 2 : y + 3, x - 2 : x + 3] += 4
     table = io.coordinate_table(xyz, "tomo", [0.95, 0.8, 0.4, 0.2], [1, 1, 2, 1])
     return volume, table
 
@@ -81,8 +82,42 @@ def test_browse_command_writes_a_screenshot_without_a_display(scene, tmp_path):
     mrc = io.write_mrc(tmp_path / "tomo.mrc", volume, 10.0)
     picks = io.write_coordinates(tmp_path / "picks.csv", table)
     out = tmp_path / "shot.png"
-    assert main(["browse", "--tomogram", str(mrc), "--picks", str(picks), "--diameter", "100", "--view", "xz",
-                 "--threshold", "0.5", "--screenshot", str(out)]) == 0
+    assert (
+        main(
+            [
+                "browse",
+                "--tomogram",
+                str(mrc),
+                "--picks",
+                str(picks),
+                "--diameter",
+                "100",
+                "--view",
+                "xz",
+                "--threshold",
+                "0.5",
+                "--screenshot",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert out.stat().st_size > 10_000
-    assert main(["browse", "--tomogram", str(mrc), "--picks", str(picks), "--diameter", "100", "60", "70",
-                 "--screenshot", str(out)]) == 0
+    assert (
+        main(
+            [
+                "browse",
+                "--tomogram",
+                str(mrc),
+                "--picks",
+                str(picks),
+                "--diameter",
+                "100",
+                "60",
+                "70",
+                "--screenshot",
+                str(out),
+            ]
+        )
+        == 0
+    )

@@ -1,4 +1,5 @@
 """Threshold calibration: F1 on complete validation annotations, the particle count on partial ones."""
+
 import numpy as np
 import pytest
 import torch
@@ -24,8 +25,9 @@ def _tomogram():
     volume = np.full((64, 64, 64), -8.0, np.float32)
     for centres, peak in ((TRUE_XYZ, 6.0), (FALSE_XYZ, 1.0)):  # particles score ~1, look-alikes ~0.73
         for x, y, z in centres:
-            blob = peak * np.exp(-((xx - x) ** 2 + (yy - y) ** 2 + (zz - z) ** 2) / 8.0) - 8.0 * (1 - np.exp(
-                -((xx - x) ** 2 + (yy - y) ** 2 + (zz - z) ** 2) / 8.0))
+            blob = peak * np.exp(-((xx - x) ** 2 + (yy - y) ** 2 + (zz - z) ** 2) / 8.0) - 8.0 * (
+                1 - np.exp(-((xx - x) ** 2 + (yy - y) ** 2 + (zz - z) ** 2) / 8.0)
+            )
             volume = np.maximum(volume, blob.astype(np.float32))
     return volume
 
@@ -34,10 +36,11 @@ def _tomogram():
 def test_pu_thresholds_use_f1_when_the_validation_annotations_are_complete(annotated, expected, expect_f1_rule):
     config = recipe_config("tomopicker", diameter_a=100.0, expected_particles=expected, patch_size=32)
     volume = _tomogram()
-    tomogram = PreparedTomogram("val", volume, np.zeros_like(volume, np.uint8), TRUE_XYZ[:annotated],
-                                np.ones(annotated, int), 1.0)
+    tomogram = PreparedTomogram(
+        "val", volume, np.zeros_like(volume, np.uint8), TRUE_XYZ[:annotated], np.ones(annotated, int), 1.0
+    )
     with torch.no_grad():
-        threshold, = calibrate_thresholds(_VolumeAsLogits(), config, [tomogram])
+        (threshold,) = calibrate_thresholds(_VolumeAsLogits(), config, [tomogram])
     false_score, true_score = 1 / (1 + np.exp(-1.0)), 1 / (1 + np.exp(-6.0))
     if expect_f1_rule:  # between the look-alikes and the particles
         assert false_score + 1e-3 < threshold <= true_score

@@ -1,10 +1,16 @@
 """The centring network learns to put picks back on planted off-grid centres, and travels in the checkpoint."""
+
 import numpy as np
 import pytest
 import torch
 
-from tomocpt_scipion.engine.centring import (build_centring_network, centre_positions, centring_diameter_px,
-                                             crop_size, train_centring)
+from tomocpt_scipion.engine.centring import (
+    build_centring_network,
+    centre_positions,
+    centring_diameter_px,
+    crop_size,
+    train_centring,
+)
 from tomocpt_scipion.engine.checkpoint import load_centring, save_checkpoint
 from tomocpt_scipion.engine.config import recipe_config
 from tomocpt_scipion.engine.models import build_model

@@ -1,4 +1,5 @@
 """copick projects: picks written and read back to 0.01 px, tomograms out as MRC, clear errors."""
+
 import json
 
 import numpy as np
@@ -16,21 +17,31 @@ OBJECTS = ["ribosome", "thyroglobulin"]
 def config(tmp_path):
     """An empty filesystem copick project with two particle objects and one membrane."""
     path = tmp_path / "copick.json"
-    path.write_text(json.dumps({
-        "config_type": "filesystem", "name": "test", "overlay_root": f"local://{tmp_path / 'overlay'}",
-        "overlay_fs_args": {"auto_mkdir": True},
-        "pickable_objects": [
-            {"name": "ribosome", "is_particle": True, "label": 1, "radius": 140},
-            {"name": "membrane", "is_particle": False, "label": 2},
-            {"name": "thyroglobulin", "is_particle": True, "label": 3, "radius": 85}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "config_type": "filesystem",
+                "name": "test",
+                "overlay_root": f"local://{tmp_path / 'overlay'}",
+                "overlay_fs_args": {"auto_mkdir": True},
+                "pickable_objects": [
+                    {"name": "ribosome", "is_particle": True, "label": 1, "radius": 140},
+                    {"name": "membrane", "is_particle": False, "label": 2},
+                    {"name": "thyroglobulin", "is_particle": True, "label": 3, "radius": 85},
+                ],
+            }
+        )
+    )
     return path
 
 
 @pytest.fixture
 def table():
     rng = np.random.default_rng(5)
-    parts = [io.coordinate_table(rng.uniform(0, 60, (6, 3)), run, rng.uniform(0.2, 1, 6), rng.integers(1, 3, 6))
-             for run in ("TS_01", "TS_02")]
+    parts = [
+        io.coordinate_table(rng.uniform(0, 60, (6, 3)), run, rng.uniform(0.2, 1, 6), rng.integers(1, 3, 6))
+        for run in ("TS_01", "TS_02")
+    ]
     return pd.concat(parts, ignore_index=True)
 
 
@@ -62,8 +73,9 @@ def test_existing_copick_picks_are_kept_unless_overwrite_is_asked(config, table)
         copick_project.write_picks(config, table.iloc[:2], VOXEL_A, OBJECTS)
     assert len(copick_project.read_picks(config, VOXEL_A, OBJECTS)) == len(table)
     copick_project.write_picks(config, table.iloc[:1], VOXEL_A, OBJECTS, overwrite=True)
-    assert len(copick_project.read_picks(config, VOXEL_A, OBJECTS, runs=["TS_01"])) \
-        == 1 + int(((table["tomo_name"] == "TS_01") & (table["class_id"] == 2)).sum())
+    assert len(copick_project.read_picks(config, VOXEL_A, OBJECTS, runs=["TS_01"])) == 1 + int(
+        ((table["tomo_name"] == "TS_01") & (table["class_id"] == 2)).sum()
+    )
 
 
 def test_a_segmentation_object_or_unknown_name_is_refused_naming_the_particles(config, table):
@@ -89,7 +101,19 @@ def test_copick_tomograms_come_out_as_mrc_with_their_voxel_size(config):
 def test_cli_moves_picks_from_star_into_copick_and_back(config, table, tmp_path):
     star = io.write_coordinates(tmp_path / "picks.star", table, pixel_size_a=VOXEL_A)
     assert main(["copick-export", str(star), str(config), "--objects", *OBJECTS]) == 0
-    assert main(["copick-import", str(config), str(tmp_path / "back.star"), "--voxel-size", str(VOXEL_A),
-                 "--objects", *OBJECTS]) == 0
+    assert (
+        main(
+            [
+                "copick-import",
+                str(config),
+                str(tmp_path / "back.star"),
+                "--voxel-size",
+                str(VOXEL_A),
+                "--objects",
+                *OBJECTS,
+            ]
+        )
+        == 0
+    )
     back = io.read_coordinates(tmp_path / "back.star")
     np.testing.assert_allclose(_sorted(back)[["x", "y", "z"]], _sorted(table)[["x", "y", "z"]], atol=0.01)

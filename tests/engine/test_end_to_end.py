@@ -3,6 +3,7 @@
 Easy setting: SNR 1.0, 20 ribosomes and 12 distractors per 96 × 96 × 48 tomogram at 20 Å/px;
 three tomograms for training (one of them validates), a fourth one only for picking.
 """
+
 import json
 import tempfile
 from pathlib import Path
@@ -20,15 +21,64 @@ F1_BOUND = 0.8
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("end_to_end")
-    assert main(["simulate", "--out", str(root / "sim"), "--n-tomograms", "4", "--shape", "48", "96", "96",
-                 "--pixel-size", "20", "--n-target", "20", "--n-distractors", "12", "--mode", "fourier", "--snr", "1.0",
-                 "--seed", "5"]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "--out",
+                str(root / "sim"),
+                "--n-tomograms",
+                "4",
+                "--shape",
+                "48",
+                "96",
+                "96",
+                "--pixel-size",
+                "20",
+                "--n-target",
+                "20",
+                "--n-distractors",
+                "12",
+                "--mode",
+                "fourier",
+                "--snr",
+                "1.0",
+                "--seed",
+                "5",
+            ]
+        )
+        == 0
+    )
     diameter = json.loads((root / "sim" / "simulation.json").read_text())["diameters_a"]["4v94"]
     tomograms = [str(root / "sim" / "tomograms" / f"tomo_00{i}.mrc") for i in range(3)]
-    assert main(["train", "--tomograms", *tomograms, "--coordinates", str(root / "sim" / "coordinates" / "4v94.star"),
-                 "--diameter", str(diameter), "--recipe", "deepetpicker", "--model-size", "small",
-                 "--patch-size", "32", "--batch-size", "4", "--epochs", "25", "--centring-steps", "500",
-                 "--out", str(root / "model")]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--tomograms",
+                *tomograms,
+                "--coordinates",
+                str(root / "sim" / "coordinates" / "4v94.star"),
+                "--diameter",
+                str(diameter),
+                "--recipe",
+                "deepetpicker",
+                "--model-size",
+                "small",
+                "--patch-size",
+                "32",
+                "--batch-size",
+                "4",
+                "--epochs",
+                "25",
+                "--centring-steps",
+                "500",
+                "--out",
+                str(root / "model"),
+            ]
+        )
+        == 0
+    )
     return root, diameter
 
 
@@ -36,20 +86,58 @@ def _predict_and_evaluate(root, diameter, method, capsys, *extra):
     held_out = str(root / "sim" / "tomograms" / "tomo_003.mrc")
     out = Path(tempfile.mkdtemp(prefix=f"picks_{method}_", dir=root))
     # a --threshold in extra comes later and wins
-    assert main(["predict", "--model", str(root / "model" / "model.pt"), "--tomograms", held_out,
-                 "--out", str(out), "--method", method, "--threshold", "0.05", *extra]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(root / "model" / "model.pt"),
+                "--tomograms",
+                held_out,
+                "--out",
+                str(out),
+                "--method",
+                method,
+                "--threshold",
+                "0.05",
+                *extra,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["evaluate", "--picks", str(out / "picks.star"), "--truth",
-                 str(root / "sim" / "coordinates" / "4v94" / "tomo_003.txt"), "--diameter", str(diameter),
-                 "--tomograms", held_out, "--out", str(out / "evaluation")]) == 0
-    return out, pd.read_csv(out / "evaluation" / "metrics.csv").set_index("tomo_name").loc["all"], capsys.readouterr().out
+    assert (
+        main(
+            [
+                "evaluate",
+                "--picks",
+                str(out / "picks.star"),
+                "--truth",
+                str(root / "sim" / "coordinates" / "4v94" / "tomo_003.txt"),
+                "--diameter",
+                str(diameter),
+                "--tomograms",
+                held_out,
+                "--out",
+                str(out / "evaluation"),
+            ]
+        )
+        == 0
+    )
+    return (
+        out,
+        pd.read_csv(out / "evaluation" / "metrics.csv").set_index("tomo_name").loc["all"],
+        capsys.readouterr().out,
+    )
 
 
 def test_picks_on_a_held_out_tomogram_reach_f1_0_8(trained, capsys):
     root, diameter = trained
     out, overall, printed = _predict_and_evaluate(root, diameter, "local-max", capsys)
     assert overall["f1"] >= F1_BOUND, printed
-    assert overall["ad_a"] < 0.3 * diameter  # hits are matched within 0.5 d; a small, briefly trained model sits near 0.27 d
+    assert (
+        overall["ad_a"] < 0.3 * diameter
+    )  # hits are matched within 0.5 d; a small, briefly trained model sits near 0.27 d
     assert "F1max" in printed and (out / "evaluation" / "evaluation.png").stat().st_size > 1000
 
 
@@ -57,8 +145,9 @@ def test_picks_on_a_held_out_tomogram_reach_f1_0_8(trained, capsys):
 def test_mp_nms_also_finds_the_particles(trained, capsys, merge):
     # measured 0.82 (blend) and 0.74-0.76 (overlap-tile): MP-NMS merges touching ribosomes more often
     root, diameter = trained
-    _, overall, printed = _predict_and_evaluate(root, diameter, "mp-nms", capsys, "--merge", merge,
-                                                "--threshold", "0.5")
+    _, overall, printed = _predict_and_evaluate(
+        root, diameter, "mp-nms", capsys, "--merge", merge, "--threshold", "0.5"
+    )
     assert overall["f1"] >= 0.7, printed
 
 
@@ -88,8 +177,15 @@ def test_a_mask_keeps_picks_inside_it(trained, capsys, tmp_path):
 
 def test_predict_refuses_to_overwrite_its_outputs(trained, capsys, tmp_path):
     root, _ = trained
-    arguments = ["predict", "--model", str(root / "model" / "model.pt"), "--tomograms",
-                 str(root / "sim" / "tomograms" / "tomo_003.mrc"), "--out", str(tmp_path)]
+    arguments = [
+        "predict",
+        "--model",
+        str(root / "model" / "model.pt"),
+        "--tomograms",
+        str(root / "sim" / "tomograms" / "tomo_003.mrc"),
+        "--out",
+        str(tmp_path),
+    ]
     assert main(arguments) == 0
     written = {p: p.stat().st_mtime for p in tmp_path.iterdir()}
     assert main(arguments) == 2

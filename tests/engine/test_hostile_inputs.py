@@ -1,4 +1,5 @@
 """Bad input ends a command with one line naming the file or value, exit 2, and changes nothing on disk."""
+
 import hashlib
 import os
 
@@ -11,8 +12,11 @@ from tomocpt_scipion.engine.cli import main
 
 def _state(folder):
     """{relative path: sha256} of every file under ``folder``."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -32,9 +36,28 @@ def _run(argv, capsys):
 
 
 def _train_argv(folder, diameter, tomogram="tomo.mrc", *extra):
-    return ["train", "--tomograms", folder / tomogram, "--coordinates", folder / "tomo.txt", "--diameter", diameter,
-            "--recipe", "deepetpicker", "--model-size", "small", "--patch-size", "32", "--epochs", "1",
-            "--centring-steps", "0", "--out", folder / "model", *extra]
+    return [
+        "train",
+        "--tomograms",
+        folder / tomogram,
+        "--coordinates",
+        folder / "tomo.txt",
+        "--diameter",
+        diameter,
+        "--recipe",
+        "deepetpicker",
+        "--model-size",
+        "small",
+        "--patch-size",
+        "32",
+        "--epochs",
+        "1",
+        "--centring-steps",
+        "0",
+        "--out",
+        folder / "model",
+        *extra,
+    ]
 
 
 @pytest.mark.parametrize("bad", ["nan", "inf"])
@@ -58,12 +81,15 @@ def test_a_diameter_wider_than_the_tomogram_is_refused_at_once(workspace, capsys
     assert _state(folder) == before
 
 
-@pytest.mark.parametrize("option,value,message", [
-    ("--batch-size", "0", "--batch-size: 0 is out of range: it must be >= 1"),
-    ("--batch-size", "-3", "--batch-size: -3 is out of range"),
-    ("--epochs", "nan", "--epochs: 'nan' is not a int number"),
-    ("--lr", "inf", "--lr: inf is out of range"),
-])
+@pytest.mark.parametrize(
+    "option,value,message",
+    [
+        ("--batch-size", "0", "--batch-size: 0 is out of range: it must be >= 1"),
+        ("--batch-size", "-3", "--batch-size: -3 is out of range"),
+        ("--epochs", "nan", "--epochs: 'nan' is not a int number"),
+        ("--lr", "inf", "--lr: inf is out of range"),
+    ],
+)
 def test_train_options_out_of_range_are_refused_by_name(workspace, capsys, option, value, message):
     folder, diameter, _, _ = workspace
     before = _state(folder)
@@ -73,13 +99,25 @@ def test_train_options_out_of_range_are_refused_by_name(workspace, capsys, optio
     assert _state(folder) == before
 
 
-@pytest.mark.parametrize("option,value", [("--min-distance", "-5"), ("--max-picks", "0"), ("--overlap", "1.0"),
-                                          ("--threshold", "nan")])
+@pytest.mark.parametrize(
+    "option,value", [("--min-distance", "-5"), ("--max-picks", "0"), ("--overlap", "1.0"), ("--threshold", "nan")]
+)
 def test_predict_options_out_of_range_are_refused_by_name(workspace, capsys, option, value):
     folder, _, _, _ = workspace
     with pytest.raises(SystemExit) as exit_status:
-        main(["predict", "--model", "m.pt", "--tomograms", str(folder / "tomo.mrc"), "--out", str(folder / "p"),
-              option, value])
+        main(
+            [
+                "predict",
+                "--model",
+                "m.pt",
+                "--tomograms",
+                str(folder / "tomo.mrc"),
+                "--out",
+                str(folder / "p"),
+                option,
+                value,
+            ]
+        )
     assert exit_status.value.code == 2 and f"argument {option}: " in capsys.readouterr().err
 
 
@@ -88,8 +126,18 @@ def test_a_validation_tomogram_without_particles_is_refused(workspace, capsys):
     io.write_mrc(folder / "empty.mrc", np.array(io.read_mrc(folder / "tomo.mrc")[0]), 20.0)
     (folder / "none.csv").write_text("tomo_name,x,y,z,score,class_id\n")
     before = _state(folder)
-    status, err = _run(_train_argv(folder, diameter, "tomo.mrc", "--val-tomograms", folder / "empty.mrc",
-                                   "--val-coordinates", folder / "none.csv"), capsys)
+    status, err = _run(
+        _train_argv(
+            folder,
+            diameter,
+            "tomo.mrc",
+            "--val-tomograms",
+            folder / "empty.mrc",
+            "--val-coordinates",
+            folder / "none.csv",
+        ),
+        capsys,
+    )
     assert status == 2 and len(err) == 1 and err[0].endswith("none.csv: holds no coordinates.")
     assert _state(folder) == before
     from tomocpt_scipion.engine.config import recipe_config
@@ -98,8 +146,14 @@ def test_a_validation_tomogram_without_particles_is_refused(workspace, capsys):
     config = recipe_config("deepetpicker", diameter_a=diameter, model_size="small", patch_size=32, epochs=1)
     coordinates = io.read_coordinates(folder / "tomo.txt", tomo_name="tomo").assign(class_id=1)
     with pytest.raises(ValueError, match=r"\['empty'\] have no particle"):
-        train([folder / "tomo.mrc"], coordinates, config, folder / "model", [folder / "empty.mrc"],
-              coordinates.iloc[:0].assign(tomo_name="empty"))
+        train(
+            [folder / "tomo.mrc"],
+            coordinates,
+            config,
+            folder / "model",
+            [folder / "empty.mrc"],
+            coordinates.iloc[:0].assign(tomo_name="empty"),
+        )
     assert _state(folder) == before
 
 
@@ -131,18 +185,48 @@ def trained_model(tiny_dataset, tmp_path_factory):
     """A one-epoch model of the tiny ribosomes (trained once for this module)."""
     out, summary = tiny_dataset
     folder = tmp_path_factory.mktemp("trained")
-    status = main([str(a) for a in ["train", "--tomograms", out / "tomograms" / "tomo_000.mrc", "--coordinates",
-                                    out / "coordinates" / "4v94" / "tomo_000.txt", "--diameter",
-                                    summary["diameters_a"]["4v94"], "--recipe", "deepetpicker", "--model-size",
-                                    "small", "--patch-size", "32", "--epochs", "1", "--centring-steps", "20",
-                                    "--out", folder]])
+    status = main(
+        [
+            str(a)
+            for a in [
+                "train",
+                "--tomograms",
+                out / "tomograms" / "tomo_000.mrc",
+                "--coordinates",
+                out / "coordinates" / "4v94" / "tomo_000.txt",
+                "--diameter",
+                summary["diameters_a"]["4v94"],
+                "--recipe",
+                "deepetpicker",
+                "--model-size",
+                "small",
+                "--patch-size",
+                "32",
+                "--epochs",
+                "1",
+                "--centring-steps",
+                "20",
+                "--out",
+                folder,
+            ]
+        ]
+    )
     assert status == 0
     return folder / "model.pt"
 
 
 def _predict_argv(folder, model, *extra):
-    return ["predict", "--model", model, "--tomograms", folder / "tomo.mrc", "--out", folder / "picks", "--no-tta",
-            *extra]
+    return [
+        "predict",
+        "--model",
+        model,
+        "--tomograms",
+        folder / "tomo.mrc",
+        "--out",
+        folder / "picks",
+        "--no-tta",
+        *extra,
+    ]
 
 
 def test_predict_refuses_an_existing_output_before_writing_any(workspace, trained_model, capsys):
@@ -199,8 +283,26 @@ def test_a_full_disk_while_simulating_leaves_no_folder(tmp_path, capsys, monkeyp
         return io.write_mrc(*args, **kwargs)
 
     monkeypatch.setattr(simulate, "write_mrc", full_disk_on_the_second_file)
-    status, err = _run(["simulate", "--out", tmp_path / "sim", "--shape", "16", "32", "32", "--mode", "fourier",
-                        "--n-tomograms", "2", "--n-target", "2", "--n-distractors", "0"], capsys)
+    status, err = _run(
+        [
+            "simulate",
+            "--out",
+            tmp_path / "sim",
+            "--shape",
+            "16",
+            "32",
+            "32",
+            "--mode",
+            "fourier",
+            "--n-tomograms",
+            "2",
+            "--n-target",
+            "2",
+            "--n-distractors",
+            "0",
+        ],
+        capsys,
+    )
     assert status == 2 and err[-1].endswith("No space left on device")
     assert list(tmp_path.iterdir()) == []
 
@@ -274,22 +376,42 @@ def test_a_mask_of_another_shape_is_refused_and_a_binned_one_is_used(workspace, 
     assert status == 0 and "binned_mask.mrc: mask binned 2 ×" in caplog.text
 
 
-@pytest.mark.parametrize("name,content,message", [
-    ("nan.txt", "10 20 10\nnan 5 5\n", "nan.txt: 1 coordinate(s) are not finite numbers; the first is particle 2"),
-    ("text.txt", "10 20 10\n12 abc 5\n", "text.txt: line 2, column 2: 'abc' is not a number."),
-    ("text.csv", "tomo_name,x,y,z\ntomo,10,20,10\ntomo,abc,5,5\n", "text.csv: line 3, column 'x': 'abc' is not"),
-    ("garbage.mod", b"\x00\x01garbage" * 40, "garbage.mod: not an IMOD model"),
-    ("truncated.mod", b"IMODV1.2" + b"\x00" * 20, "truncated.mod: not a readable IMOD model"),
-    ("no_end_marker.mod", b"IMODV1.2" + b"\x00" * 232 + b"\x00\x01garbage" * 40,
-     "no_end_marker.mod: not a readable IMOD model (the file ends inside a chunk"),
-])
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("nan.txt", "10 20 10\nnan 5 5\n", "nan.txt: 1 coordinate(s) are not finite numbers; the first is particle 2"),
+        ("text.txt", "10 20 10\n12 abc 5\n", "text.txt: line 2, column 2: 'abc' is not a number."),
+        ("text.csv", "tomo_name,x,y,z\ntomo,10,20,10\ntomo,abc,5,5\n", "text.csv: line 3, column 'x': 'abc' is not"),
+        ("garbage.mod", b"\x00\x01garbage" * 40, "garbage.mod: not an IMOD model"),
+        ("truncated.mod", b"IMODV1.2" + b"\x00" * 20, "truncated.mod: not a readable IMOD model"),
+        (
+            "no_end_marker.mod",
+            b"IMODV1.2" + b"\x00" * 232 + b"\x00\x01garbage" * 40,
+            "no_end_marker.mod: not a readable IMOD model (the file ends inside a chunk",
+        ),
+    ],
+)
 def test_a_bad_coordinate_file_is_named_with_the_row(workspace, capsys, name, content, message):
     folder, diameter, _, _ = workspace
     path = folder / name
     path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
     before = _state(folder)
-    status, err = _run(["train", "--tomograms", folder / "tomo.mrc", "--coordinates", path, "--diameter", diameter,
-                        "--epochs", "1", "--out", folder / "model"], capsys)
+    status, err = _run(
+        [
+            "train",
+            "--tomograms",
+            folder / "tomo.mrc",
+            "--coordinates",
+            path,
+            "--diameter",
+            diameter,
+            "--epochs",
+            "1",
+            "--out",
+            folder / "model",
+        ],
+        capsys,
+    )
     assert status == 2 and len(err) == 1 and message in err[0]
     assert _state(folder) == before
 
@@ -297,11 +419,32 @@ def test_a_bad_coordinate_file_is_named_with_the_row(workspace, capsys, name, co
 def test_the_same_tomogram_twice_is_refused(workspace, trained_model, capsys):
     folder, diameter, _, _ = workspace
     before = _state(folder)
-    status, err = _run(["predict", "--model", trained_model, "--tomograms", folder / "tomo.mrc", folder / "tomo.mrc",
-                        "--out", folder / "picks"], capsys)
+    status, err = _run(
+        [
+            "predict",
+            "--model",
+            trained_model,
+            "--tomograms",
+            folder / "tomo.mrc",
+            folder / "tomo.mrc",
+            "--out",
+            folder / "picks",
+        ],
+        capsys,
+    )
     assert status == 2 and err[-1].endswith("tomo.mrc is given twice")
-    status, err = _run(_train_argv(folder, diameter, "tomo.mrc", "--val-tomograms", folder / "tomo.mrc",
-                                   "--val-coordinates", folder / "tomo.txt"), capsys)
+    status, err = _run(
+        _train_argv(
+            folder,
+            diameter,
+            "tomo.mrc",
+            "--val-tomograms",
+            folder / "tomo.mrc",
+            "--val-coordinates",
+            folder / "tomo.txt",
+        ),
+        capsys,
+    )
     assert status == 2 and "--tomograms and --val-tomograms" in err[-1] and "given twice" in err[-1]
     assert _state(folder) == before
 
@@ -315,8 +458,19 @@ def test_validation_tomograms_without_coordinates_are_refused(workspace, capsys)
 def test_tomograms_of_different_pixel_sizes_are_named(workspace, trained_model, capsys):
     folder, _, volume, pixel = workspace
     io.write_mrc(folder / "finer.mrc", np.array(volume), pixel / 2)
-    status, err = _run(["predict", "--model", trained_model, "--tomograms", folder / "tomo.mrc", folder / "finer.mrc",
-                        "--out", folder / "picks"], capsys)
+    status, err = _run(
+        [
+            "predict",
+            "--model",
+            trained_model,
+            "--tomograms",
+            folder / "tomo.mrc",
+            folder / "finer.mrc",
+            "--out",
+            folder / "picks",
+        ],
+        capsys,
+    )
     assert status == 2 and "different pixel sizes" in err[-1] and "finer.mrc" in err[-1] and "tomo.mrc" in err[-1]
 
 
@@ -325,8 +479,19 @@ def test_predict_on_a_constant_or_nan_tomogram_names_it(workspace, trained_model
     folder, _, volume, pixel = workspace
     io.write_mrc(folder / "flat.mrc", np.full(volume.shape, fill, np.float32), pixel)
     before = _state(folder)
-    status, err = _run(["predict", "--model", trained_model, "--tomograms", folder / "flat.mrc", "--out",
-                        folder / "picks", "--no-tta"], capsys)
+    status, err = _run(
+        [
+            "predict",
+            "--model",
+            trained_model,
+            "--tomograms",
+            folder / "flat.mrc",
+            "--out",
+            folder / "picks",
+            "--no-tta",
+        ],
+        capsys,
+    )
     assert status == 2 and len(err) == 1 and "flat.mrc: " in err[0]
     assert _state(folder) == before and not (folder / "picks").exists()
 
@@ -352,8 +517,21 @@ def test_evaluate_refuses_a_diameter_no_tomogram_could_hold(workspace, capsys, w
     folder, _, _, pixel = workspace
     geometry = ["--tomograms", folder / "tomo.mrc"] if with_tomograms else ["--pixel-size", pixel]
     before = _state(folder)
-    status, err = _run(["evaluate", "--picks", folder / "tomo.txt", "--truth", folder / "tomo.txt", "--diameter",
-                        "1e12", *geometry, "--out", folder / "evaluation"], capsys)
+    status, err = _run(
+        [
+            "evaluate",
+            "--picks",
+            folder / "tomo.txt",
+            "--truth",
+            folder / "tomo.txt",
+            "--diameter",
+            "1e12",
+            *geometry,
+            "--out",
+            folder / "evaluation",
+        ],
+        capsys,
+    )
     assert status == 2 and len(err) == 1 and "a particle of 1e+12 Å" in err[0]
     assert ("tomo.mrc: " in err[0]) == with_tomograms
     assert _state(folder) == before
@@ -363,8 +541,19 @@ def test_an_output_folder_that_cannot_be_made_is_one_line_naming_it(workspace, t
     folder, _, _, _ = workspace
     (folder / "a_file").write_text("not a folder\n")
     before = _state(folder)
-    status, err = _run(["predict", "--model", trained_model, "--tomograms", folder / "tomo.mrc", "--out",
-                        folder / "a_file" / "picks", "--no-tta"], capsys)
+    status, err = _run(
+        [
+            "predict",
+            "--model",
+            trained_model,
+            "--tomograms",
+            folder / "tomo.mrc",
+            "--out",
+            folder / "a_file" / "picks",
+            "--no-tta",
+        ],
+        capsys,
+    )
     assert status == 2 and len(err) == 1 and str(folder / "a_file" / "picks") in err[0] and ".part" not in err[0]
     assert _state(folder) == before
 

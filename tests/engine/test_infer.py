@@ -1,4 +1,5 @@
 """Tiled inference gives the whole-volume answer; score maps go back to the file's grid."""
+
 import numpy as np
 import pytest
 import torch
@@ -42,8 +43,7 @@ def test_overlap_tile_equals_whole_volume_inference_away_from_the_borders(volume
 @pytest.mark.parametrize("window", ["gaussian", "hann"])
 def test_blended_inference_equals_whole_volume_inference_for_a_pointwise_network(volume, window):
     model = _convnet(1)  # pointwise: every tile agrees, so any weighting must return the same map
-    blended = run_network(model, _config(), volume, merge="blend", window=window, overlap=0.5, batch_size=5,
-                          tta=False)
+    blended = run_network(model, _config(), volume, merge="blend", window=window, overlap=0.5, batch_size=5, tta=False)
     np.testing.assert_allclose(blended, _whole(model, volume), atol=1e-5)
 
 

@@ -1,9 +1,9 @@
 """Labels against hand-computed values: centre, at R, beyond R, overlaps take the maximum."""
+
 import numpy as np
 import pytest
 
-from tomocpt_scipion.engine.labels import (ball, cube, gaussian, label_voxel_count, make_label, sphere,
-                                           tball)
+from tomocpt_scipion.engine.labels import ball, cube, gaussian, label_voxel_count, make_label, sphere, tball
 
 SHAPE = (15, 15, 15)
 CENTRE = np.array([[7.0, 7.0, 7.0]])  # x, y, z
@@ -27,12 +27,15 @@ def test_overlapping_gaussians_take_the_maximum():
     np.testing.assert_array_equal(two, np.maximum(one_a, one_b))
 
 
-@pytest.mark.parametrize("label,inside,outside", [
-    (tball, [(2, 1, 1), (2, 1, 0)], [(2, 2, 0), (3, 0, 0)]),   # r < 2√2 (strict) within [-2, 2]³
-    (ball, [(1, 1, 1), (0, 0, 1)], [(2, 0, 0), (1, 1, 2)]),    # r < 2 (strict)
-    (cube, [(2, 2, 2), (-2, 2, 0)], [(3, 0, 0), (0, 0, -3)]),  # the cube [-2, 2]³
-    (sphere, [(2, 0, 0), (1, 1, 1)], [(2, 1, 0), (2, 2, 0)]),  # r <= 2
-])
+@pytest.mark.parametrize(
+    "label,inside,outside",
+    [
+        (tball, [(2, 1, 1), (2, 1, 0)], [(2, 2, 0), (3, 0, 0)]),  # r < 2√2 (strict) within [-2, 2]³
+        (ball, [(1, 1, 1), (0, 0, 1)], [(2, 0, 0), (1, 1, 2)]),  # r < 2 (strict)
+        (cube, [(2, 2, 2), (-2, 2, 0)], [(3, 0, 0), (0, 0, -3)]),  # the cube [-2, 2]³
+        (sphere, [(2, 0, 0), (1, 1, 1)], [(2, 1, 0), (2, 2, 0)]),  # r <= 2
+    ],
+)
 def test_weak_labels_carry_the_class_index_inside_and_zero_outside(label, inside, outside):
     volume = label(SHAPE, CENTRE, 2.0, class_ids=[3])
     assert volume.dtype == np.uint8 and volume[7, 7, 7] == 3

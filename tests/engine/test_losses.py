@@ -1,10 +1,10 @@
 """Each loss against a direct numpy computation on a tiny tensor."""
+
 import numpy as np
 import pytest
 import torch
 
-from tomocpt_scipion.engine.losses import (BCEPNLoss, DiceLoss, HuberGradientLoss, KLPULoss,
-                                           NonNegativePULoss, pu_priors)
+from tomocpt_scipion.engine.losses import BCEPNLoss, DiceLoss, HuberGradientLoss, KLPULoss, NonNegativePULoss, pu_priors
 
 RNG = np.random.default_rng(7)
 
@@ -16,9 +16,14 @@ def _huber(a, b, delta=1.0):
 
 def _d2(v):
     inner = v[:, :, 1:-1, 1:-1, 1:-1]
-    return np.concatenate([v[:, :, 2:, 1:-1, 1:-1] - 2 * inner + v[:, :, :-2, 1:-1, 1:-1],
-                           v[:, :, 1:-1, 2:, 1:-1] - 2 * inner + v[:, :, 1:-1, :-2, 1:-1],
-                           v[:, :, 1:-1, 1:-1, 2:] - 2 * inner + v[:, :, 1:-1, 1:-1, :-2]], axis=1)
+    return np.concatenate(
+        [
+            v[:, :, 2:, 1:-1, 1:-1] - 2 * inner + v[:, :, :-2, 1:-1, 1:-1],
+            v[:, :, 1:-1, 2:, 1:-1] - 2 * inner + v[:, :, 1:-1, :-2, 1:-1],
+            v[:, :, 1:-1, 1:-1, 2:] - 2 * inner + v[:, :, 1:-1, 1:-1, :-2],
+        ],
+        axis=1,
+    )
 
 
 def _bce(logit, label):
@@ -41,8 +46,9 @@ def test_dice_loss_matches_numpy_over_foreground_classes():
     target = RNG.integers(0, 3, (2, 1, 4, 4, 4))
     p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     g = np.stack([(target[:, 0] == c) for c in range(3)], axis=1).astype(float)
-    dice = [(2 * (p[:, c] * g[:, c]).sum() + 1e-8) / ((p[:, c] ** 2).sum() + (g[:, c] ** 2).sum() + 1e-8)
-            for c in (1, 2)]
+    dice = [
+        (2 * (p[:, c] * g[:, c]).sum() + 1e-8) / ((p[:, c] ** 2).sum() + (g[:, c] ** 2).sum() + 1e-8) for c in (1, 2)
+    ]
     got = DiceLoss()(torch.tensor(logits), torch.tensor(target))
     assert float(got) == pytest.approx(1 - np.mean(dice), rel=1e-6)
 
@@ -99,8 +105,14 @@ def test_kl_pu_loss_matches_numpy():
 
 
 def test_pu_priors_follow_tomopicker_equations_2_4_8():
-    priors = pu_priors(labelled_voxels=300, total_voxels=100_000, expected_particles_per_tomogram=40,
-                       voxels_per_particle=100, voxels_per_tomogram=50_000, labelled_particles_per_tomogram=1.5)
+    priors = pu_priors(
+        labelled_voxels=300,
+        total_voxels=100_000,
+        expected_particles_per_tomogram=40,
+        voxels_per_particle=100,
+        voxels_per_tomogram=50_000,
+        labelled_particles_per_tomogram=1.5,
+    )
     assert priors["pi"] == pytest.approx(0.003)
     assert priors["pi_expected"] == pytest.approx(40 * 100 / 50_000)
     assert priors["pi_unlabeled"] == pytest.approx(0.08 - 0.003)

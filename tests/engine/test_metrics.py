@@ -1,4 +1,5 @@
 """Matching and metrics against hand-built cases."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -31,10 +32,20 @@ def test_strict_radius_criterion_excludes_the_boundary():
 
 
 def test_metrics_match_a_hand_computed_table():
-    truth = pd.concat([coordinate_table([[10, 10, 10], [30, 10, 10], [50, 10, 10]], "A"),
-                       coordinate_table([[10, 10, 10], [40, 40, 10]], "B")], ignore_index=True)
-    picks = pd.concat([coordinate_table([[11, 10, 10], [30, 12, 10], [70, 70, 10]], "A", [0.9, 0.8, 0.7]),
-                       coordinate_table([[10, 10, 13], [90, 90, 10]], "B", [0.6, 0.5])], ignore_index=True)
+    truth = pd.concat(
+        [
+            coordinate_table([[10, 10, 10], [30, 10, 10], [50, 10, 10]], "A"),
+            coordinate_table([[10, 10, 10], [40, 40, 10]], "B"),
+        ],
+        ignore_index=True,
+    )
+    picks = pd.concat(
+        [
+            coordinate_table([[11, 10, 10], [30, 12, 10], [70, 70, 10]], "A", [0.9, 0.8, 0.7]),
+            coordinate_table([[10, 10, 13], [90, 90, 10]], "B", [0.6, 0.5]),
+        ],
+        ignore_index=True,
+    )
     # diameter 8 px, pixel 2 Å: hits within 4 px. A: 2 hits (1, 2 px), 1 FP, 1 FN. B: 1 hit (3 px), 1 FP, 1 FN.
     result = evaluate_picks(picks, truth, diameter_px=8, pixel_size_a=2.0)
     a, b = result.per_tomogram.set_index("tomo_name").loc[["A", "B"]].to_dict("records")
@@ -55,11 +66,11 @@ def test_sweep_finds_the_threshold_that_drops_the_false_picks(tmp_path):
     picks = coordinate_table([[10, 10, 10], [30, 10, 10], [50, 50, 10], [70, 50, 10]], "A", [0.9, 0.8, 0.3, 0.2])
     sweep = threshold_sweep(picks, truth, diameter_px=8, grid="fine")
     assert sweep["f1"].max() == pytest.approx(1.0)
-    report = evaluation_report(picks, truth, diameter_a=16, pixel_size_a=2, out_dir=tmp_path, grid="fine",
-                               write_filtered=True)
+    report = evaluation_report(
+        picks, truth, diameter_a=16, pixel_size_a=2, out_dir=tmp_path, grid="fine", write_filtered=True
+    )
     assert 0.3 < report.best_threshold <= 0.8 and report.overall["f1"] == pytest.approx(1.0)
-    assert {p.name for p in tmp_path.iterdir()} == {"metrics.csv", "sweep.csv", "evaluation.png",
-                                                    "picks_at_f1max.star"}
+    assert {p.name for p in tmp_path.iterdir()} == {"metrics.csv", "sweep.csv", "evaluation.png", "picks_at_f1max.star"}
     metrics = pd.read_csv(tmp_path / "metrics.csv")
     assert list(metrics["tomo_name"]) == ["A", "all"]
 

@@ -1,4 +1,5 @@
 """Peak extraction recovers planted peaks exactly: touching particles and particles at every face."""
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -11,12 +12,19 @@ from tomocpt_scipion.engine.predict import picks_from_scores
 
 SHAPE = (24, 60, 64)  # a thin tomogram: z is only 24 voxels
 RADIUS = 5.0
-PLANTED = np.array([  # x, y, z
-    [20, 30, 12], [30, 30, 12],          # two touching particles, one diameter apart
-    [2, 45, 12], [61, 15, 12],            # within one radius of the x faces
-    [45, 2, 10], [45, 57, 14],            # ... of the y faces
-    [12, 12, 1], [52, 44, 22],            # ... of the z faces
-], dtype=float)
+PLANTED = np.array(
+    [  # x, y, z
+        [20, 30, 12],
+        [30, 30, 12],  # two touching particles, one diameter apart
+        [2, 45, 12],
+        [61, 15, 12],  # within one radius of the x faces
+        [45, 2, 10],
+        [45, 57, 14],  # ... of the y faces
+        [12, 12, 1],
+        [52, 44, 22],  # ... of the z faces
+    ],
+    dtype=float,
+)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +106,7 @@ def test_planted_off_grid_centres_come_back_within_0_3_px_of_the_original_grid(b
     for xyz in true_xyz * zoom:
         distance = np.linalg.norm(grid - xyz, axis=-1)
         # network outputs: a smooth Gaussian peak, or the flat top a weak-label network gives
-        value = np.exp(-distance**2 / 4) if blob == "gaussian" else 1 / (1 + np.exp(3 * (distance - 3.5)))
+        value = np.exp(-(distance**2) / 4) if blob == "gaussian" else 1 / (1 + np.exp(3 * (distance - 3.5)))
         scores = np.maximum(scores, value.astype(np.float32))
     score_map = ScoreMap(scores[None], zoom, original_shape, 10.0)
     picks = picks_from_scores(score_map, config, "tomo", method, threshold=0.3)
@@ -116,10 +124,10 @@ def test_local_max_picks_exactly_what_peak_local_max_picks(seed, min_distance):
     rng = np.random.default_rng(seed)
     # smooth noise with plateaus (ties) from rounding, as a quantised network output has
     scores = np.round(ndimage.gaussian_filter(rng.random((20, 40, 44)), 1.5) * 50) / 50
-    expected = peak_local_max(scores, min_distance=max(1, int(round(min_distance / 2))), threshold_abs=0.5,
-                              exclude_border=False)
-    found = find_peaks(scores, "local-max", radius_px=5.0, min_distance_px=min_distance, threshold=0.5,
-                       refine="none")
+    expected = peak_local_max(
+        scores, min_distance=max(1, int(round(min_distance / 2))), threshold_abs=0.5, exclude_border=False
+    )
+    found = find_peaks(scores, "local-max", radius_px=5.0, min_distance_px=min_distance, threshold=0.5, refine="none")
     values = scores[tuple(expected.T)]
     order = np.argsort(-values, kind="stable")  # find_peaks returns best first, as peak_local_max does
     np.testing.assert_array_equal(found[:, :3][:, ::-1].astype(int), expected[order])

@@ -1,9 +1,15 @@
 """Rescaling keeps positions consistent with coordinate scaling; normalisations are as documented."""
+
 import numpy as np
 import pytest
 
-from tomocpt_scipion.engine.preprocess import (normalise_volume, rescale_volume, rescale_zoom,
-                                               rescaled_shape, scale_coordinates)
+from tomocpt_scipion.engine.preprocess import (
+    normalise_volume,
+    rescale_volume,
+    rescale_zoom,
+    rescaled_shape,
+    scale_coordinates,
+)
 
 
 def _blob(shape, centre_zyx, sigma=2.0):

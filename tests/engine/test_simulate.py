@@ -1,4 +1,5 @@
 """Simulator: deterministic, physically plausible, writes what the pipeline reads."""
+
 import json
 
 import numpy as np
@@ -9,8 +10,7 @@ from tomocpt_scipion.engine import io
 from tomocpt_scipion.engine.cli import main
 from tomocpt_scipion.engine.simulate import SimulationConfig, simulate_tomogram
 
-SMALL = SimulationConfig(shape_zyx=(24, 48, 48), pixel_size_a=20.0, n_target=6, n_distractors=4,
-                         n_gold=1)
+SMALL = SimulationConfig(shape_zyx=(24, 48, 48), pixel_size_a=20.0, n_target=6, n_distractors=4, n_gold=1)
 SMALL_FOURIER = SimulationConfig(**{**SMALL.__dict__, "mode": "fourier"})
 
 
@@ -74,9 +74,32 @@ def test_wbp_mode_reconstructs_dark_particles_and_more_dose_makes_them_stand_out
     low, high = contrast_at_targets(20.0), contrast_at_targets(2000.0)
     assert high < low < 0  # protein darker than ice, in σ of the smoothed tomogram
 
+
 def test_simulate_command_writes_tomograms_star_text_and_summary(tmp_path, capsys):
-    assert main(["simulate", "--out", str(tmp_path), "--n-tomograms", "2", "--shape", "24", "48", "48",
-                 "--pixel-size", "20", "--n-target", "5", "--n-distractors", "3", "--seed", "9"]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                "--out",
+                str(tmp_path),
+                "--n-tomograms",
+                "2",
+                "--shape",
+                "24",
+                "48",
+                "48",
+                "--pixel-size",
+                "20",
+                "--n-target",
+                "5",
+                "--n-distractors",
+                "3",
+                "--seed",
+                "9",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "tomo_000.mrc" in out and "tomo_001.mrc" in out
     summary = json.loads((tmp_path / "simulation.json").read_text())
@@ -86,8 +109,7 @@ def test_simulate_command_writes_tomograms_star_text_and_summary(tmp_path, capsy
     assert set(star["tomo_name"]) == {"tomo_000", "tomo_001"}
     assert len(star) == summary["counts"]["tomo_000"]["4v94"] + summary["counts"]["tomo_001"]["4v94"]
     text = io.read_coordinates(tmp_path / "coordinates" / "4v94" / "tomo_001.txt")
-    np.testing.assert_allclose(text[["x", "y", "z"]], star[star.tomo_name == "tomo_001"][["x", "y", "z"]],
-                               atol=1e-3)
+    np.testing.assert_allclose(text[["x", "y", "z"]], star[star.tomo_name == "tomo_001"][["x", "y", "z"]], atol=1e-3)
     stack, _ = io.read_mrc(tmp_path / "tilt_series" / "tomo_001.mrc")
     angles = np.loadtxt(tmp_path / "tilt_series" / "tomo_001.tlt")
     assert stack.shape == (len(angles), 48, 48) and angles[0] == -60 and angles[-1] == 60

@@ -1,4 +1,5 @@
 """The option lists of ``specs`` (read by the command line and the Scipion forms) match what the engine implements."""
+
 import argparse
 
 import pytest
@@ -27,8 +28,11 @@ def test_each_recipe_spec_describes_its_settings(recipe):
 
 def _choices(command: str) -> dict[str, list]:
     subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return {action.dest: list(action.choices) for action in subparsers.choices[command]._actions
-            if action.choices is not None}
+    return {
+        action.dest: list(action.choices)
+        for action in subparsers.choices[command]._actions
+        if action.choices is not None
+    }
 
 
 def test_the_command_line_offers_exactly_the_listed_options():

@@ -1,9 +1,17 @@
 """Tilt series and weighted back-projection: geometry, dose order, CTF correction."""
+
 import numpy as np
 import pytest
 
-from tomocpt_scipion.engine.tilt_series import (back_project, dose_symmetric_order, project, ramp_filter,
-                                                reconstruct, simulate_tilt_series, tilt_angles)
+from tomocpt_scipion.engine.tilt_series import (
+    back_project,
+    dose_symmetric_order,
+    project,
+    ramp_filter,
+    reconstruct,
+    simulate_tilt_series,
+    tilt_angles,
+)
 
 SHAPE = (32, 40, 48)
 
@@ -47,9 +55,17 @@ def test_ctf_corrected_reconstruction_keeps_a_dense_blob_dark_and_in_place(sigma
     angles = tilt_angles(60, 3)
     blob = _blob(centre, sigma_px)
     # a gold-like density: the counting noise of a real dose is small beside it
-    images, defoci = simulate_tilt_series(40 * blob, angles, 10.0, defocus_um=3.0, voltage_kv=300, bfactor_a2=0.0,
-                                          dose_e_per_a2=120.0, alignment_error_px=0.0,
-                                          rng=np.random.default_rng(0))
+    images, defoci = simulate_tilt_series(
+        40 * blob,
+        angles,
+        10.0,
+        defocus_um=3.0,
+        voltage_kv=300,
+        bfactor_a2=0.0,
+        dose_e_per_a2=120.0,
+        alignment_error_px=0.0,
+        rng=np.random.default_rng(0),
+    )
     tomogram = reconstruct(images, angles, SHAPE, 10.0, defocus_um=defoci, voltage_kv=300)
     assert np.corrcoef(tomogram.ravel(), blob.ravel())[0, 1] < -0.5  # dark
     np.testing.assert_allclose(_centroid(-tomogram), centre, atol=0.1)

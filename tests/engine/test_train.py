@@ -1,4 +1,5 @@
 """Training: every recipe learns on a tiny volume, resumes exactly, runs under DDP, refuses bad input."""
+
 import csv
 import json
 import os
@@ -52,8 +53,9 @@ def test_each_recipe_lowers_the_validation_loss(tiny_dataset, tmp_path, recipe, 
 
 
 @pytest.mark.parametrize("recipe", ["deepetpicker", "tomopicker"])
-def test_the_calibrated_threshold_round_trips_through_checkpoint_json_and_inspect(tiny_dataset, tmp_path, recipe,
-                                                                                  capsys):
+def test_the_calibrated_threshold_round_trips_through_checkpoint_json_and_inspect(
+    tiny_dataset, tmp_path, recipe, capsys
+):
     tomograms, coordinates, diameter = _inputs(tiny_dataset)
     result = train(tomograms, coordinates, _config(recipe, diameter, epochs=3), tmp_path)
     _, config = load_model(result.checkpoint)
@@ -90,8 +92,13 @@ def test_resume_continues_an_interrupted_run_to_the_same_result(tiny_dataset, tm
 def test_finetuning_starts_from_the_trained_weights_with_a_lower_encoder_rate(tiny_dataset, tmp_path):
     tomograms, coordinates, diameter = _inputs(tiny_dataset)
     base = train(tomograms, coordinates, _config("deepetpicker", diameter, epochs=2), tmp_path / "base")
-    tuned = train(tomograms, coordinates, _config("deepetpicker", diameter, epochs=1, encoder_lr_factor=0.1),
-                  tmp_path / "tuned", finetune=base.checkpoint)
+    tuned = train(
+        tomograms,
+        coordinates,
+        _config("deepetpicker", diameter, epochs=1, encoder_lr_factor=0.1),
+        tmp_path / "tuned",
+        finetune=base.checkpoint,
+    )
     assert tuned.history[0]["val_loss"] < base.history[0]["val_loss"]
 
 
@@ -99,12 +106,38 @@ def test_ddp_with_two_gloo_processes_trains_one_model(tiny_dataset, tmp_path):
     out, summary = tiny_dataset
     tomograms = [str(out / p) for p in summary["tomograms"].values()]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-               "-m", "tomocpt_scipion.engine", "train", "--tomograms", *tomograms,
-               "--coordinates", str(out / "coordinates" / "4v94.star"), "--diameter",
-               str(summary["diameters_a"]["4v94"]), "--recipe", "deepetpicker", "--model-size", "small",
-               "--patch-size", "32", "--batch-size", "2", "--epochs", "2", "--centring-steps", "0",
-               "--out", str(tmp_path / "ddp")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        "-m",
+        "tomocpt_scipion.engine",
+        "train",
+        "--tomograms",
+        *tomograms,
+        "--coordinates",
+        str(out / "coordinates" / "4v94.star"),
+        "--diameter",
+        str(summary["diameters_a"]["4v94"]),
+        "--recipe",
+        "deepetpicker",
+        "--model-size",
+        "small",
+        "--patch-size",
+        "32",
+        "--batch-size",
+        "2",
+        "--epochs",
+        "2",
+        "--centring-steps",
+        "0",
+        "--out",
+        str(tmp_path / "ddp"),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 processes" in result.stderr
@@ -135,8 +168,12 @@ def test_missing_pixel_size_without_one_given_is_refused(tiny_dataset, tmp_path)
     with mrcfile.new(path) as mrc:
         mrc.set_data(np.zeros((32, 64, 64), np.float32))
     with pytest.raises(ValueError, match="tomo_000.mrc: the MRC header holds no pixel size"):
-        train([path], coordinates[coordinates.tomo_name == "tomo_000"],
-              _config("deepetpicker", diameter, epochs=1), tmp_path / "out")
+        train(
+            [path],
+            coordinates[coordinates.tomo_name == "tomo_000"],
+            _config("deepetpicker", diameter, epochs=1),
+            tmp_path / "out",
+        )
 
 
 def test_expected_particles_below_the_labelled_count_is_refused(tiny_dataset, tmp_path):
@@ -160,9 +197,9 @@ def test_a_finished_run_is_not_overwritten(tiny_dataset, tmp_path):
         train(tomograms, coordinates, _config("deepetpicker", diameter, epochs=1), tmp_path)
 
 
-
 def test_an_ensemble_trains_its_members_averages_their_scores_and_resumes_after_the_finished_ones(
-        tiny_dataset, tmp_path, capsys):
+    tiny_dataset, tmp_path, capsys
+):
     from tomocpt_scipion.engine.infer import run_network
     from tomocpt_scipion.engine.models import Ensemble
     from tomocpt_scipion.engine.preprocess import load_at_training_scale
@@ -186,7 +223,8 @@ def test_an_ensemble_trains_its_members_averages_their_scores_and_resumes_after_
     first = (tmp_path / "member_1" / "model.pt").read_bytes()
     (tmp_path / "member_2" / "model.pt").unlink()
     (tmp_path / "model.pt").unlink()
-    train(tomograms, coordinates, _config("deepetpicker", diameter, epochs=1, ensemble=2, seed=5), tmp_path,
-          resume=True)
+    train(
+        tomograms, coordinates, _config("deepetpicker", diameter, epochs=1, ensemble=2, seed=5), tmp_path, resume=True
+    )
     assert (tmp_path / "member_1" / "model.pt").read_bytes() == first
     assert (tmp_path / "model.pt").exists() and (tmp_path / "member_2" / "model.pt").exists()

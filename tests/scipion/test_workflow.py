@@ -4,6 +4,7 @@ Tiny settings (CPU, ~1.5 minutes, see tomocpt_scipion.demo): five simulated 96 �
 tomograms at 20 Å/px, SNR 1; three for training (one of them validates) with 80 % of their
 ribosomes annotated, two held out for picking and evaluation against all their ribosomes.
 """
+
 import os
 import shutil
 from pathlib import Path
@@ -16,13 +17,12 @@ from tomo.constants import BOTTOM_LEFT_CORNER
 from tomo.objects import SetOfCoordinates3D
 from tomo.protocols import ProtImportCoordinates3D, ProtImportTomograms
 
+from tomocpt_scipion import protocols
 from tomocpt_scipion.demo import run_demo_workflow
 from tomocpt_scipion.engine import io
 from tomocpt_scipion.engine.simulate import SimulationConfig, simulate_dataset
 from tomocpt_scipion.objects import TomoCPTModel
-from tomocpt_scipion import protocols
-from tomocpt_scipion.protocols import (ProtTomoCPTImportModel, ProtTomoCPTPick,
-                                       ProtTomoCPTTrain)
+from tomocpt_scipion.protocols import ProtTomoCPTImportModel, ProtTomoCPTPick, ProtTomoCPTTrain
 from tomocpt_scipion.viewers import TomoCPTEvaluateViewer, TomoCPTPickViewer, TomoCPTTrainViewer
 
 PIXEL_SIZE_A = 20.0
@@ -34,8 +34,19 @@ ALL_PROTOCOLS = [getattr(protocols, name) for name in protocols.__all__]
 
 
 def simulate(folder, seed, n_tomograms=4, **config):
-    config = SimulationConfig(**{**dict(shape_zyx=(48, 96, 96), pixel_size_a=PIXEL_SIZE_A, n_target=20,
-                                        n_distractors=12, mode="fourier", snr=1.0), **config})
+    config = SimulationConfig(
+        **{
+            **dict(
+                shape_zyx=(48, 96, 96),
+                pixel_size_a=PIXEL_SIZE_A,
+                n_target=20,
+                n_distractors=12,
+                mode="fourier",
+                snr=1.0,
+            ),
+            **config,
+        }
+    )
     summary = simulate_dataset(folder, n_tomograms, config, seed=seed)
     return summary
 
@@ -48,14 +59,24 @@ class TomoCPTProjectTest(BaseTest):
 
     @classmethod
     def importTomograms(cls, folder, samplingRate=PIXEL_SIZE_A, **extra):
-        return cls.launchProtocol(cls.newProtocol(ProtImportTomograms, filesPath=folder, filesPattern="*.mrc",
-                                                  samplingRate=samplingRate, **extra)).Tomograms
+        return cls.launchProtocol(
+            cls.newProtocol(
+                ProtImportTomograms, filesPath=folder, filesPattern="*.mrc", samplingRate=samplingRate, **extra
+            )
+        ).Tomograms
 
     @classmethod
     def importCoordinates(cls, folder, tomograms, boxSize=20, samplingRate=PIXEL_SIZE_A, label=None):
         """The import protocol (its output is ``outputCoordinates``)."""
-        protocol = cls.newProtocol(ProtImportCoordinates3D, importFrom=0, filesPath=folder, filesPattern="*.txt",
-                                   importTomograms=tomograms, boxSize=boxSize, samplingRate=samplingRate)
+        protocol = cls.newProtocol(
+            ProtImportCoordinates3D,
+            importFrom=0,
+            filesPath=folder,
+            filesPattern="*.txt",
+            importTomograms=tomograms,
+            boxSize=boxSize,
+            samplingRate=samplingRate,
+        )
         if label:
             protocol.setObjLabel(label)
         return cls.launchProtocol(protocol)
@@ -83,8 +104,9 @@ class TestTrainPickEvaluate(TomoCPTProjectTest):
         self.assertIsInstance(model, TomoCPTModel)
         self.assertTrue(os.path.exists(model.getCheckpoint()))
         self.assertFalse(os.path.isabs(model.getCheckpoint()), "checkpoint path must be project-relative")
-        self.assertEqual((model.getBackbone(), model.getLabelType(), model.getClasses()),
-                         ("resunet", "tball", ["ribosome"]))
+        self.assertEqual(
+            (model.getBackbone(), model.getLabelType(), model.getClasses()), ("resunet", "tball", ["ribosome"])
+        )
         self.assertAlmostEqual(model.getDiameter(), self.diameter, places=3)
         self.assertAlmostEqual(model.getTrainingSamplingRate(), self.diameter / 10, places=3)
         self.assertEqual(model.getFiles(), {model.getCheckpoint()})
@@ -126,8 +148,12 @@ class TestTrainPickEvaluate(TomoCPTProjectTest):
         from reliontomo.convert.convert50_tomo import Writer as Relion5Writer
 
         picks = self.pick.coordinates
-        engine = (pd.concat([io.read_coordinates(self.pick._getExtraPath("picks", t.getTsId(), "picks.csv"))
-                             for t in self.testTomograms]).sort_values(["tomo_name", "x", "y"]))
+        engine = pd.concat(
+            [
+                io.read_coordinates(self.pick._getExtraPath("picks", t.getTsId(), "picks.csv"))
+                for t in self.testTomograms
+            ]
+        ).sort_values(["tomo_name", "x", "y"])
         tomoDict = {t.getTsId(): t.clone() for t in self.testTomograms}
         out = self.getOutputPath("relion5_input")
         os.makedirs(out, exist_ok=True)
@@ -139,8 +165,11 @@ class TestTrainPickEvaluate(TomoCPTProjectTest):
         for written in (relion5, relion4):
             written = written.sort_values(["rlnTomoName", "rlnCoordinateX", "rlnCoordinateY"])
             self.assertEqual(list(written["rlnTomoName"]), list(engine["tomo_name"]))
-            np.testing.assert_allclose(written[["rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"]].to_numpy(),
-                                       engine[["x", "y", "z"]].to_numpy(), atol=2e-3)
+            np.testing.assert_allclose(
+                written[["rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ"]].to_numpy(),
+                engine[["x", "y", "z"]].to_numpy(),
+                atol=2e-3,
+            )
         for coordinate in picks.iterCoordinates():  # what Dynamo's extraction reads, as it reads it
             self.assertEqual(tuple(matrix2eulerAngles(coordinate.getMatrix())[:3]), (0, 0, 0))
             self.assertTrue(os.path.exists(os.path.abspath(tomoDict[coordinate.getTomoId()].getFileName())))
@@ -151,8 +180,12 @@ class TestTrainPickEvaluate(TomoCPTProjectTest):
         self.assertEqual([r["tomo_name"] for r in rows][-1], "all")
         self.assertEqual(len(rows), self.testTomograms.getSize() + 1)
         kept = self.evaluate.coordinates
-        self.assertEqual(kept.getSize(), sum(1 for c in self.pick.coordinates.iterCoordinates()
-                                             if c.getScore() >= self.evaluate.bestThreshold.get()))
+        self.assertEqual(
+            kept.getSize(),
+            sum(
+                1 for c in self.pick.coordinates.iterCoordinates() if c.getScore() >= self.evaluate.bestThreshold.get()
+            ),
+        )
         self.assertIn("F1", self.evaluate.summary()[0])
 
     def test_viewers_show_the_files_the_protocols_wrote(self):
@@ -188,8 +221,9 @@ class TestCoordinateRoundTrip(TomoCPTProjectTest):
         self._roundTrip(self.importTomograms(os.path.join(self.root, "tomograms")))
 
     def test_tomograms_with_a_non_default_origin(self):
-        self._roundTrip(self.importTomograms(os.path.join(self.root, "tomograms"), setOrigCoord=True,
-                                             x=13.0, y=-7.5, z=21.0))
+        self._roundTrip(
+            self.importTomograms(os.path.join(self.root, "tomograms"), setOrigCoord=True, x=13.0, y=-7.5, z=21.0)
+        )
 
     def test_coordinates_imported_at_another_sampling_rate(self):
         from tomocpt_scipion.convert import coordinatesTable
@@ -199,12 +233,13 @@ class TestCoordinateRoundTrip(TomoCPTProjectTest):
         truth = io.read_coordinates(os.path.join(self.root, "coordinates", "4v94.star"))
         for name in truth["tomo_name"].unique():
             part = truth[truth["tomo_name"] == name]
-            io.write_coordinates(os.path.join(binned, f"{name}.txt"), part.assign(x=part.x / 2, y=part.y / 2, z=part.z / 2))
+            io.write_coordinates(
+                os.path.join(binned, f"{name}.txt"), part.assign(x=part.x / 2, y=part.y / 2, z=part.z / 2)
+            )
         coordinates = self.importCoordinates(binned, tomograms, samplingRate=2 * PIXEL_SIZE_A).outputCoordinates
         back = coordinatesTable(coordinates, tomograms).sort_values(["tomo_name", "x"])
         expected = truth.sort_values(["tomo_name", "x"])
         np.testing.assert_allclose(back[["x", "y", "z"]].to_numpy(), expected[["x", "y", "z"]].to_numpy(), atol=2e-3)
-
 
     def test_import_protocol_reads_warp_and_dynamo_files_with_scores_and_classes(self):
         from tomocpt_scipion.convert import coordinatesTable
@@ -215,18 +250,27 @@ class TestCoordinateRoundTrip(TomoCPTProjectTest):
         truth = truth.assign(score=np.linspace(0.1, 0.9, len(truth)), class_id=1 + np.arange(len(truth)) % 2)
         names = sorted(truth["tomo_name"].unique())
         for fmt, path in (("warp", "picks_warp.star"), (None, "picks.tbl")):
-            path = io.write_coordinates(self.getOutputPath(path), truth, fmt, pixel_size_a=PIXEL_SIZE_A,
-                                        tomo_names=names, overwrite=True)
-            protocol = self.launchProtocol(self.newProtocol(
-                ProtTomoCPTImportCoordinates, inputTomograms=tomograms, coordinatesFile=str(path),
-                fileFormat=ProtTomoCPTImportCoordinates.FORMAT_CHOICES.index(fmt) if fmt else 0, boxSize=24))
+            path = io.write_coordinates(
+                self.getOutputPath(path), truth, fmt, pixel_size_a=PIXEL_SIZE_A, tomo_names=names, overwrite=True
+            )
+            protocol = self.launchProtocol(
+                self.newProtocol(
+                    ProtTomoCPTImportCoordinates,
+                    inputTomograms=tomograms,
+                    coordinatesFile=str(path),
+                    fileFormat=ProtTomoCPTImportCoordinates.FORMAT_CHOICES.index(fmt) if fmt else 0,
+                    boxSize=24,
+                )
+            )
             back = coordinatesTable(protocol.coordinates, tomograms).sort_values(["tomo_name", "x"])
             expected = truth.sort_values(["tomo_name", "x"])
-            np.testing.assert_allclose(back[["x", "y", "z"]].to_numpy(), expected[["x", "y", "z"]].to_numpy(),
-                                       atol=0.01)
+            np.testing.assert_allclose(
+                back[["x", "y", "z"]].to_numpy(), expected[["x", "y", "z"]].to_numpy(), atol=0.01
+            )
             np.testing.assert_allclose(back["score"], expected["score"], atol=1e-4)
             np.testing.assert_array_equal(back["class_id"], expected["class_id"])
             self.assertEqual(protocol.coordinates.getBoxSize(), 24)
+
 
 class TestPickContinueAndValidation(TomoCPTProjectTest):
     @classmethod
@@ -239,12 +283,24 @@ class TestPickContinueAndValidation(TomoCPTProjectTest):
         summary = simulate(cls.root, seed=8, n_tomograms=2, n_target=8, n_distractors=4)
         cls.diameter = summary["diameters_a"]["4v94"]
         tomograms = [os.path.join(cls.root, p) for p in summary["tomograms"].values()]
-        config = recipe_config("deepetpicker", diameter_a=cls.diameter, model_size="small", patch_size=32,
-                               epochs=1, batch_size=4, centring_steps=0)
-        train(tomograms, io.read_coordinates(os.path.join(cls.root, "coordinates", "4v94.star")), config,
-              os.path.join(cls.root, "model"))
-        cls.model = cls.launchProtocol(cls.newProtocol(
-            ProtTomoCPTImportModel, checkpointFile=os.path.join(cls.root, "model", "model.pt"))).model
+        config = recipe_config(
+            "deepetpicker",
+            diameter_a=cls.diameter,
+            model_size="small",
+            patch_size=32,
+            epochs=1,
+            batch_size=4,
+            centring_steps=0,
+        )
+        train(
+            tomograms,
+            io.read_coordinates(os.path.join(cls.root, "coordinates", "4v94.star")),
+            config,
+            os.path.join(cls.root, "model"),
+        )
+        cls.model = cls.launchProtocol(
+            cls.newProtocol(ProtTomoCPTImportModel, checkpointFile=os.path.join(cls.root, "model", "model.pt"))
+        ).model
         cls.tomograms = cls.importTomograms(os.path.join(cls.root, "tomograms"))
 
     def test_imported_model_is_copied_into_the_project(self):
@@ -260,7 +316,7 @@ class TestPickContinueAndValidation(TomoCPTProjectTest):
         with open(second, "r+b") as handle:
             handle.truncate(2048)  # the engine will refuse it: a truncated MRC
         pick = self.newProtocol(ProtTomoCPTPick, inputTomograms=self.tomograms, inputModel=self.model)
-        with self.assertRaises(Exception):
+        with self.assertRaises(Exception):  # noqa: B017 - pyworkflow reports a failed run as a bare Exception
             self.launchProtocol(pick)
         first_picks = pick._getExtraPath("picks", "tomo_000", "picks.csv")
         self.assertTrue(os.path.exists(first_picks))
@@ -278,8 +334,9 @@ class TestPickContinueAndValidation(TomoCPTProjectTest):
         self.assertTrue(any("no tomograms" in e for e in errors), errors)
 
     def test_pick_form_for_another_particle_size_needs_rescaling(self):
-        protocol = self.newProtocol(ProtTomoCPTPick, inputTomograms=self.tomograms, inputModel=self.model,
-                                    diameter=2 * self.diameter)
+        protocol = self.newProtocol(
+            ProtTomoCPTPick, inputTomograms=self.tomograms, inputModel=self.model, diameter=2 * self.diameter
+        )
         self.assertTrue(any("was trained for particles of" in e for e in protocol.validate()))
         protocol.rescaleToModel.set(True)
         self.assertFalse(protocol.validate())
@@ -291,14 +348,19 @@ class TestPickContinueAndValidation(TomoCPTProjectTest):
         maskSet = SetOfTomoMasks.create(self.getOutputPath(), template="masks%s.sqlite")
         maskSet.setSamplingRate(PIXEL_SIZE_A)
         for tomo in self.tomograms:
-            path = io.write_mrc(self.getOutputPath(f"{tomo.getTsId()}_mask.mrc"), np.ones((10, 20, 30), np.int8),
-                                PIXEL_SIZE_A, overwrite=True)
+            path = io.write_mrc(
+                self.getOutputPath(f"{tomo.getTsId()}_mask.mrc"),
+                np.ones((10, 20, 30), np.int8),
+                PIXEL_SIZE_A,
+                overwrite=True,
+            )
             mask = TomoMask(location=str(path))
             mask.setSamplingRate(PIXEL_SIZE_A)
             mask.setTsId(tomo.getTsId())
             maskSet.append(mask)
-        protocol = self.newProtocol(ProtTomoCPTPick, inputTomograms=self.tomograms, inputModel=self.model,
-                                    inputMasks=maskSet)
+        protocol = self.newProtocol(
+            ProtTomoCPTPick, inputTomograms=self.tomograms, inputModel=self.model, inputMasks=maskSet
+        )
         self.assertTrue(any("does not have the shape of its tomogram" in e for e in protocol.validate()))
 
     def test_train_form_for_pu_learning_without_expected_count_is_refused(self):
@@ -324,27 +386,46 @@ class TestPickContinueAndValidation(TomoCPTProjectTest):
     def test_forms_refuse_values_out_of_range_by_label(self):
         from tomocpt_scipion.protocols import ProtTomoCPTEvaluate
 
-        pick = self.newProtocol(ProtTomoCPTPick, inputTomograms=self.tomograms, inputModel=self.model,
-                                useModelThreshold=False, threshold=1.5, minDistance=-5.0, batchSize=0)
+        pick = self.newProtocol(
+            ProtTomoCPTPick,
+            inputTomograms=self.tomograms,
+            inputModel=self.model,
+            useModelThreshold=False,
+            threshold=1.5,
+            minDistance=-5.0,
+            batchSize=0,
+        )
         errors = pick.validate()
-        for expected in ("*Score threshold* 1.5 is out of range: it must be ≥ 0 and ≤ 1.",
-                         "*Minimum distance (Å)* -5 is out of range: it must be ≥ 0.",
-                         "*Patches per batch* 0 is out of range: it must be ≥ 1."):
+        for expected in (
+            "*Score threshold* 1.5 is out of range: it must be ≥ 0 and ≤ 1.",
+            "*Minimum distance (Å)* -5 is out of range: it must be ≥ 0.",
+            "*Patches per batch* 0 is out of range: it must be ≥ 1.",
+        ):
             self.assertIn(expected, errors)
         annotate = self.importCoordinates(os.path.join(self.root, "coordinates", "4v94"), self.tomograms)
         train = self.newProtocol(ProtTomoCPTTrain, inputTomograms=self.tomograms, diameter=1e4)
         self.addCoordinates(train, annotate)
-        self.assertTrue(any("tomo_000: a particle of 10000 Å is 500 px" in e for e in train.validate()), train.validate())
-        evaluate = self.newProtocol(ProtTomoCPTEvaluate, inputPicks=annotate.outputCoordinates,
-                                    inputReference=annotate.outputCoordinates, diameter=1e4)
+        self.assertTrue(
+            any("tomo_000: a particle of 10000 Å is 500 px" in e for e in train.validate()), train.validate()
+        )
+        evaluate = self.newProtocol(
+            ProtTomoCPTEvaluate,
+            inputPicks=annotate.outputCoordinates,
+            inputReference=annotate.outputCoordinates,
+            diameter=1e4,
+        )
         self.assertTrue(any("wider than the tomogram's smallest side" in e for e in evaluate.validate()))
 
     def test_every_form_parameter_has_help(self):
         for protocolClass in ALL_PROTOCOLS:
-            missing = [name for name, param in self.newProtocol(protocolClass).getDefinition().iterParams()
-                       if not name.startswith(("runName", "runMode", "hostName", "numberOf", "useQueue",
-                                               "queueParams", "comment", "_useQueue"))
-                       and not (param.help.get() or "").strip()]
+            missing = [
+                name
+                for name, param in self.newProtocol(protocolClass).getDefinition().iterParams()
+                if not name.startswith(
+                    ("runName", "runMode", "hostName", "numberOf", "useQueue", "queueParams", "comment", "_useQueue")
+                )
+                and not (param.help.get() or "").strip()
+            ]
             self.assertFalse(missing, f"{protocolClass.__name__}: {missing}")
 
     def test_the_forms_offer_exactly_what_the_engine_implements(self):
@@ -361,9 +442,11 @@ class TestPickContinueAndValidation(TomoCPTProjectTest):
 
         self.assertEqual(len(choices(ProtTomoCPTTrain, "recipe")), len(RECIPES))
         self.assertEqual(set(protocol_train.RECIPES), set(RECIPES))
-        for name, engine, names in (("backbone", MODELS, protocol_train.BACKBONES),
-                                    ("labelType", LABELS, protocol_train.LABELS),
-                                    ("loss", LOSSES, protocol_train.LOSSES)):
+        for name, engine, names in (
+            ("backbone", MODELS, protocol_train.BACKBONES),
+            ("labelType", LABELS, protocol_train.LABELS),
+            ("loss", LOSSES, protocol_train.LOSSES),
+        ):
             self.assertEqual(choices(ProtTomoCPTTrain, name), names)
             self.assertEqual(set(names[1:]), set(engine), name)  # the first is "recipe default"
         self.assertEqual(len(choices(ProtTomoCPTPick, "method")), len(PEAK_METHODS))
@@ -386,13 +469,19 @@ class TestPickContinueAndValidation(TomoCPTProjectTest):
 
         from tomocpt_scipion.viewers import TomoCPTPickBrowser
 
-        pick = self.launchProtocol(self.newProtocol(ProtTomoCPTPick, inputTomograms=self.tomograms,
-                                                    inputModel=self.model, useModelThreshold=False, threshold=0.05,
-                                                    tta=False))
+        pick = self.launchProtocol(
+            self.newProtocol(
+                ProtTomoCPTPick,
+                inputTomograms=self.tomograms,
+                inputModel=self.model,
+                useModelThreshold=False,
+                threshold=0.05,
+                tta=False,
+            )
+        )
         viewer = TomoCPTPickBrowser(project=self.proj, protocol=pick)
         views = viewer._visualize(pick)
-        self.assertEqual(sorted(v.title for v in views),
-                         sorted(f"{t.getTsId()} (coordinates)" for t in self.tomograms))
+        self.assertEqual(sorted(v.title for v in views), sorted(f"{t.getTsId()} (coordinates)" for t in self.tomograms))
         browser = views[0].build(plt.figure(figsize=(11, 7.5)))
         scores = browser.table["score"].to_numpy()
         threshold = float(np.round(np.median(scores), 3))
@@ -404,28 +493,44 @@ class TestPickContinueAndValidation(TomoCPTProjectTest):
         run = self.proj.getProtocol(run.getObjId())
         self.assertTrue(run.isFinished(), run.getStatusMessage())
         kept = sorted(round(c.getScore(), 4) for c in run.coordinates.iterCoordinates())
-        self.assertEqual(kept, sorted(round(c.getScore(), 4) for c in pick.coordinates.iterCoordinates()
-                                      if c.getScore() >= threshold))
+        self.assertEqual(
+            kept,
+            sorted(round(c.getScore(), 4) for c in pick.coordinates.iterCoordinates() if c.getScore() >= threshold),
+        )
         self.assertTrue(0 < len(kept) < pick.coordinates.getSize())
 
     def test_picking_once_then_filtering_twice_runs_the_network_once(self):
         from tomocpt_scipion.protocols import ProtTomoCPTFilter
 
-        pick = self.launchProtocol(self.newProtocol(ProtTomoCPTPick, inputTomograms=self.tomograms,
-                                                    inputModel=self.model, useModelThreshold=False, threshold=0.05,
-                                                    tta=False))
-        candidates = [(c.getTomoId(), c.getScore(), c.getPosition(BOTTOM_LEFT_CORNER))
-                      for c in pick.coordinates.iterCoordinates()]
+        pick = self.launchProtocol(
+            self.newProtocol(
+                ProtTomoCPTPick,
+                inputTomograms=self.tomograms,
+                inputModel=self.model,
+                useModelThreshold=False,
+                threshold=0.05,
+                tta=False,
+            )
+        )
+        candidates = [
+            (c.getTomoId(), c.getScore(), c.getPosition(BOTTOM_LEFT_CORNER)) for c in pick.coordinates.iterCoordinates()
+        ]
         self.assertGreater(len(candidates), 3)
         scores = np.array([score for _, score, _ in candidates])
         for threshold in np.round(np.quantile(scores, [0.5, 0.8]), 3):
-            protocol = self.launchProtocol(self.newProtocol(ProtTomoCPTFilter, inputCoordinates=pick.coordinates,
-                                                            threshold=float(threshold)))
-            kept = sorted((c.getTomoId(), round(c.getScore(), 4), tuple(np.round(c.getPosition(BOTTOM_LEFT_CORNER), 2)))
-                          for c in protocol.coordinates.iterCoordinates())
+            protocol = self.launchProtocol(
+                self.newProtocol(ProtTomoCPTFilter, inputCoordinates=pick.coordinates, threshold=float(threshold))
+            )
+            kept = sorted(
+                (c.getTomoId(), round(c.getScore(), 4), tuple(np.round(c.getPosition(BOTTOM_LEFT_CORNER), 2)))
+                for c in protocol.coordinates.iterCoordinates()
+            )
             self.assertTrue(0 < len(kept) < len(candidates))
-            expected = sorted((tsId, round(score, 4), tuple(np.round(position, 2)))
-                              for tsId, score, position in candidates if score >= threshold)
+            expected = sorted(
+                (tsId, round(score, 4), tuple(np.round(position, 2)))
+                for tsId, score, position in candidates
+                if score >= threshold
+            )
             self.assertEqual(kept, expected)
             with open(protocol.getLogPaths()[0]) as log:
                 engineCalls = [line for line in log if "tomocpt_scipion.engine" in line]

@@ -9,11 +9,12 @@ A pick is drawn on a slice when its centre lies within its class's radius of the
 the cross-section of its sphere there: a circle of radius √(r² − Δ²) for a centre Δ pixels
 away. Arrays are (z, y, x); coordinates x, y, z in pixels of the tomogram file.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -21,8 +22,11 @@ import pandas as pd
 __all__ = ["VIEWS", "SlicePicks", "slice_picks", "PickBrowser"]
 
 #: view name -> (array axis cut by the slice, coordinate column of that axis, the image's x and y columns)
-VIEWS: dict[str, tuple[int, str, str, str]] = {"xy": (0, "z", "x", "y"), "xz": (1, "y", "x", "z"),
-                                               "yz": (2, "x", "y", "z")}
+VIEWS: dict[str, tuple[int, str, str, str]] = {
+    "xy": (0, "z", "x", "y"),
+    "xz": (1, "y", "x", "z"),
+    "yz": (2, "x", "y", "z"),
+}
 _COLORMAP = "viridis"
 
 
@@ -36,8 +40,9 @@ class SlicePicks:
     score: np.ndarray
 
 
-def slice_picks(table: pd.DataFrame, view: str, index: int, radius_px: Mapping[int, float],
-                threshold: float) -> SlicePicks:
+def slice_picks(
+    table: pd.DataFrame, view: str, index: int, radius_px: Mapping[int, float], threshold: float
+) -> SlicePicks:
     """The picks at or above ``threshold`` whose spheres cross slice ``index`` of ``view``.
 
     Parameters
@@ -54,8 +59,12 @@ def slice_picks(table: pd.DataFrame, view: str, index: int, radius_px: Mapping[i
     offset = kept[normal].to_numpy(float) - index
     crossing = np.abs(offset) < radii
     section = np.sqrt(np.maximum(radii[crossing] ** 2 - offset[crossing] ** 2, 0.0))
-    return SlicePicks(kept[u_column].to_numpy(float)[crossing], kept[v_column].to_numpy(float)[crossing],
-                      section, kept["score"].to_numpy(float)[crossing])
+    return SlicePicks(
+        kept[u_column].to_numpy(float)[crossing],
+        kept[v_column].to_numpy(float)[crossing],
+        section,
+        kept["score"].to_numpy(float)[crossing],
+    )
 
 
 class PickBrowser:
@@ -73,9 +82,16 @@ class PickBrowser:
     figure : a matplotlib Figure to draw into (default: a new pyplot figure).
     """
 
-    def __init__(self, volume: np.ndarray, table: pd.DataFrame, radius_px: Mapping[int, float],
-                 threshold: float = 0.0, title: str = "", on_save: Callable[[float], None] | None = None,
-                 figure=None):
+    def __init__(
+        self,
+        volume: np.ndarray,
+        table: pd.DataFrame,
+        radius_px: Mapping[int, float],
+        threshold: float = 0.0,
+        title: str = "",
+        on_save: Callable[[float], None] | None = None,
+        figure=None,
+    ):
         from matplotlib import colormaps
         from matplotlib.colors import Normalize
         from matplotlib.widgets import Button, RadioButtons, Slider
@@ -99,11 +115,13 @@ class PickBrowser:
         slice_axis = figure.add_axes([0.12, 0.11, 0.45, 0.03])
         self.slice_slider = Slider(slice_axis, "slice", 0, volume.shape[0] - 1, valinit=self.index, valstep=1)
         threshold_axis = figure.add_axes([0.12, 0.05, 0.45, 0.03])
-        self.threshold_slider = Slider(threshold_axis, "threshold", low, max(high, low + 1e-6),
-                                       valinit=min(max(self.threshold, low), high))
+        self.threshold_slider = Slider(
+            threshold_axis, "threshold", low, max(high, low + 1e-6), valinit=min(max(self.threshold, low), high)
+        )
         self.view_buttons = RadioButtons(figure.add_axes([0.68, 0.28, 0.12, 0.18]), list(VIEWS), active=0)
-        self.save_button = Button(figure.add_axes([0.82, 0.32, 0.14, 0.06]), "keep this threshold") \
-            if on_save is not None else None
+        self.save_button = (
+            Button(figure.add_axes([0.82, 0.32, 0.14, 0.06]), "keep this threshold") if on_save is not None else None
+        )
         self.slice_slider.on_changed(lambda value: self.show_slice(int(value)))
         self.threshold_slider.on_changed(self.set_threshold)
         self.view_buttons.on_clicked(self.set_view)
@@ -164,11 +182,15 @@ class PickBrowser:
         shown = self.picks_shown()
         from matplotlib.patches import Circle
 
-        self._circles = [axis.add_patch(Circle((u, v), r, fill=False, linewidth=1.5, color=self.cmap(self.norm(s))))
-                         for u, v, r, s in zip(shown.u, shown.v, shown.radius, shown.score)]
+        self._circles = [
+            axis.add_patch(Circle((u, v), r, fill=False, linewidth=1.5, color=self.cmap(self.norm(s))))
+            for u, v, r, s in zip(shown.u, shown.v, shown.radius, shown.score)
+        ]
         total = int((self.table["score"] >= self.threshold).sum())
-        axis.set_title(f"{self.title}  {self.view} slice {self.index}: {len(shown.u)} pick(s) here, "
-                       f"{total} at score ≥ {self.threshold:.3g}".strip())
+        axis.set_title(
+            f"{self.title}  {self.view} slice {self.index}: {len(shown.u)} pick(s) here, "
+            f"{total} at score ≥ {self.threshold:.3g}".strip()
+        )
         self.figure.canvas.draw_idle()
 
     def _draw_histogram(self) -> None:

@@ -16,10 +16,11 @@ annotations hold at least :data:`COMPLETE_ANNOTATION` of the expected particles:
 are complete enough for F1, which places the threshold better (on the WBP benchmark the
 count rule left TomoPicker's F1 at the default threshold 0.03-0.22 below its best).
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -49,8 +50,9 @@ def _smoothed_argmax(values: np.ndarray) -> int:
     return int(np.argmax(np.convolve(np.pad(values, len(kernel) // 2, mode="edge"), kernel, mode="valid")))
 
 
-def _class_picks(model: nn.Module, config: EngineConfig, tomograms: Sequence[PreparedTomogram],
-                 device: torch.device) -> list[pd.DataFrame]:
+def _class_picks(
+    model: nn.Module, config: EngineConfig, tomograms: Sequence[PreparedTomogram], device: torch.device
+) -> list[pd.DataFrame]:
     """Picks of every class in every tomogram at the training scale, down to the floor."""
     tables = [[] for _ in range(config.n_classes)]
     for tomo in tomograms:
@@ -63,12 +65,14 @@ def _class_picks(model: nn.Module, config: EngineConfig, tomograms: Sequence[Pre
 
 
 def _truth(tomograms: Sequence[PreparedTomogram], class_id: int) -> pd.DataFrame:
-    return pd.concat([coordinate_table(t.xyz_px[t.class_ids == class_id], t.name) for t in tomograms],
-                     ignore_index=True)
+    return pd.concat(
+        [coordinate_table(t.xyz_px[t.class_ids == class_id], t.name) for t in tomograms], ignore_index=True
+    )
 
 
-def calibrate_thresholds(model: nn.Module, config: EngineConfig, tomograms: Sequence[PreparedTomogram],
-                         device: torch.device | str = "cpu") -> list[float]:
+def calibrate_thresholds(
+    model: nn.Module, config: EngineConfig, tomograms: Sequence[PreparedTomogram], device: torch.device | str = "cpu"
+) -> list[float]:
     """One score threshold per class (see the module doc for how).
 
     Parameters
@@ -89,9 +93,13 @@ def calibrate_thresholds(model: nn.Module, config: EngineConfig, tomograms: Sequ
         truth = _truth(tomograms, class_id)
         if not len(truth) or not len(picks):
             thresholds.append(FALLBACK_THRESHOLD)
-            logger.warning("Class %s: nothing to calibrate on (%d validation particle(s), %d pick(s)); "
-                           "threshold %.2f", config.classes[class_id - 1], len(truth), len(picks),
-                           FALLBACK_THRESHOLD)
+            logger.warning(
+                "Class %s: nothing to calibrate on (%d validation particle(s), %d pick(s)); threshold %.2f",
+                config.classes[class_id - 1],
+                len(truth),
+                len(picks),
+                FALLBACK_THRESHOLD,
+            )
             continue
         keep = int(round(config.expected_particles * len(tomograms))) if config.expected_particles else 0
         if config.loss in PU_LOSSES and len(truth) < COMPLETE_ANNOTATION * keep:

@@ -24,6 +24,7 @@ recipe from 1.9 to 0.9 px (ribosome 4v94), 1.1 to 0.7 px (1bxn) and 2.4 to 1.0 p
 
 Arrays are (z, y, x); coordinates given and returned are (x, y, z) pixels of the tomogram file.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,8 +34,14 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["CENTRING_DIAMETER_PX", "centring_diameter_px", "crop_size", "build_centring_network",
-           "train_centring", "centre_positions"]
+__all__ = [
+    "CENTRING_DIAMETER_PX",
+    "centring_diameter_px",
+    "crop_size",
+    "build_centring_network",
+    "train_centring",
+    "centre_positions",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +73,7 @@ def build_centring_network() -> nn.Module:
     """MONAI residual UNet, 1 → 1 channel, two poolings (16, 32, 64 channels)."""
     from monai.networks.nets import UNet
 
-    return UNet(spatial_dims=3, in_channels=1, out_channels=1, channels=(16, 32, 64), strides=(2, 2),
-                num_res_units=1)
+    return UNet(spatial_dims=3, in_channels=1, out_channels=1, channels=(16, 32, 64), strides=(2, 2), num_res_units=1)
 
 
 def _grid(crop: int, device: torch.device) -> torch.Tensor:
@@ -100,8 +106,14 @@ class _Volumes:
         return stacked, corners
 
 
-def _sample(volumes: _Volumes, particles: list[tuple[int, np.ndarray]], n: int, sigma: float,
-            rng: np.random.Generator, augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _sample(
+    volumes: _Volumes,
+    particles: list[tuple[int, np.ndarray]],
+    n: int,
+    sigma: float,
+    rng: np.random.Generator,
+    augment: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
     images, targets, crop = [], [], volumes.crop
     for k in rng.integers(len(particles), size=n):
         index, centre = particles[k]
@@ -114,8 +126,10 @@ def _sample(volumes: _Volumes, particles: list[tuple[int, np.ndarray]], n: int, 
             image = image * rng.uniform(0.8, 1.2) + rng.normal(0, 0.1)
         images.append(np.ascontiguousarray(image))
         targets.append(target)
-    return (torch.from_numpy(np.stack(images)[:, None].astype(np.float32)),
-            torch.from_numpy(np.stack(targets).astype(np.float32)))
+    return (
+        torch.from_numpy(np.stack(images)[:, None].astype(np.float32)),
+        torch.from_numpy(np.stack(targets).astype(np.float32)),
+    )
 
 
 def _loss(logits: torch.Tensor, target: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
@@ -127,9 +141,14 @@ def _loss(logits: torch.Tensor, target: torch.Tensor, grid: torch.Tensor) -> tor
     return cross_entropy + _POSITION_WEIGHT * position
 
 
-def train_centring(training: list[tuple[np.ndarray, np.ndarray]], validation: list[tuple[np.ndarray, np.ndarray]],
-                   diameter_px: float, steps: int, seed: int = 0,
-                   device: torch.device | str = "cpu") -> tuple[dict[str, torch.Tensor], float]:
+def train_centring(
+    training: list[tuple[np.ndarray, np.ndarray]],
+    validation: list[tuple[np.ndarray, np.ndarray]],
+    diameter_px: float,
+    steps: int,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> tuple[dict[str, torch.Tensor], float]:
     """Train a centring network.
 
     Parameters
@@ -159,16 +178,22 @@ def train_centring(training: list[tuple[np.ndarray, np.ndarray]], validation: li
     train_particles = [(i, c) for i, (_, centres) in enumerate(training) for c in np.asarray(centres, float)]
     val_particles = [(i, c) for i, (_, centres) in enumerate(validation) for c in np.asarray(centres, float)]
     rng = np.random.default_rng([seed, 7])
-    val_images, val_targets = _sample(val_volumes, val_particles, _VALIDATION_CROPS, sigma,
-                                      np.random.default_rng([seed, 8]), augment=False)
+    val_images, val_targets = _sample(
+        val_volumes, val_particles, _VALIDATION_CROPS, sigma, np.random.default_rng([seed, 8]), augment=False
+    )
     val_images, val_targets = val_images.to(device), val_targets.to(device)
     torch.manual_seed(seed)
     net = build_centring_network().to(device)
     grid = _grid(crop, device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
     started, best = time.time(), (np.inf, None)
-    logger.info("Centring network: %d steps on %d particle(s), crops of %d px at %.1f px per particle diameter",
-                steps, len(train_particles), crop, diameter_px)
+    logger.info(
+        "Centring network: %d steps on %d particle(s), crops of %d px at %.1f px per particle diameter",
+        steps,
+        len(train_particles),
+        crop,
+        diameter_px,
+    )
     for step in range(1, steps + 1):
         net.train()
         images, targets = _sample(train_volumes, train_particles, _BATCH, sigma, rng, augment=True)
@@ -182,13 +207,26 @@ def train_centring(training: list[tuple[np.ndarray, np.ndarray]], validation: li
                 distance = float((_soft_argmax(net(val_images), grid) - val_targets).norm(dim=1).mean())
             if distance < best[0]:
                 best = (distance, {k: v.detach().cpu().clone() for k, v in net.state_dict().items()})
-            logger.info("Centring step %d/%d: validation distance %.2f px (best %.2f), %.0f s", step, steps,
-                        distance, best[0], time.time() - started)
+            logger.info(
+                "Centring step %d/%d: validation distance %.2f px (best %.2f), %.0f s",
+                step,
+                steps,
+                distance,
+                best[0],
+                time.time() - started,
+            )
     return best[1], best[0]
 
 
-def centre_positions(net: nn.Module, volume: np.ndarray, zoom: float, xyz_px: np.ndarray, diameter_px: float,
-                     device: torch.device | str = "cpu", batch_size: int = 32) -> np.ndarray:
+def centre_positions(
+    net: nn.Module,
+    volume: np.ndarray,
+    zoom: float,
+    xyz_px: np.ndarray,
+    diameter_px: float,
+    device: torch.device | str = "cpu",
+    batch_size: int = 32,
+) -> np.ndarray:
     """Move picks onto the particle centres the centring network finds.
 
     Parameters
@@ -216,7 +254,7 @@ def centre_positions(net: nn.Module, volume: np.ndarray, zoom: float, xyz_px: np
     out = np.empty_like(centres)
     with torch.inference_mode():
         for start in range(0, len(centres), batch_size):
-            images, corners = volumes.crops(0, centres[start:start + batch_size])
+            images, corners = volumes.crops(0, centres[start : start + batch_size])
             images = torch.from_numpy(images[:, None].astype(np.float32)).to(device)
             position = torch.zeros(len(images), 3, device=device)
             for flips in _FLIPS:
@@ -224,5 +262,5 @@ def centre_positions(net: nn.Module, volume: np.ndarray, zoom: float, xyz_px: np
                 for axis in flips:
                     found[:, axis - 2] = crop - 1 - found[:, axis - 2]
                 position += found / len(_FLIPS)
-            out[start:start + len(images)] = position.cpu().numpy() + corners
+            out[start : start + len(images)] = position.cpu().numpy() + corners
     return out[:, ::-1] / zoom

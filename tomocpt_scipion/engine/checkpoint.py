@@ -6,6 +6,7 @@ reads it without unpickling arbitrary objects:
 "epoch": int, "val_loss": float}``, and ``"centring"``, the weights of the centring network
 (:mod:`.centring`), when one was trained.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,22 +18,40 @@ from torch import nn
 
 from .centring import build_centring_network
 from .config import EngineConfig
-from .io import atomic_path
 from .device import place_model
+from .io import atomic_path
 from .models import build_network
 
-__all__ = ["CHECKPOINT_FORMAT", "save_checkpoint", "read_checkpoint", "load_model", "load_centring",
-           "write_model_summary"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "save_checkpoint",
+    "read_checkpoint",
+    "load_model",
+    "load_centring",
+    "write_model_summary",
+]
 
 CHECKPOINT_FORMAT = "tomocpt-checkpoint-1"
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, config: EngineConfig, epoch: int,
-                    val_loss: float, overwrite: bool = True, centring: dict[str, torch.Tensor] | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    config: EngineConfig,
+    epoch: int,
+    val_loss: float,
+    overwrite: bool = True,
+    centring: dict[str, torch.Tensor] | None = None,
+) -> Path:
     """Write weights + config (+ the centring network's weights) atomically (plain CPU tensors)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    payload = {"format": CHECKPOINT_FORMAT, "state_dict": state, "config": config.to_dict(),
-               "epoch": int(epoch), "val_loss": float(val_loss)}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "state_dict": state,
+        "config": config.to_dict(),
+        "epoch": int(epoch),
+        "val_loss": float(val_loss),
+    }
     if centring is not None:
         payload["centring"] = {k: v.detach().cpu() for k, v in centring.items()}
     with atomic_path(path, overwrite=overwrite) as tmp:
@@ -57,8 +76,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error}).") from error
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise ValueError(f"{path}: not a tomocpt checkpoint (format {found!r}, expected "
-                         f"{CHECKPOINT_FORMAT!r}).")
+        raise ValueError(f"{path}: not a tomocpt checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r}).")
     return payload
 
 
@@ -82,8 +100,10 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn
     except (KeyError, RuntimeError) as error:
         first_line = str(error).strip().splitlines()[0]
         members = f", an ensemble of {config.ensemble}" if config.ensemble > 1 else ""
-        raise ValueError(f"{path}: its weights do not fit the network its config describes ({config.model_size} "
-                         f"{config.backbone}, {config.out_channels} output channel(s){members}): {first_line}") from None
+        raise ValueError(
+            f"{path}: its weights do not fit the network its config describes ({config.model_size} "
+            f"{config.backbone}, {config.out_channels} output channel(s){members}): {first_line}"
+        ) from None
     return place_model(model, config.backbone, device).eval(), config
 
 
@@ -109,8 +129,12 @@ def load_centring(path: str | Path, device: torch.device | str = "cpu") -> nn.Mo
 
 def write_model_summary(path: str | Path, config: EngineConfig, epoch: int, val_loss: float) -> Path:
     """JSON beside a checkpoint: its config, epoch and validation loss, for readers without torch."""
-    summary = {"format": CHECKPOINT_FORMAT, "config": config.to_dict(), "epoch": int(epoch),
-               "val_loss": float(val_loss)}
+    summary = {
+        "format": CHECKPOINT_FORMAT,
+        "config": config.to_dict(),
+        "epoch": int(epoch),
+        "val_loss": float(val_loss),
+    }
     with atomic_path(path, overwrite=True) as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
     return Path(path)

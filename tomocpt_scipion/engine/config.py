@@ -3,6 +3,7 @@
 A checkpoint stores :meth:`EngineConfig.to_dict` (plain types only), so inference rebuilds
 exactly the network, the rescaling and the normalisation used at training time.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
@@ -146,7 +147,7 @@ class EngineConfig:
         """Label radius of each class, pixels at the training scale."""
         return [self.label_radius_px * size for size in self.class_sizes]
 
-    def validate(self) -> "EngineConfig":
+    def validate(self) -> EngineConfig:
         """Check every value; return self.
 
         Raises
@@ -154,8 +155,14 @@ class EngineConfig:
         ValueError
             The first bad value, with the valid choices.
         """
-        choices = {"backbone": MODELS, "model_size": MODEL_SIZES, "label": LABELS, "loss": LOSSES,
-                   "normalisation": NORMALISATIONS, "sampling": SAMPLINGS}
+        choices = {
+            "backbone": MODELS,
+            "model_size": MODEL_SIZES,
+            "label": LABELS,
+            "loss": LOSSES,
+            "normalisation": NORMALISATIONS,
+            "sampling": SAMPLINGS,
+        }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; valid: {sorted(valid)}.")
@@ -167,27 +174,34 @@ class EngineConfig:
         if not self.classes:
             raise ValueError("at least one class is needed.")
         if self.class_diameters_a and len(self.class_diameters_a) != self.n_classes:
-            raise ValueError(f"{len(self.class_diameters_a)} class diameter(s) for {self.n_classes} class(es) "
-                             f"{self.classes}: give one diameter, or one per class.")
+            raise ValueError(
+                f"{len(self.class_diameters_a)} class diameter(s) for {self.n_classes} class(es) "
+                f"{self.classes}: give one diameter, or one per class."
+            )
         if not all(d > 0 for d in self.class_diameters_a):
             raise ValueError(f"class diameters must be > 0 Å, got {self.class_diameters_a}.")
         multiple, smallest = patch_multiple(self.backbone), smallest_patch(self.backbone)
         if self.patch_size % multiple or self.patch_size < smallest:
-            raise ValueError(f"patch_size {self.patch_size} must be a multiple of {multiple} and at "
-                             f"least {smallest} for backbone {self.backbone}.")
+            raise ValueError(
+                f"patch_size {self.patch_size} must be a multiple of {multiple} and at "
+                f"least {smallest} for backbone {self.backbone}."
+            )
         if self.stride > self.patch_size:
-            raise ValueError(f"stride {self.stride} is larger than patch_size {self.patch_size}: "
-                             f"parts of the tomograms would never be seen.")
+            raise ValueError(
+                f"stride {self.stride} is larger than patch_size {self.patch_size}: "
+                f"parts of the tomograms would never be seen."
+            )
         spec = LOSS_SPECS[self.loss]
         if (spec.target == "centres") != (self.label == "gaussian"):
-            raise ValueError(f"loss {self.loss!r} does not fit label {self.label!r}: huber-gradient "
-                             f"learns Gaussian centre labels, the others classify voxels.")
+            raise ValueError(
+                f"loss {self.loss!r} does not fit label {self.label!r}: huber-gradient "
+                f"learns Gaussian centre labels, the others classify voxels."
+            )
         if spec.target == "binary" and self.n_classes > 1:
             raise ValueError(f"loss {self.loss!r} is binary; got {self.n_classes} classes.")
         if spec.partial_labels and not self.expected_particles:
             raise ValueError(f"loss {self.loss!r} needs the expected number of particles per tomogram.")
-        for name in ("target_diameter_px", "label_radius_fraction", "lr", "stride", "batch_size", "epochs",
-                     "ensemble"):
+        for name in ("target_diameter_px", "label_radius_fraction", "lr", "stride", "batch_size", "epochs", "ensemble"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}.")
         if not self.centring_steps >= 0:
@@ -199,7 +213,7 @@ class EngineConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "EngineConfig":
+    def from_dict(cls, values: dict[str, Any]) -> EngineConfig:
         """Rebuild from :meth:`to_dict`, ignoring keys of other engine versions."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
@@ -207,18 +221,54 @@ class EngineConfig:
 
 #: recipe -> the settings of its paper (every one can still be changed afterwards)
 RECIPES: dict[str, dict[str, Any]] = {
-    "tomocpt": dict(backbone="swinunetr", label="gaussian", loss="huber-gradient",
-                    label_radius_fraction=0.5, normalisation="robust", patch_size=64, stride=32,
-                    sampling="cubes", epochs=150, batch_size=10, lr=4e-4, weight_decay=1e-10,
-                    patience=36, plateau_patience=6),
-    "deepetpicker": dict(backbone="resunet", label="tball", loss="dice", label_radius_fraction=0.3,
-                         normalisation="robust", patch_size=64, sampling="centred", jitter_px=8,
-                         epochs=100, batch_size=8, lr=1e-3, weight_decay=0.01, patience=20,
-                         augment=["rot90", "flip", "affine", "invert"]),
-    "tomopicker": dict(backbone="multiresunet", label="sphere", loss="nnpu", label_radius_fraction=0.5,
-                       normalisation="std-clip", patch_size=64, stride=64, sampling="all",
-                       epochs=20, batch_size=8, lr=2e-3, weight_decay=0.0, patience=10,
-                       plateau_patience=5),
+    "tomocpt": dict(
+        backbone="swinunetr",
+        label="gaussian",
+        loss="huber-gradient",
+        label_radius_fraction=0.5,
+        normalisation="robust",
+        patch_size=64,
+        stride=32,
+        sampling="cubes",
+        epochs=150,
+        batch_size=10,
+        lr=4e-4,
+        weight_decay=1e-10,
+        patience=36,
+        plateau_patience=6,
+    ),
+    "deepetpicker": dict(
+        backbone="resunet",
+        label="tball",
+        loss="dice",
+        label_radius_fraction=0.3,
+        normalisation="robust",
+        patch_size=64,
+        sampling="centred",
+        jitter_px=8,
+        epochs=100,
+        batch_size=8,
+        lr=1e-3,
+        weight_decay=0.01,
+        patience=20,
+        augment=["rot90", "flip", "affine", "invert"],
+    ),
+    "tomopicker": dict(
+        backbone="multiresunet",
+        label="sphere",
+        loss="nnpu",
+        label_radius_fraction=0.5,
+        normalisation="std-clip",
+        patch_size=64,
+        stride=64,
+        sampling="all",
+        epochs=20,
+        batch_size=8,
+        lr=2e-3,
+        weight_decay=0.0,
+        patience=10,
+        plateau_patience=5,
+    ),
 }
 
 

@@ -10,11 +10,12 @@ Picks map onto coordinate tables (:data:`.io.COORDINATE_COLUMNS`) as: run name -
 ``tomo_name``, object -> ``class_id`` (its position in the list of objects asked for,
 1-based), point score -> ``score``. The ``copick`` package is imported only here.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -44,8 +45,7 @@ def open_project(config: os.PathLike | str):
     try:
         import copick
     except ImportError as err:
-        raise ValueError(f"{config}: reading copick projects needs the copick package "
-                         f"(pip install copick).") from err
+        raise ValueError(f"{config}: reading copick projects needs the copick package (pip install copick).") from err
     try:
         root = copick.from_file(str(config))
     except (ValueError, KeyError, TypeError) as err:  # JSON and pydantic errors are ValueErrors
@@ -60,8 +60,7 @@ def _object_names(root, config: Path, objects: Sequence[str] | None) -> list[str
     names = list(objects) if objects else known
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"{config}: object(s) {unknown} are not particles of the project; "
-                         f"its particles: {known}.")
+        raise ValueError(f"{config}: object(s) {unknown} are not particles of the project; its particles: {known}.")
     return names
 
 
@@ -75,9 +74,14 @@ def _runs(root, config: Path, runs: Sequence[str] | None) -> list:
     return list(found.values())
 
 
-def read_picks(config: os.PathLike | str, voxel_size_a: float, objects: Sequence[str] | None = None,
-               user_id: str | None = None, session_id: str | None = None,
-               runs: Sequence[str] | None = None) -> pd.DataFrame:
+def read_picks(
+    config: os.PathLike | str,
+    voxel_size_a: float,
+    objects: Sequence[str] | None = None,
+    user_id: str | None = None,
+    session_id: str | None = None,
+    runs: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """Picks of a copick project as one coordinate table.
 
     Parameters
@@ -108,14 +112,21 @@ def read_picks(config: os.PathLike | str, voxel_size_a: float, objects: Sequence
                 scores = np.array([1.0 if p.score is None else p.score for p in picks.points], float)
                 tables.append(coordinate_table(xyz_a / voxel_size_a, run.name, scores, class_id))
     if not tables:
-        return pd.DataFrame({c: pd.Series(dtype=object if c == "tomo_name" else float)
-                             for c in COORDINATE_COLUMNS}).astype({"class_id": int})
+        return pd.DataFrame(
+            {c: pd.Series(dtype=object if c == "tomo_name" else float) for c in COORDINATE_COLUMNS}
+        ).astype({"class_id": int})
     return pd.concat(tables, ignore_index=True)
 
 
-def write_picks(config: os.PathLike | str, table: pd.DataFrame, voxel_size_a: float, objects: Sequence[str],
-                user_id: str = DEFAULT_USER, session_id: str = DEFAULT_SESSION,
-                overwrite: bool = False) -> list[str]:
+def write_picks(
+    config: os.PathLike | str,
+    table: pd.DataFrame,
+    voxel_size_a: float,
+    objects: Sequence[str],
+    user_id: str = DEFAULT_USER,
+    session_id: str = DEFAULT_SESSION,
+    overwrite: bool = False,
+) -> list[str]:
     """Write a coordinate table into a copick project, one picks file per run and object.
 
     Parameters
@@ -142,12 +153,17 @@ def write_picks(config: os.PathLike | str, table: pd.DataFrame, voxel_size_a: fl
     if classes and (classes[0] < 1 or classes[-1] > len(names)):
         raise ValueError(f"{config}: classes {classes} need {classes[-1]} object name(s); got {names}.")
     groups = list(table.groupby(["tomo_name", "class_id"], sort=True))
-    existing = [f"{run}/{names[class_id - 1]}" for (run, class_id), _ in groups
-                if (found := root.get_run(run)) is not None
-                and found.get_picks(object_name=names[class_id - 1], user_id=user_id, session_id=session_id)]
+    existing = [
+        f"{run}/{names[class_id - 1]}"
+        for (run, class_id), _ in groups
+        if (found := root.get_run(run)) is not None
+        and found.get_picks(object_name=names[class_id - 1], user_id=user_id, session_id=session_id)
+    ]
     if existing and not overwrite:
-        raise FileExistsError(f"{config}: picks of user {user_id!r}, session {session_id!r} exist for "
-                              f"{existing}; choose another session or overwrite.")
+        raise FileExistsError(
+            f"{config}: picks of user {user_id!r}, session {session_id!r} exist for "
+            f"{existing}; choose another session or overwrite."
+        )
     from copick.models import CopickLocation, CopickPoint
 
     written = []
@@ -157,15 +173,23 @@ def write_picks(config: os.PathLike | str, table: pd.DataFrame, voxel_size_a: fl
         found = run.get_picks(object_name=name, user_id=user_id, session_id=session_id)
         picks = found[0] if found else run.new_picks(object_name=name, session_id=session_id, user_id=user_id)
         xyz_a = rows[["x", "y", "z"]].to_numpy(float) * voxel_size_a
-        picks.points = [CopickPoint(location=CopickLocation(x=x, y=y, z=z), score=float(s))
-                        for (x, y, z), s in zip(xyz_a, rows["score"].to_numpy(float))]
+        picks.points = [
+            CopickPoint(location=CopickLocation(x=x, y=y, z=z), score=float(s))
+            for (x, y, z), s in zip(xyz_a, rows["score"].to_numpy(float))
+        ]
         picks.store()
         written.append(picks.path)
     return written
 
 
-def export_tomograms(config: os.PathLike | str, voxel_size_a: float, tomo_type: str, out_dir: os.PathLike | str,
-                     runs: Sequence[str] | None = None, overwrite: bool = False) -> list[Path]:
+def export_tomograms(
+    config: os.PathLike | str,
+    voxel_size_a: float,
+    tomo_type: str,
+    out_dir: os.PathLike | str,
+    runs: Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> list[Path]:
     """Write each run's tomogram of ``tomo_type`` at ``voxel_size_a`` as ``<run>.mrc`` in ``out_dir``.
 
     All files appear together or none (:func:`.io.staged_outputs`); a run without that
@@ -180,8 +204,9 @@ def export_tomograms(config: os.PathLike | str, voxel_size_a: float, tomo_type: 
         found = spacing.get_tomograms(tomo_type) if spacing is not None else []
         if not found:
             have = {vs.voxel_size: [t.tomo_type for t in vs.tomograms] for vs in run.voxel_spacings}
-            raise ValueError(f"{config}: run {run.name!r} has no {tomo_type!r} tomogram at {voxel_size_a} Å; "
-                             f"it has {have}.")
+            raise ValueError(
+                f"{config}: run {run.name!r} has no {tomo_type!r} tomogram at {voxel_size_a} Å; it has {have}."
+            )
         tomograms[run.name] = found[0]
     names = [f"{name}.mrc" for name in tomograms]
     with staged_outputs(out_dir, overwrite, names) as staging:

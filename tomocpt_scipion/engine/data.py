@@ -13,6 +13,7 @@ Patch positions are corners (z, y, x) in pixels of the prepared (rescaled) tomog
 randomness derives from ``(seed, epoch, index)``, so an interrupted run resumes to the
 same result.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,8 +30,7 @@ from .config import EngineConfig
 from .labels import CLASS_INDEX_LABELS, make_label
 from .preprocess import load_at_training_scale, scale_coordinates
 
-__all__ = ["PreparedTomogram", "prepare_tomogram", "sample_patches", "PatchDataset",
-           "split_validation"]
+__all__ = ["PreparedTomogram", "prepare_tomogram", "sample_patches", "PatchDataset", "split_validation"]
 
 _AFFINE_MAX_DEG = 15.0
 _AFFINE_SCALE = (0.95, 1.05)
@@ -69,9 +69,11 @@ def _check_inside(path, xyz_px: np.ndarray, shape_zyx) -> None:
     outside = np.any((xyz_px < -0.5) | (xyz_px > upper), axis=1)
     if outside.any():
         first = xyz_px[np.argmax(outside)]
-        raise ValueError(f"{path}: {int(outside.sum())} coordinate(s) outside the tomogram of "
-                         f"{tuple(shape_zyx[::-1])} (x, y, z) voxels, e.g. "
-                         f"({first[0]:.1f}, {first[1]:.1f}, {first[2]:.1f}).")
+        raise ValueError(
+            f"{path}: {int(outside.sum())} coordinate(s) outside the tomogram of "
+            f"{tuple(shape_zyx[::-1])} (x, y, z) voxels, e.g. "
+            f"({first[0]:.1f}, {first[1]:.1f}, {first[2]:.1f})."
+        )
 
 
 def _pad_to(volume: np.ndarray, size: int, mode: str) -> np.ndarray:
@@ -82,8 +84,9 @@ def _pad_to(volume: np.ndarray, size: int, mode: str) -> np.ndarray:
     return np.pad(volume, pad, mode=mode) if mode != "constant" else np.pad(volume, pad)
 
 
-def prepare_tomogram(path: str | Path, coordinates: pd.DataFrame, config: EngineConfig,
-                     pixel_size_a: float | None = None) -> PreparedTomogram:
+def prepare_tomogram(
+    path: str | Path, coordinates: pd.DataFrame, config: EngineConfig, pixel_size_a: float | None = None
+) -> PreparedTomogram:
     """Rescale, normalise and label one tomogram for training.
 
     Parameters
@@ -99,17 +102,23 @@ def prepare_tomogram(path: str | Path, coordinates: pd.DataFrame, config: Engine
         No pixel size, bad voxels or diameter (see :func:`.preprocess.load_at_training_scale`),
         or coordinates outside the tomogram.
     """
-    tomogram = load_at_training_scale(path, config.diameter_a, config.target_diameter_px, config.normalisation,
-                                      pixel_size_a)
+    tomogram = load_at_training_scale(
+        path, config.diameter_a, config.target_diameter_px, config.normalisation, pixel_size_a
+    )
     xyz = coordinates[["x", "y", "z"]].to_numpy(float)
     _check_inside(path, xyz, tomogram.original_shape)
     volume, zoom = tomogram.volume, tomogram.zoom
     xyz = scale_coordinates(xyz, zoom)
     class_ids = coordinates["class_id"].to_numpy(int)
-    target = make_label(config.label, volume.shape, xyz, config.label_radii_px, class_ids,
-                        config.n_classes)
-    return PreparedTomogram(Path(path).stem, _pad_to(volume, config.patch_size, "reflect"),
-                            _pad_to(target, config.patch_size, "constant"), xyz, class_ids, zoom)
+    target = make_label(config.label, volume.shape, xyz, config.label_radii_px, class_ids, config.n_classes)
+    return PreparedTomogram(
+        Path(path).stem,
+        _pad_to(volume, config.patch_size, "reflect"),
+        _pad_to(target, config.patch_size, "constant"),
+        xyz,
+        class_ids,
+        zoom,
+    )
 
 
 def _grid(shape_zyx, patch: int, stride: int) -> np.ndarray:
@@ -122,8 +131,9 @@ def _grid(shape_zyx, patch: int, stride: int) -> np.ndarray:
     return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
 
 
-def sample_patches(tomograms: list[PreparedTomogram], config: EngineConfig, epoch: int = 0,
-                   seed: int | None = None) -> np.ndarray:
+def sample_patches(
+    tomograms: list[PreparedTomogram], config: EngineConfig, epoch: int = 0, seed: int | None = None
+) -> np.ndarray:
     """Patch positions for one epoch.
 
     Returns
@@ -143,8 +153,9 @@ def sample_patches(tomograms: list[PreparedTomogram], config: EngineConfig, epoc
             corners = _grid(shape, patch, config.stride)
             if config.sampling == "cubes":
                 positive = tomo.positive_mask
-                has_label = np.array([positive[z:z + patch, y:y + patch, x:x + patch].any()
-                                      for z, y, x in corners], dtype=bool)
+                has_label = np.array(
+                    [positive[z : z + patch, y : y + patch, x : x + patch].any() for z, y, x in corners], dtype=bool
+                )
                 negatives = corners[~has_label]
                 chosen = rng.choice(len(negatives), min(has_label.sum(), len(negatives)), replace=False)
                 corners = np.concatenate([corners[has_label], negatives[np.sort(chosen)]])
@@ -183,8 +194,14 @@ class PatchDataset(Dataset):
         epoch: seeds the augmentation of this epoch. Defaults to 0.
     """
 
-    def __init__(self, tomograms: list[PreparedTomogram], corners: np.ndarray, config: EngineConfig,
-                 augment: bool = True, epoch: int = 0) -> None:
+    def __init__(
+        self,
+        tomograms: list[PreparedTomogram],
+        corners: np.ndarray,
+        config: EngineConfig,
+        augment: bool = True,
+        epoch: int = 0,
+    ) -> None:
         self.tomograms = tomograms
         self.corners = np.asarray(corners, dtype=int).reshape(-1, 4)
         self.config = config
@@ -199,8 +216,8 @@ class PatchDataset(Dataset):
         index, z, y, x = self.corners[item]
         p = self.config.patch_size
         tomo = self.tomograms[index]
-        image = np.array(tomo.volume[z:z + p, y:y + p, x:x + p], dtype=np.float32)
-        target = np.array(tomo.target[..., z:z + p, y:y + p, x:x + p], dtype=np.float32)
+        image = np.array(tomo.volume[z : z + p, y : y + p, x : x + p], dtype=np.float32)
+        target = np.array(tomo.target[..., z : z + p, y : y + p, x : x + p], dtype=np.float32)
         if target.ndim == 3:
             target = target[None]
         if self.augment and self.config.augment:
@@ -224,8 +241,9 @@ class PatchDataset(Dataset):
             offset = centre - matrix @ centre
             image = ndimage.affine_transform(image, matrix, offset, order=1, mode="reflect")
             order = 0 if self.class_index else 1
-            target = np.stack([ndimage.affine_transform(t, matrix, offset, order=order, mode="constant")
-                               for t in target])
+            target = np.stack(
+                [ndimage.affine_transform(t, matrix, offset, order=order, mode="constant") for t in target]
+            )
         if "invert" in ops and rng.random() < 0.5:
             image = -image
         if "wedge" in ops and rng.random() < 0.5:

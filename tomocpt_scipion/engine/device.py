@@ -2,6 +2,7 @@
 
 Shared by training and inference, so neither imports the other.
 """
+
 from __future__ import annotations
 
 import os

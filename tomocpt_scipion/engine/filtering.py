@@ -4,11 +4,12 @@ Picking keeps candidates down to a low score, so a new threshold, a cap per tomo
 larger spacing or a mask make a new set in seconds, without running the network again.
 Torch-free (numpy and scipy only).
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,7 +40,7 @@ def suppress_close(points: np.ndarray, scores: np.ndarray, min_distance: float, 
         # only points with a close neighbour are visited, best first; a kept one removes its worse neighbours
         for better in np.unique(pairs[:, 0]):
             if keep[better]:
-                keep[pairs[starts[better]:starts[better + 1], 1]] = False
+                keep[pairs[starts[better] : starts[better + 1], 1]] = False
     return order[keep]
 
 
@@ -68,8 +69,9 @@ def resolve_class_overlaps(table: pd.DataFrame, radius_px: Mapping[int, float]) 
             pairs.sort(axis=1)  # (better, worse)
             pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]
             distance = np.linalg.norm(xyz[pairs[:, 0]] - xyz[pairs[:, 1]], axis=1)
-            overlap = (classes[pairs[:, 0]] != classes[pairs[:, 1]]) \
-                & (distance < np.minimum(radii[pairs[:, 0]], radii[pairs[:, 1]]))
+            overlap = (classes[pairs[:, 0]] != classes[pairs[:, 1]]) & (
+                distance < np.minimum(radii[pairs[:, 0]], radii[pairs[:, 1]])
+            )
             for better, worse in pairs[overlap]:
                 if keep[better]:
                     keep[worse] = False
@@ -91,9 +93,11 @@ def mask_binning(mask_shape: Sequence[int], tomogram_shape: Sequence[int]) -> in
     mask_shape, tomogram_shape = tuple(map(int, mask_shape)), tuple(map(int, tomogram_shape))
     binning = int(round(max(t / m for t, m in zip(tomogram_shape, mask_shape))))
     if binning < 1 or any(abs(m * binning - t) >= binning for m, t in zip(mask_shape, tomogram_shape)):
-        raise ValueError(f"mask of shape (z, y, x) {mask_shape} does not cover a tomogram of shape "
-                         f"{tomogram_shape}: expected the same shape or one binned by a whole factor "
-                         f"on all three axes.")
+        raise ValueError(
+            f"mask of shape (z, y, x) {mask_shape} does not cover a tomogram of shape "
+            f"{tomogram_shape}: expected the same shape or one binned by a whole factor "
+            f"on all three axes."
+        )
     return binning
 
 
@@ -121,9 +125,13 @@ def _inside(mask: np.ndarray, binning: int, xyz_px: np.ndarray) -> np.ndarray:
     return np.asarray(mask[tuple(zyx.T)]) > 0
 
 
-def filter_picks(picks: pd.DataFrame, threshold: float | None = None, top_n: int | None = None,
-                 min_distance_px: float | None = None,
-                 masks: Mapping[str, tuple[np.ndarray, int]] | None = None) -> pd.DataFrame:
+def filter_picks(
+    picks: pd.DataFrame,
+    threshold: float | None = None,
+    top_n: int | None = None,
+    min_distance_px: float | None = None,
+    masks: Mapping[str, tuple[np.ndarray, int]] | None = None,
+) -> pd.DataFrame:
     """The picks that pass every given filter, per tomogram and class, best first.
 
     Parameters
@@ -141,8 +149,9 @@ def filter_picks(picks: pd.DataFrame, threshold: float | None = None, top_n: int
             group = group[group["score"] >= threshold]
         if masks and name in masks:
             group = group[_inside(*masks[name], group[["x", "y", "z"]].to_numpy(float))]
-        keep = suppress_close(group[["x", "y", "z"]].to_numpy(float), group["score"].to_numpy(float),
-                              min_distance_px or 0.0)
+        keep = suppress_close(
+            group[["x", "y", "z"]].to_numpy(float), group["score"].to_numpy(float), min_distance_px or 0.0
+        )
         parts.append(group.iloc[keep[:top_n] if top_n else keep])
     if not parts:
         return picks.iloc[:0]

@@ -14,6 +14,7 @@ The score map lives at the training scale (particle ≈ ``target_diameter_px``),
 is fast; :func:`score_map_at_original_grid` resamples it, slab by slab, to the file's grid
 for saving. On CUDA the network runs under autocast (bf16 where supported, else fp16).
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,6 +61,7 @@ class ScoreMap:
 
 def _predictor(model: nn.Module, config: EngineConfig, device: torch.device, tta: bool):
     """Batch → scores averaged over the flip views and, for an :class:`.Ensemble`, its members."""
+
     def activated(batch: torch.Tensor) -> torch.Tensor:
         logits = model(batch).float()
         if isinstance(model, Ensemble):  # (members, B, C, …): activate each member, then average
@@ -70,33 +72,42 @@ def _predictor(model: nn.Module, config: EngineConfig, device: torch.device, tta
         batch = place_batch(batch, config.backbone, device)
         with autocast(device):
             outputs = []
-            for dims in (_FLIPS if tta else _FLIPS[:1]):
+            for dims in _FLIPS if tta else _FLIPS[:1]:
                 scores = activated(torch.flip(batch, dims) if dims else batch)
                 outputs.append(torch.flip(scores, dims) if dims else scores)
         return torch.stack(outputs).mean(0).float()
+
     return predict
 
 
-def _overlap_tile(volume: torch.Tensor, predict, patch: int, pad: int, batch_size: int,
-                  n_out: int) -> torch.Tensor:
+def _overlap_tile(volume: torch.Tensor, predict, patch: int, pad: int, batch_size: int, n_out: int) -> torch.Tensor:
     core = patch - 2 * pad
     if core <= 0:
         raise ValueError(f"pad {pad} leaves no centre in a patch of {patch}; use pad < {patch // 2}.")
     shape = volume.shape[-3:]
     # mirror-pad so every voxel is central in one tile, and up to a whole number of tiles
     extra = [(-(-n // core)) * core - n for n in shape]
-    padded = torch.nn.functional.pad(volume, [pad, pad + extra[2], pad, pad + extra[1], pad, pad + extra[0]],
-                                     mode="reflect" if min(shape) > pad + max(extra) else "replicate")
+    padded = torch.nn.functional.pad(
+        volume,
+        [pad, pad + extra[2], pad, pad + extra[1], pad, pad + extra[0]],
+        mode="reflect" if min(shape) > pad + max(extra) else "replicate",
+    )
     out = torch.empty((1, n_out, *[n + e for n, e in zip(shape, extra)]), dtype=torch.float32)
-    corners = [(z, y, x) for z in range(0, shape[0] + extra[0], core)
-               for y in range(0, shape[1] + extra[1], core) for x in range(0, shape[2] + extra[2], core)]
+    corners = [
+        (z, y, x)
+        for z in range(0, shape[0] + extra[0], core)
+        for y in range(0, shape[1] + extra[1], core)
+        for x in range(0, shape[2] + extra[2], core)
+    ]
     for start in range(0, len(corners), batch_size):
-        chunk = corners[start:start + batch_size]
-        batch = torch.cat([padded[..., z:z + patch, y:y + patch, x:x + patch] for z, y, x in chunk])
+        chunk = corners[start : start + batch_size]
+        batch = torch.cat([padded[..., z : z + patch, y : y + patch, x : x + patch] for z, y, x in chunk])
         scores = predict(batch).cpu()
         for (z, y, x), score in zip(chunk, scores):
-            out[0, :, z:z + core, y:y + core, x:x + core] = score[:, pad:pad + core, pad:pad + core, pad:pad + core]
-    return out[..., :shape[0], :shape[1], :shape[2]]
+            out[0, :, z : z + core, y : y + core, x : x + core] = score[
+                :, pad : pad + core, pad : pad + core, pad : pad + core
+            ]
+    return out[..., : shape[0], : shape[1], : shape[2]]
 
 
 def _hann_weights(patch: int, device: torch.device) -> torch.Tensor:
@@ -104,9 +115,18 @@ def _hann_weights(patch: int, device: torch.device) -> torch.Tensor:
     return window[:, None, None] * window[None, :, None] * window[None, None, :]
 
 
-def run_network(model: nn.Module, config: EngineConfig, volume: np.ndarray, device: torch.device | str = "cpu",
-                merge: str = "blend", window: str = "gaussian", overlap: float = 0.5, pad: int | None = None,
-                batch_size: int = 4, tta: bool = True) -> np.ndarray:
+def run_network(
+    model: nn.Module,
+    config: EngineConfig,
+    volume: np.ndarray,
+    device: torch.device | str = "cpu",
+    merge: str = "blend",
+    window: str = "gaussian",
+    overlap: float = 0.5,
+    pad: int | None = None,
+    batch_size: int = 4,
+    tta: bool = True,
+) -> np.ndarray:
     """Network scores of a normalised volume at the training scale.
 
     Parameters
@@ -140,21 +160,36 @@ def run_network(model: nn.Module, config: EngineConfig, volume: np.ndarray, devi
     predict = _predictor(model, config, device, tta)
     with torch.inference_mode():
         if merge == "overlap-tile":
-            scores = _overlap_tile(tensor.to(device), predict, patch, patch // 4 if pad is None else pad,
-                                   batch_size, config.n_classes)
+            scores = _overlap_tile(
+                tensor.to(device), predict, patch, patch // 4 if pad is None else pad, batch_size, config.n_classes
+            )
         else:
             from monai.inferers import sliding_window_inference
 
             weights = _hann_weights(patch, device) if window == "hann" else None
             scores = sliding_window_inference(
-                tensor, patch, batch_size, predict, overlap=overlap,
-                mode="constant" if weights is not None else "gaussian", roi_weight_map=weights,
-                padding_mode="replicate", sw_device=device, device="cpu")
+                tensor,
+                patch,
+                batch_size,
+                predict,
+                overlap=overlap,
+                mode="constant" if weights is not None else "gaussian",
+                roi_weight_map=weights,
+                padding_mode="replicate",
+                sw_device=device,
+                device="cpu",
+            )
     return scores[0].numpy().astype(np.float32, copy=False)
 
 
-def predict_scores(model: nn.Module, config: EngineConfig, tomogram: str | Path,
-                   pixel_size_a: float | None = None, device: torch.device | str = "cpu", **options) -> ScoreMap:
+def predict_scores(
+    model: nn.Module,
+    config: EngineConfig,
+    tomogram: str | Path,
+    pixel_size_a: float | None = None,
+    device: torch.device | str = "cpu",
+    **options,
+) -> ScoreMap:
     """Score map of one tomogram file, rescaled and normalised as at training time.
 
     Parameters
@@ -166,12 +201,18 @@ def predict_scores(model: nn.Module, config: EngineConfig, tomogram: str | Path,
     **options : merge, window, overlap, pad, batch_size, tta (see :func:`run_network`).
     """
     started = time.time()
-    loaded = load_at_training_scale(tomogram, config.diameter_a, config.target_diameter_px, config.normalisation,
-                                    pixel_size_a)
+    loaded = load_at_training_scale(
+        tomogram, config.diameter_a, config.target_diameter_px, config.normalisation, pixel_size_a
+    )
     scores = run_network(model, config, loaded.volume, device, **options)
-    logger.info("%s: %s voxels (x, y, z) at %.2f Å/px → scored at %.2f Å/px in %.1f s", Path(tomogram).name,
-                "x".join(map(str, loaded.original_shape[::-1])), loaded.pixel_size_a,
-                loaded.pixel_size_a / loaded.zoom, time.time() - started)
+    logger.info(
+        "%s: %s voxels (x, y, z) at %.2f Å/px → scored at %.2f Å/px in %.1f s",
+        Path(tomogram).name,
+        "x".join(map(str, loaded.original_shape[::-1])),
+        loaded.pixel_size_a,
+        loaded.pixel_size_a / loaded.zoom,
+        time.time() - started,
+    )
     return ScoreMap(scores, loaded.zoom, loaded.original_shape, loaded.pixel_size_a)
 
 

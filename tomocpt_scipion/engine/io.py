@@ -31,15 +31,16 @@ Dynamo .tbl  MATLAB 1-based: the first voxel centre is 1; x, y, z in columns 24-
 All writers write to a temporary name in the destination folder and rename when the file
 is complete, and refuse to overwrite an existing file unless ``overwrite=True``.
 """
+
 from __future__ import annotations
 
 import io
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import mrcfile
 import numpy as np
@@ -66,16 +67,14 @@ __all__ = [
 COORDINATE_COLUMNS = ("tomo_name", "x", "y", "z", "score", "class_id")
 
 #: file suffix -> format name understood by :func:`read_coordinates` / :func:`write_coordinates`
-FORMATS = {".star": "star", ".mod": "mod", ".tbl": "tbl", ".coords": "coords",
-           ".txt": "txt", ".csv": "csv"}
+FORMATS = {".star": "star", ".mod": "mod", ".tbl": "tbl", ".coords": "coords", ".txt": "txt", ".csv": "csv"}
 #: every format name; ``warp`` is a STAR flavour, so it has no suffix of its own
 FORMAT_NAMES = (*dict.fromkeys(FORMATS.values()), "warp")
 
 _IMOD_ORIGIN_PX = np.array([0.5, 0.5, 0.0])  # IMOD point of voxel (0, 0, 0), x y z
 _DYNAMO_ORIGIN_PX = 1.0
 _DYNAMO_N_COLUMNS = 35
-_DYNAMO_COL = {"tag": 0, "aligned": 1, "averaged": 2, "score": 9, "tomo": 19, "class": 21,
-               "x": 23, "y": 24, "z": 25}
+_DYNAMO_COL = {"tag": 0, "aligned": 1, "averaged": 2, "score": 9, "tomo": 19, "class": 21, "x": 23, "y": 24, "z": 25}
 
 
 class MrcFormatError(ValueError):
@@ -133,8 +132,7 @@ def atomic_path(path: os.PathLike | str, overwrite: bool = False) -> Iterator[Pa
 
 
 @contextmanager
-def staged_outputs(out_dir: os.PathLike | str, overwrite: bool = False,
-                   expected: Sequence[str] = ()) -> Iterator[Path]:
+def staged_outputs(out_dir: os.PathLike | str, overwrite: bool = False, expected: Sequence[str] = ()) -> Iterator[Path]:
     """Yield a staging folder inside ``out_dir``; move everything written there into
     ``out_dir`` once the block succeeds, so a run's outputs appear together or not at all.
 
@@ -158,9 +156,11 @@ def staged_outputs(out_dir: os.PathLike | str, overwrite: bool = False,
     def refuse_clashes(names) -> None:
         clashes = sorted(str(out_dir / n) for n in names if (out_dir / n).exists())
         if clashes and not overwrite:
-            raise FileExistsError(f"{', '.join(clashes[:5])}{' …' if len(clashes) > 5 else ''}: "
-                                  f"{len(clashes)} output file(s) exist; refusing to overwrite "
-                                  f"(use --overwrite or overwrite=True).")
+            raise FileExistsError(
+                f"{', '.join(clashes[:5])}{' …' if len(clashes) > 5 else ''}: "
+                f"{len(clashes)} output file(s) exist; refusing to overwrite "
+                f"(use --overwrite or overwrite=True)."
+            )
 
     refuse_clashes(expected)
     created = not out_dir.exists()
@@ -238,13 +238,14 @@ def read_mrc_header(path: os.PathLike | str) -> tuple[tuple[int, int, int], floa
         raise MrcFormatError(f"{path}: not a readable MRC file ({err}).") from err
     expected_bytes = header.nbytes + int(header.nsymbt) + int(np.prod(shape)) * dtype.itemsize
     if path.stat().st_size < expected_bytes:
-        raise MrcFormatError(f"{path}: truncated MRC file: {path.stat().st_size} bytes, the header "
-                             f"announces {expected_bytes} for {shape[::-1]} (x, y, z) voxels.")
+        raise MrcFormatError(
+            f"{path}: truncated MRC file: {path.stat().st_size} bytes, the header "
+            f"announces {expected_bytes} for {shape[::-1]} (x, y, z) voxels."
+        )
     return shape, (voxel_size if voxel_size > 0 else None)
 
 
-def write_mrc(path: os.PathLike | str, data: np.ndarray, voxel_size_a: float,
-              overwrite: bool = False) -> Path:
+def write_mrc(path: os.PathLike | str, data: np.ndarray, voxel_size_a: float, overwrite: bool = False) -> Path:
     """Write a (z, y, x) volume to an MRC file atomically.
 
     Parameters
@@ -275,8 +276,7 @@ def write_mrc(path: os.PathLike | str, data: np.ndarray, voxel_size_a: float,
 
 
 # ----------------------------------------------------------------------------- tables
-def coordinate_table(xyz_px: np.ndarray, tomo_name: str | Sequence[str], score=1.0,
-                     class_id=1) -> pd.DataFrame:
+def coordinate_table(xyz_px: np.ndarray, tomo_name: str | Sequence[str], score=1.0, class_id=1) -> pd.DataFrame:
     """Build a coordinate table.
 
     Parameters
@@ -288,12 +288,17 @@ def coordinate_table(xyz_px: np.ndarray, tomo_name: str | Sequence[str], score=1
     """
     xyz_px = np.asarray(xyz_px, dtype=float).reshape(-1, 3)
     n = len(xyz_px)
-    return pd.DataFrame({
-        "tomo_name": np.broadcast_to(np.asarray(tomo_name, dtype=object), (n,)),
-        "x": xyz_px[:, 0], "y": xyz_px[:, 1], "z": xyz_px[:, 2],
-        "score": np.broadcast_to(np.asarray(score, dtype=float), (n,)).copy(),
-        "class_id": np.broadcast_to(np.asarray(class_id, dtype=int), (n,)).copy(),
-    }, columns=list(COORDINATE_COLUMNS))
+    return pd.DataFrame(
+        {
+            "tomo_name": np.broadcast_to(np.asarray(tomo_name, dtype=object), (n,)),
+            "x": xyz_px[:, 0],
+            "y": xyz_px[:, 1],
+            "z": xyz_px[:, 2],
+            "score": np.broadcast_to(np.asarray(score, dtype=float), (n,)).copy(),
+            "class_id": np.broadcast_to(np.asarray(class_id, dtype=int), (n,)).copy(),
+        },
+        columns=list(COORDINATE_COLUMNS),
+    )
 
 
 def _format_of(path: Path, fmt: str | None) -> str:
@@ -304,8 +309,10 @@ def _format_of(path: Path, fmt: str | None) -> str:
     try:
         return FORMATS[path.suffix.lower()]
     except KeyError:
-        raise ValueError(f"{path}: cannot tell the coordinate format from the suffix "
-                         f"{path.suffix!r}; known suffixes: {sorted(FORMATS)}.") from None
+        raise ValueError(
+            f"{path}: cannot tell the coordinate format from the suffix "
+            f"{path.suffix!r}; known suffixes: {sorted(FORMATS)}."
+        ) from None
 
 
 def _shape_of(tomo_shapes: Mapping[str, Sequence[int]] | None, name: str, path: Path) -> np.ndarray:
@@ -314,14 +321,20 @@ def _shape_of(tomo_shapes: Mapping[str, Sequence[int]] | None, name: str, path: 
         known = sorted(tomo_shapes) if tomo_shapes else []
         raise CoordinateFormatError(
             f"{path}: RELION 5 centred coordinates of tomogram {name!r} need its size; "
-            f"known tomograms: {known} (give the tomogram files, e.g. --tomograms).")
+            f"known tomograms: {known} (give the tomogram files, e.g. --tomograms)."
+        )
     return np.asarray(tomo_shapes[name], dtype=float)[::-1]
 
 
-def read_coordinates(path: os.PathLike | str, fmt: str | None = None, *,
-                     tomo_name: str | None = None, pixel_size_a: float | None = None,
-                     tomo_shapes: Mapping[str, Sequence[int]] | None = None,
-                     tomo_names: Sequence[str] | None = None) -> pd.DataFrame:
+def read_coordinates(
+    path: os.PathLike | str,
+    fmt: str | None = None,
+    *,
+    tomo_name: str | None = None,
+    pixel_size_a: float | None = None,
+    tomo_shapes: Mapping[str, Sequence[int]] | None = None,
+    tomo_names: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """Read particle coordinates from any supported format.
 
     Parameters
@@ -350,33 +363,54 @@ def read_coordinates(path: os.PathLike | str, fmt: str | None = None, *,
         raise FileNotFoundError(f"{path}: no such coordinate file.")
     fmt = _format_of(path, fmt)
     default_name = tomo_name if tomo_name is not None else path.stem
-    reader = {"star": _read_star, "warp": _read_star, "mod": _read_mod, "tbl": _read_tbl, "coords": _read_text,
-              "txt": _read_text, "csv": _read_csv}[fmt]
+    reader = {
+        "star": _read_star,
+        "warp": _read_star,
+        "mod": _read_mod,
+        "tbl": _read_tbl,
+        "coords": _read_text,
+        "txt": _read_text,
+        "csv": _read_csv,
+    }[fmt]
     try:
-        table = reader(path, default_name=default_name, pixel_size_a=pixel_size_a,
-                       tomo_shapes=tomo_shapes, tomo_names=tomo_names, fmt=fmt)
+        table = reader(
+            path,
+            default_name=default_name,
+            pixel_size_a=pixel_size_a,
+            tomo_shapes=tomo_shapes,
+            tomo_names=tomo_names,
+            fmt=fmt,
+        )
     except (KeyError, IndexError, pd.errors.ParserError, UnicodeDecodeError) as err:
         raise CoordinateFormatError(f"{path}: not a valid {fmt} coordinate file ({err}).") from err
     not_finite = ~np.isfinite(table[["x", "y", "z"]].to_numpy(float)).all(axis=1)
     if not_finite.any():
         row = int(np.argmax(not_finite))
         x, y, z = table[["x", "y", "z"]].iloc[row]
-        raise CoordinateFormatError(f"{path}: {int(not_finite.sum())} coordinate(s) are not finite numbers; the "
-                                    f"first is particle {row + 1}: x, y, z = {x}, {y}, {z}.")
+        raise CoordinateFormatError(
+            f"{path}: {int(not_finite.sum())} coordinate(s) are not finite numbers; the "
+            f"first is particle {row + 1}: x, y, z = {x}, {y}, {z}."
+        )
     if tomo_names is not None:
         unknown = sorted(set(table["tomo_name"]) - set(tomo_names))
         if unknown:
             raise CoordinateFormatError(
-                f"{path}: names tomogram(s) {unknown} that are not among the given tomograms "
-                f"{sorted(tomo_names)}.")
+                f"{path}: names tomogram(s) {unknown} that are not among the given tomograms {sorted(tomo_names)}."
+            )
     return table.reset_index(drop=True)
 
 
-def write_coordinates(path: os.PathLike | str, table: pd.DataFrame, fmt: str | None = None, *,
-                      pixel_size_a: float | None = None,
-                      tomo_shapes: Mapping[str, Sequence[int]] | None = None,
-                      relion_version: int = 4, tomo_names: Sequence[str] | None = None,
-                      overwrite: bool = False) -> Path:
+def write_coordinates(
+    path: os.PathLike | str,
+    table: pd.DataFrame,
+    fmt: str | None = None,
+    *,
+    pixel_size_a: float | None = None,
+    tomo_shapes: Mapping[str, Sequence[int]] | None = None,
+    relion_version: int = 4,
+    tomo_names: Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Write a coordinate table atomically.
 
     Parameters
@@ -399,26 +433,41 @@ def write_coordinates(path: os.PathLike | str, table: pd.DataFrame, fmt: str | N
         raise ValueError(f"coordinate table lacks columns {missing}.")
     if fmt in ("star", "warp"):  # checked before anything is written, so errors name the destination
         if not pixel_size_a or pixel_size_a <= 0:
-            raise ValueError(f"{path}: writing STAR needs the pixel size in Å (> 0), got {pixel_size_a}; give "
-                             f"it, or tomograms with it in their headers.")
+            raise ValueError(
+                f"{path}: writing STAR needs the pixel size in Å (> 0), got {pixel_size_a}; give "
+                f"it, or tomograms with it in their headers."
+            )
         if fmt == "star" and relion_version not in (4, 5):
             raise ValueError(f"{path}: relion_version must be 4 or 5, got {relion_version}.")
         if fmt == "star" and relion_version == 5:
             for name in table["tomo_name"].unique():
                 _shape_of(tomo_shapes, name, path)
-    writer = {"star": _write_star, "warp": _write_warp_star, "mod": _write_mod, "tbl": _write_tbl,
-              "coords": _write_text, "txt": _write_text, "csv": _write_csv}[fmt]
+    writer = {
+        "star": _write_star,
+        "warp": _write_warp_star,
+        "mod": _write_mod,
+        "tbl": _write_tbl,
+        "coords": _write_text,
+        "txt": _write_text,
+        "csv": _write_csv,
+    }[fmt]
     with atomic_path(path, overwrite) as tmp:
-        writer(tmp, table, pixel_size_a=pixel_size_a, tomo_shapes=tomo_shapes,
-               relion_version=relion_version, tomo_names=tomo_names, fmt=fmt)
+        writer(
+            tmp,
+            table,
+            pixel_size_a=pixel_size_a,
+            tomo_shapes=tomo_shapes,
+            relion_version=relion_version,
+            tomo_names=tomo_names,
+            fmt=fmt,
+        )
     return path
 
 
 # ----------------------------------------------------------------------------- STAR
 _STAR_NAME_COLUMNS = ("rlnTomoName", "rlnMicrographName")
 _R4_COLUMNS = ("rlnCoordinateX", "rlnCoordinateY", "rlnCoordinateZ")
-_R5_COLUMNS = ("rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst",
-               "rlnCenteredCoordinateZAngst")
+_R5_COLUMNS = ("rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst", "rlnCenteredCoordinateZAngst")
 _ORIGIN_COLUMNS = ("rlnOriginXAngst", "rlnOriginYAngst", "rlnOriginZAngst")
 _OPTICS_PIXEL_COLUMNS = ("rlnTomoTiltSeriesPixelSize", "rlnImagePixelSize", "rlnMicrographPixelSize")
 _WARP_PIXEL_COLUMNS = ("rlnDetectorPixelSize", "rlnMagnification")
@@ -428,13 +477,21 @@ _WARP_TOMO_SUFFIX = ".tomostar"
 
 def _star_blocks(path: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     blocks = starfile.read(path, always_dict=True)
-    particles = next((df for name, df in blocks.items()
-                      if isinstance(df, pd.DataFrame) and name != "optics"
-                      and any(c in df.columns for c in _R4_COLUMNS + _R5_COLUMNS)), None)
+    particles = next(
+        (
+            df
+            for name, df in blocks.items()
+            if isinstance(df, pd.DataFrame)
+            and name != "optics"
+            and any(c in df.columns for c in _R4_COLUMNS + _R5_COLUMNS)
+        ),
+        None,
+    )
     if particles is None:
         raise CoordinateFormatError(
             f"{path}: no data block with coordinate columns; expected {list(_R4_COLUMNS)} "
-            f"(RELION 3.1/4) or {list(_R5_COLUMNS)} (RELION 5).")
+            f"(RELION 3.1/4) or {list(_R5_COLUMNS)} (RELION 5)."
+        )
     optics = blocks.get("optics")
     return particles, optics if isinstance(optics, pd.DataFrame) else None
 
@@ -485,24 +542,27 @@ def _read_star(path: Path, default_name: str, pixel_size_a, tomo_shapes, **_) ->
     pixel_size = pixel_size_a or _optics_pixel_size(optics) or _warp_pixel_size(df)
     if all(c in df.columns for c in _R5_COLUMNS):
         if not pixel_size:
-            raise CoordinateFormatError(f"{path}: RELION 5 centred coordinates need the pixel size "
-                                        f"(none in the optics block and none given).")
+            raise CoordinateFormatError(
+                f"{path}: RELION 5 centred coordinates need the pixel size (none in the optics block and none given)."
+            )
         centred_px = df[list(_R5_COLUMNS)].to_numpy(float) / pixel_size
-        half_size = np.stack([_shape_of(tomo_shapes, n, path) for n in names]) / 2.0 \
-            if len(df) else np.zeros((0, 3))
+        half_size = np.stack([_shape_of(tomo_shapes, n, path) for n in names]) / 2.0 if len(df) else np.zeros((0, 3))
         xyz = centred_px + half_size
     elif all(c in df.columns for c in _R4_COLUMNS):
         xyz = df[list(_R4_COLUMNS)].to_numpy(float)
         if any(c in df.columns for c in _ORIGIN_COLUMNS):
             if not pixel_size:
-                raise CoordinateFormatError(f"{path}: rlnOrigin*Angst shifts need the pixel size "
-                                            f"(none in the optics block and none given).")
-            origin = np.stack([df[c].to_numpy(float) if c in df.columns else np.zeros(len(df))
-                               for c in _ORIGIN_COLUMNS], axis=1)
+                raise CoordinateFormatError(
+                    f"{path}: rlnOrigin*Angst shifts need the pixel size (none in the optics block and none given)."
+                )
+            origin = np.stack(
+                [df[c].to_numpy(float) if c in df.columns else np.zeros(len(df)) for c in _ORIGIN_COLUMNS], axis=1
+            )
             xyz = xyz - origin / pixel_size
     else:
-        raise CoordinateFormatError(f"{path}: incomplete coordinate columns; found "
-                                    f"{[c for c in df.columns if 'Coordinate' in c]}.")
+        raise CoordinateFormatError(
+            f"{path}: incomplete coordinate columns; found {[c for c in df.columns if 'Coordinate' in c]}."
+        )
     score = df["rlnAutopickFigureOfMerit"].to_numpy(float) if "rlnAutopickFigureOfMerit" in df else 1.0
     class_id = df["rlnClassNumber"].to_numpy(int) if "rlnClassNumber" in df else 1
     return coordinate_table(xyz, names.to_numpy(object), score, class_id)
@@ -516,8 +576,11 @@ def _write_star(tmp: Path, table: pd.DataFrame, pixel_size_a, tomo_shapes, relio
             particles[column] = xyz[:, i]
         optics_pixel = "rlnImagePixelSize"
     else:
-        half = np.stack([np.asarray(tomo_shapes[n], float)[::-1] for n in table["tomo_name"]]) / 2.0 \
-            if len(table) else np.zeros((0, 3))
+        half = (
+            np.stack([np.asarray(tomo_shapes[n], float)[::-1] for n in table["tomo_name"]]) / 2.0
+            if len(table)
+            else np.zeros((0, 3))
+        )
         centred = (xyz - half) * pixel_size_a
         for i, column in enumerate(_R5_COLUMNS):
             particles[column] = centred[:, i]
@@ -525,10 +588,10 @@ def _write_star(tmp: Path, table: pd.DataFrame, pixel_size_a, tomo_shapes, relio
     particles["rlnAutopickFigureOfMerit"] = table["score"].to_numpy(float)
     particles["rlnClassNumber"] = table["class_id"].to_numpy(int)
     particles["rlnOpticsGroup"] = 1
-    optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"],
-                           optics_pixel: [float(pixel_size_a)]})
-    starfile.write({"optics": optics, "particles": particles}, tmp, float_format="%.6f",
-                   overwrite=True)
+    optics = pd.DataFrame(
+        {"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"], optics_pixel: [float(pixel_size_a)]}
+    )
+    starfile.write({"optics": optics, "particles": particles}, tmp, float_format="%.6f", overwrite=True)
 
 
 def _write_warp_star(tmp: Path, table: pd.DataFrame, pixel_size_a, **_):
@@ -579,8 +642,15 @@ def _write_mod(tmp: Path, table: pd.DataFrame, **_):
     if len(names) > 1:
         raise ValueError(f"an IMOD model holds one tomogram; table has {len(names)}: {list(names)}.")
     xyz = table[["x", "y", "z"]].to_numpy(float) + _IMOD_ORIGIN_PX
-    df = pd.DataFrame({"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2],
-                       "object_id": table["class_id"].to_numpy(int) - 1, "contour_id": 0})
+    df = pd.DataFrame(
+        {
+            "x": xyz[:, 0],
+            "y": xyz[:, 1],
+            "z": xyz[:, 2],
+            "object_id": table["class_id"].to_numpy(int) - 1,
+            "contour_id": 0,
+        }
+    )
     imodmodel.write(df, tmp)
 
 
@@ -588,20 +658,21 @@ def _write_mod(tmp: Path, table: pd.DataFrame, **_):
 def _read_tbl(path: Path, tomo_names, **_) -> pd.DataFrame:
     values = np.loadtxt(path, ndmin=2)
     if values.shape[1] < _DYNAMO_COL["z"] + 1:
-        raise CoordinateFormatError(f"{path}: a Dynamo table needs at least 26 columns, "
-                                    f"found {values.shape[1]}.")
+        raise CoordinateFormatError(f"{path}: a Dynamo table needs at least 26 columns, found {values.shape[1]}.")
     numbers = values[:, _DYNAMO_COL["tomo"]].astype(int)
     if tomo_names is None:
         names = np.array([str(n) for n in numbers], dtype=object)
     else:
         bad = sorted(set(numbers[(numbers < 1) | (numbers > len(tomo_names))].tolist()))
         if bad:
-            raise CoordinateFormatError(f"{path}: tomogram number(s) {bad} in column 20 do not exist; "
-                                        f"{len(tomo_names)} tomogram(s) given.")
+            raise CoordinateFormatError(
+                f"{path}: tomogram number(s) {bad} in column 20 do not exist; {len(tomo_names)} tomogram(s) given."
+            )
         names = np.asarray(tomo_names, dtype=object)[numbers - 1]
     xyz = values[:, [_DYNAMO_COL["x"], _DYNAMO_COL["y"], _DYNAMO_COL["z"]]] - _DYNAMO_ORIGIN_PX
-    return coordinate_table(xyz, names, values[:, _DYNAMO_COL["score"]],
-                            np.maximum(values[:, _DYNAMO_COL["class"]].astype(int), 1))
+    return coordinate_table(
+        xyz, names, values[:, _DYNAMO_COL["score"]], np.maximum(values[:, _DYNAMO_COL["class"]].astype(int), 1)
+    )
 
 
 def _write_tbl(tmp: Path, table: pd.DataFrame, tomo_names, **_):
@@ -617,8 +688,9 @@ def _write_tbl(tmp: Path, table: pd.DataFrame, tomo_names, **_):
     values[:, _DYNAMO_COL["score"]] = table["score"].to_numpy(float)
     values[:, _DYNAMO_COL["tomo"]] = [index[n] for n in table["tomo_name"]]
     values[:, _DYNAMO_COL["class"]] = table["class_id"].to_numpy(int)
-    values[:, [_DYNAMO_COL["x"], _DYNAMO_COL["y"], _DYNAMO_COL["z"]]] = \
+    values[:, [_DYNAMO_COL["x"], _DYNAMO_COL["y"], _DYNAMO_COL["z"]]] = (
         table[["x", "y", "z"]].to_numpy(float) + _DYNAMO_ORIGIN_PX
+    )
     integer_columns = {_DYNAMO_COL[k] for k in ("tag", "aligned", "averaged", "tomo", "class")}
     formats = ["%d" if i in integer_columns else "%.6g" for i in range(_DYNAMO_N_COLUMNS)]
     for i in (_DYNAMO_COL["x"], _DYNAMO_COL["y"], _DYNAMO_COL["z"]):
@@ -636,9 +708,11 @@ def _read_text(path: Path, default_name: str, fmt: str, **_) -> pd.DataFrame:
     if values.size == 0:
         return coordinate_table(np.zeros((0, 3)), default_name)
     if values.shape[1] < n_expected:
-        raise CoordinateFormatError(f"{path}: expected {n_expected} columns "
-                                    f"({'class x y z' if fmt == 'coords' else 'x y z'}), "
-                                    f"found {values.shape[1]}.")
+        raise CoordinateFormatError(
+            f"{path}: expected {n_expected} columns "
+            f"({'class x y z' if fmt == 'coords' else 'x y z'}), "
+            f"found {values.shape[1]}."
+        )
     if fmt == "coords":
         return coordinate_table(values[:, 1:4], default_name, 1.0, values[:, 0].astype(int))
     return coordinate_table(values[:, :3], default_name)
@@ -662,8 +736,7 @@ def _write_text(tmp: Path, table: pd.DataFrame, fmt: str, **_):
         raise ValueError(f"a .{fmt} file holds one tomogram; table has {len(names)}: {list(names)}.")
     xyz = table[["x", "y", "z"]].to_numpy(float)
     if fmt == "coords":
-        np.savetxt(tmp, np.column_stack([table["class_id"].to_numpy(int), xyz]),
-                   fmt=["%d", "%.4f", "%.4f", "%.4f"])
+        np.savetxt(tmp, np.column_stack([table["class_id"].to_numpy(int), xyz]), fmt=["%d", "%.4f", "%.4f", "%.4f"])
     else:
         np.savetxt(tmp, xyz, fmt="%.4f")
 
@@ -672,13 +745,18 @@ def _read_csv(path: Path, **_) -> pd.DataFrame:
     df = pd.read_csv(path, dtype={"tomo_name": str})
     missing = [c for c in ("tomo_name", "x", "y", "z") if c not in df.columns]
     if missing:
-        raise CoordinateFormatError(f"{path}: CSV lacks the column(s) {missing}; "
-                                    f"expected a header with {list(COORDINATE_COLUMNS)}.")
-    numeric = {column: _numeric_column(df, column, path) for column in ("x", "y", "z", "score", "class_id")
-               if column in df}
-    return coordinate_table(np.column_stack([numeric["x"], numeric["y"], numeric["z"]]),
-                            df["tomo_name"].to_numpy(object), numeric.get("score", 1.0),
-                            numeric["class_id"].astype(int) if "class_id" in numeric else 1)
+        raise CoordinateFormatError(
+            f"{path}: CSV lacks the column(s) {missing}; expected a header with {list(COORDINATE_COLUMNS)}."
+        )
+    numeric = {
+        column: _numeric_column(df, column, path) for column in ("x", "y", "z", "score", "class_id") if column in df
+    }
+    return coordinate_table(
+        np.column_stack([numeric["x"], numeric["y"], numeric["z"]]),
+        df["tomo_name"].to_numpy(object),
+        numeric.get("score", 1.0),
+        numeric["class_id"].astype(int) if "class_id" in numeric else 1,
+    )
 
 
 def _numeric_column(df: pd.DataFrame, column: str, path: Path) -> np.ndarray:
@@ -687,8 +765,9 @@ def _numeric_column(df: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     bad = values.isna() & df[column].notna()
     if bad.any():
         row = int(np.argmax(bad.to_numpy()))
-        raise CoordinateFormatError(f"{path}: line {row + 2}, column {column!r}: {df[column].iloc[row]!r} is not "
-                                    f"a number.")
+        raise CoordinateFormatError(
+            f"{path}: line {row + 2}, column {column!r}: {df[column].iloc[row]!r} is not a number."
+        )
     return values.to_numpy(float)
 
 

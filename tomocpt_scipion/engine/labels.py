@@ -22,14 +22,24 @@ sphere      class index if r ≤ R (binary for one class)                      T
 :func:`make_label` also takes one R per class (species of different sizes in one model).
 Class-index labels are uint8 with 0 = background.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["LABELS", "gaussian", "tball", "ball", "cube", "sphere", "make_label",
-           "label_voxel_count", "CLASS_INDEX_LABELS"]
+__all__ = [
+    "LABELS",
+    "gaussian",
+    "tball",
+    "ball",
+    "cube",
+    "sphere",
+    "make_label",
+    "label_voxel_count",
+    "CLASS_INDEX_LABELS",
+]
 
 GAUSSIAN_FRACTIONS = (0.95, 0.5)
 
@@ -46,8 +56,13 @@ def _mask_value(kind: str) -> Callable[[np.ndarray, float], np.ndarray]:
     def inside(offsets_zyx: np.ndarray, radius_px: float) -> np.ndarray:
         r2 = np.square(offsets_zyx).sum(-1)
         in_cube = np.all(np.abs(offsets_zyx) <= radius_px, axis=-1)
-        return {"tball": (r2 < 2 * radius_px**2) & in_cube, "ball": r2 < radius_px**2,
-                "cube": in_cube, "sphere": r2 <= radius_px**2}[kind]
+        return {
+            "tball": (r2 < 2 * radius_px**2) & in_cube,
+            "ball": r2 < radius_px**2,
+            "cube": in_cube,
+            "sphere": r2 <= radius_px**2,
+        }[kind]
+
     return inside
 
 
@@ -109,8 +124,10 @@ def _class_index_label(kind: str) -> Callable:
         return _stamp(shape_zyx, xyz, inside, radius_px, ids, np.uint8)
 
     label.__name__ = kind
-    label.__doc__ = (f"{kind} weak label: class index inside the shape around the exact centre, 0 "
-                     "outside (see module table).\n\nReturns\n-------\n(z, y, x) uint8 class indices.")
+    label.__doc__ = (
+        f"{kind} weak label: class index inside the shape around the exact centre, 0 "
+        "outside (see module table).\n\nReturns\n-------\n(z, y, x) uint8 class indices."
+    )
     return label
 
 
@@ -119,13 +136,13 @@ ball = _class_index_label("ball")
 cube = _class_index_label("cube")
 sphere = _class_index_label("sphere")
 
-LABELS: dict[str, Callable] = {"gaussian": gaussian, "tball": tball, "ball": ball, "cube": cube,
-                               "sphere": sphere}
+LABELS: dict[str, Callable] = {"gaussian": gaussian, "tball": tball, "ball": ball, "cube": cube, "sphere": sphere}
 CLASS_INDEX_LABELS = ("tball", "ball", "cube", "sphere")
 
 
-def make_label(kind: str, shape_zyx, xyz_px, radius_px: float | Sequence[float], class_ids=None,
-               n_classes: int = 1) -> np.ndarray:
+def make_label(
+    kind: str, shape_zyx, xyz_px, radius_px: float | Sequence[float], class_ids=None, n_classes: int = 1
+) -> np.ndarray:
     """Label volume of any kind, with one channel per class for ``gaussian``.
 
     ``radius_px`` is R for every class, or R of each class in class order (class 1 first).

@@ -16,6 +16,7 @@ PU priors (TomoPicker §3.2): π = |P| / |P ∪ U| is the labelled-positive voxe
 π' = Ep · Rn / |P ∪ U| with Ep the expected particles per tomogram, Rn the voxels one
 particle labels and |P ∪ U| the voxels of one tomogram; π'' = π' - π.
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,8 +25,17 @@ from torch import nn
 
 from .specs import LOSS_SPECS
 
-__all__ = ["HuberGradientLoss", "DiceLoss", "BCEPNLoss", "NonNegativePULoss", "KLPULoss",
-           "LOSSES", "build_loss", "pu_priors", "activation"]
+__all__ = [
+    "HuberGradientLoss",
+    "DiceLoss",
+    "BCEPNLoss",
+    "NonNegativePULoss",
+    "KLPULoss",
+    "LOSSES",
+    "build_loss",
+    "pu_priors",
+    "activation",
+]
 
 _EPS_DICE = 1e-8
 _EPS_LOG = 1e-7
@@ -68,8 +78,7 @@ class HuberGradientLoss(nn.Module):
         positive_term = (huber * positive).sum(dims) / n_positive.clamp(min=1)
         negative_term = (huber * (1 - positive)).sum(dims) / n_negative.clamp(min=1)
         weighted = (positive_term + negative_term).mean()
-        gradient = F.huber_loss(_second_derivatives(logits), _second_derivatives(target),
-                                delta=self.delta)
+        gradient = F.huber_loss(_second_derivatives(logits), _second_derivatives(target), delta=self.delta)
         return weighted + self.gradient_weight * gradient
 
 
@@ -183,8 +192,9 @@ class KLPULoss(_PriorWeightedLoss):
         voxels_per_particle: voxels one labelled particle covers (Rn), to count |P| in particles.
     """
 
-    def __init__(self, prior_unlabeled: float, kl_weight: float = 1.0, gamma_scale: float = 10.0,
-                 voxels_per_particle: int = 1) -> None:
+    def __init__(
+        self, prior_unlabeled: float, kl_weight: float = 1.0, gamma_scale: float = 10.0, voxels_per_particle: int = 1
+    ) -> None:
         super().__init__(prior_unlabeled, gamma_scale, voxels_per_particle)
         self.kl_weight = kl_weight
 
@@ -200,9 +210,14 @@ class KLPULoss(_PriorWeightedLoss):
         return gamma * risk_p_plus + self.kl_weight * kl
 
 
-def pu_priors(labelled_voxels: int, total_voxels: int, expected_particles_per_tomogram: float,
-              voxels_per_particle: int, voxels_per_tomogram: float,
-              labelled_particles_per_tomogram: float) -> dict[str, float]:
+def pu_priors(
+    labelled_voxels: int,
+    total_voxels: int,
+    expected_particles_per_tomogram: float,
+    voxels_per_particle: int,
+    voxels_per_tomogram: float,
+    labelled_particles_per_tomogram: float,
+) -> dict[str, float]:
     """π, π' and π'' of TomoPicker (eq. 2, 4, 8).
 
     Parameters
@@ -223,21 +238,34 @@ def pu_priors(labelled_voxels: int, total_voxels: int, expected_particles_per_to
         raise ValueError(
             f"expected particles per tomogram ({expected_particles_per_tomogram:g}) is smaller than "
             f"the particles already labelled per tomogram ({labelled_particles_per_tomogram:g}); "
-            f"it must count every particle, labelled or not.")
+            f"it must count every particle, labelled or not."
+        )
     pi = labelled_voxels / total_voxels
     pi_expected = expected_particles_per_tomogram * voxels_per_particle / voxels_per_tomogram
     if not 0 < pi_expected < 1:
-        raise ValueError(f"expected particles per tomogram ({expected_particles_per_tomogram:g}) "
-                         f"gives a positive fraction π' = {pi_expected:.3g}; it must be in (0, 1).")
+        raise ValueError(
+            f"expected particles per tomogram ({expected_particles_per_tomogram:g}) "
+            f"gives a positive fraction π' = {pi_expected:.3g}; it must be in (0, 1)."
+        )
     return {"pi": pi, "pi_expected": pi_expected, "pi_unlabeled": max(pi_expected - pi, 1e-6)}
 
 
-LOSSES = {"huber-gradient": HuberGradientLoss, "dice": DiceLoss, "bce": BCEPNLoss,
-          "nnpu": NonNegativePULoss, "kl": KLPULoss}
+LOSSES = {
+    "huber-gradient": HuberGradientLoss,
+    "dice": DiceLoss,
+    "bce": BCEPNLoss,
+    "nnpu": NonNegativePULoss,
+    "kl": KLPULoss,
+}
 
 
-def build_loss(name: str, priors: dict[str, float] | None = None, gamma_scale: float = 10.0,
-               kl_weight: float = 1.0, voxels_per_particle: int = 1) -> nn.Module:
+def build_loss(
+    name: str,
+    priors: dict[str, float] | None = None,
+    gamma_scale: float = 10.0,
+    kl_weight: float = 1.0,
+    voxels_per_particle: int = 1,
+) -> nn.Module:
     """Loss by name; PU losses and BCE need ``priors`` from :func:`pu_priors`, PU losses the
     voxels one labelled particle covers (for γ)."""
     if name not in LOSSES:

@@ -22,6 +22,7 @@ AD is the mean hit distance (px and Å). ``rmse_over_diameter`` is the root-mean
 distance divided by the diameter (tomoCPT eq. 13 normalises by the particle size; the
 equation as printed averages distances, which is AD).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,12 +34,32 @@ from scipy.spatial.distance import cdist
 
 from .specs import MATCH_CRITERIA
 
-__all__ = ["match_points", "match_distance_px", "evaluate_picks", "threshold_sweep", "f_beta", "Evaluation",
-           "CRITERIA", "METRIC_COLUMNS", "CHALLENGE_BETA"]
+__all__ = [
+    "match_points",
+    "match_distance_px",
+    "evaluate_picks",
+    "threshold_sweep",
+    "f_beta",
+    "Evaluation",
+    "CRITERIA",
+    "METRIC_COLUMNS",
+    "CHALLENGE_BETA",
+]
 
 CRITERIA = tuple(choice.name for choice in MATCH_CRITERIA)
-METRIC_COLUMNS = ("tomo_name", "tp", "fp", "fn", "precision", "recall", "f1", "f4", "ad_px", "ad_a",
-                  "rmse_over_diameter")
+METRIC_COLUMNS = (
+    "tomo_name",
+    "tp",
+    "fp",
+    "fn",
+    "precision",
+    "recall",
+    "f1",
+    "f4",
+    "ad_px",
+    "ad_a",
+    "rmse_over_diameter",
+)
 #: β of the F-beta score the CryoET object-identification challenge ranks by (column ``f4``)
 CHALLENGE_BETA = 4.0
 _SWEEP_PERCENTILES = np.arange(2, 99, 8)
@@ -54,8 +75,9 @@ def match_distance_px(criterion: str, diameter_px: float, pixels: float = 10.0) 
     return diameter_px / 2, criterion == "radius"
 
 
-def match_points(predicted_xyz: np.ndarray, true_xyz: np.ndarray, max_distance: float,
-                 strict: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def match_points(
+    predicted_xyz: np.ndarray, true_xyz: np.ndarray, max_distance: float, strict: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One-to-one matching within ``max_distance``.
 
     Parameters
@@ -86,15 +108,27 @@ def f_beta(precision: float, recall: float, beta: float) -> float:
     return (1 + beta**2) * precision * recall / denominator if denominator else 0.0
 
 
-def _metrics(name: str, tp: int, fp: int, fn: int, distances: np.ndarray, pixel_size_a: float,
-             diameter_px: float) -> dict:
+def _metrics(
+    name: str, tp: int, fp: int, fn: int, distances: np.ndarray, pixel_size_a: float, diameter_px: float
+) -> dict:
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = f_beta(precision, recall, 1.0)
     ad = float(distances.mean()) if len(distances) else float("nan")
     rmse = float(np.sqrt(np.mean(distances**2))) if len(distances) else float("nan")
-    return {"tomo_name": name, "tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall,
-            "f1": f1, "f4": f_beta(precision, recall, CHALLENGE_BETA), "ad_px": ad, "ad_a": ad * pixel_size_a, "rmse_over_diameter": rmse / diameter_px}
+    return {
+        "tomo_name": name,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "f4": f_beta(precision, recall, CHALLENGE_BETA),
+        "ad_px": ad,
+        "ad_a": ad * pixel_size_a,
+        "rmse_over_diameter": rmse / diameter_px,
+    }
 
 
 @dataclass
@@ -113,9 +147,15 @@ class Evaluation:
     hit: pd.Series
 
 
-def evaluate_picks(picks: pd.DataFrame, truth: pd.DataFrame, diameter_px: float, pixel_size_a: float = 1.0,
-                   criterion: str = "half-diameter", distance_px: float = 10.0,
-                   threshold: float | None = None) -> Evaluation:
+def evaluate_picks(
+    picks: pd.DataFrame,
+    truth: pd.DataFrame,
+    diameter_px: float,
+    pixel_size_a: float = 1.0,
+    criterion: str = "half-diameter",
+    distance_px: float = 10.0,
+    threshold: float | None = None,
+) -> Evaluation:
     """Match picks to truth per tomogram and compute the metrics.
 
     Parameters
@@ -135,22 +175,36 @@ def evaluate_picks(picks: pd.DataFrame, truth: pd.DataFrame, diameter_px: float,
     for name in names:
         p = picks[picks["tomo_name"] == name]
         t = truth[truth["tomo_name"] == name]
-        rows_idx, _, distances = match_points(p[["x", "y", "z"]].to_numpy(), t[["x", "y", "z"]].to_numpy(),
-                                              max_distance, strict)
+        rows_idx, _, distances = match_points(
+            p[["x", "y", "z"]].to_numpy(), t[["x", "y", "z"]].to_numpy(), max_distance, strict
+        )
         hit.loc[p.index[rows_idx]] = True
         all_distances.append(distances)
         tp = len(distances)
         rows.append(_metrics(name, tp, len(p) - tp, len(t) - tp, distances, pixel_size_a, diameter_px))
     per_tomogram = pd.DataFrame(rows, columns=list(METRIC_COLUMNS))
     distances = np.concatenate(all_distances) if all_distances else np.zeros(0)
-    overall = _metrics("all", int(per_tomogram["tp"].sum()), int(per_tomogram["fp"].sum()),
-                       int(per_tomogram["fn"].sum()), distances, pixel_size_a, diameter_px)
+    overall = _metrics(
+        "all",
+        int(per_tomogram["tp"].sum()),
+        int(per_tomogram["fp"].sum()),
+        int(per_tomogram["fn"].sum()),
+        distances,
+        pixel_size_a,
+        diameter_px,
+    )
     return Evaluation(per_tomogram, overall, hit)
 
 
-def threshold_sweep(picks: pd.DataFrame, truth: pd.DataFrame, diameter_px: float, pixel_size_a: float = 1.0,
-                    criterion: str = "half-diameter", distance_px: float = 10.0,
-                    grid: str = "percentiles") -> pd.DataFrame:
+def threshold_sweep(
+    picks: pd.DataFrame,
+    truth: pd.DataFrame,
+    diameter_px: float,
+    pixel_size_a: float = 1.0,
+    criterion: str = "half-diameter",
+    distance_px: float = 10.0,
+    grid: str = "percentiles",
+) -> pd.DataFrame:
     """Overall metrics at a series of score thresholds.
 
     ``grid``: ``percentiles`` of the pick scores, 2 to 98 % in steps of 8 (tomoCPT), or
@@ -162,15 +216,25 @@ def threshold_sweep(picks: pd.DataFrame, truth: pd.DataFrame, diameter_px: float
     """
     scores = picks["score"].to_numpy(float)
     if not len(scores):
-        return pd.DataFrame([{"threshold": 0.0, **evaluate_picks(picks, truth, diameter_px, pixel_size_a,
-                                                                 criterion, distance_px).overall}])
+        return pd.DataFrame(
+            [
+                {
+                    "threshold": 0.0,
+                    **evaluate_picks(picks, truth, diameter_px, pixel_size_a, criterion, distance_px).overall,
+                }
+            ]
+        )
     if grid == "percentiles":
         thresholds = np.percentile(scores, _SWEEP_PERCENTILES)
     elif grid == "fine":
         thresholds = np.linspace(scores.min(), scores.max(), _FINE_STEPS)
     else:
         raise ValueError(f"unknown sweep grid {grid!r}; valid: ['percentiles', 'fine'].")
-    rows = [{"threshold": float(t), **evaluate_picks(picks, truth, diameter_px, pixel_size_a, criterion,
-                                                       distance_px, threshold=t).overall}
-            for t in np.unique(np.concatenate([[scores.min()], thresholds]))]
+    rows = [
+        {
+            "threshold": float(t),
+            **evaluate_picks(picks, truth, diameter_px, pixel_size_a, criterion, distance_px, threshold=t).overall,
+        }
+        for t in np.unique(np.concatenate([[scores.min()], thresholds]))
+    ]
     return pd.DataFrame(rows)

@@ -10,6 +10,7 @@ images dark at low frequency under underfocus:
 The exposure filter is Grant & Grigorieff (eLife 2015): the signal at frequency k after a
 cumulative exposure N (e/Å²) falls as exp(-N / (2 Nₑ(k))), Nₑ(k) = 0.245 k^-1.665 + 2.81.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,8 +35,10 @@ def ctf(k_a: np.ndarray, defocus_um: float | np.ndarray, voltage_kv: int = 300) 
     if voltage_kv not in ELECTRON_WAVELENGTH_A:
         raise ValueError(f"voltage_kv must be one of {sorted(ELECTRON_WAVELENGTH_A)}, got {voltage_kv}.")
     wavelength = ELECTRON_WAVELENGTH_A[voltage_kv]
-    chi = (np.pi * wavelength * np.asarray(defocus_um) * 1e4 * k_a**2
-           - 0.5 * np.pi * SPHERICAL_ABERRATION_A * wavelength**3 * k_a**4)
+    chi = (
+        np.pi * wavelength * np.asarray(defocus_um) * 1e4 * k_a**2
+        - 0.5 * np.pi * SPHERICAL_ABERRATION_A * wavelength**3 * k_a**4
+    )
     return -(np.sqrt(1 - AMPLITUDE_CONTRAST**2) * np.sin(chi) + AMPLITUDE_CONTRAST * np.cos(chi))
 
 

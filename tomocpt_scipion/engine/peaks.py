@@ -27,6 +27,7 @@ Scores are the map's values at the peaks. Sub-voxel refinement (``refine``):
   single-voxel peaks only).
 - ``none``: the voxel found.
 """
+
 from __future__ import annotations
 
 import math
@@ -89,8 +90,9 @@ class _Filters:
         return volume[tuple(torch.from_numpy(zyx.T).to(self.device))].cpu().numpy()
 
 
-def _local_max(scores: np.ndarray, min_distance_px: float, threshold: float, max_picks: int | None,
-               device: torch.device) -> np.ndarray:
+def _local_max(
+    scores: np.ndarray, min_distance_px: float, threshold: float, max_picks: int | None, device: torch.device
+) -> np.ndarray:
     """``skimage.feature.peak_local_max(exclude_border=False)``'s picks, on ``device``.
 
     A peak equals the maximum of the cube of half-edge ``distance`` around it and exceeds
@@ -125,8 +127,14 @@ def _separable_pool(volume: torch.Tensor, size: int, pool) -> torch.Tensor:
     return volume
 
 
-def _mp_nms(scores: np.ndarray, radius_px: float, min_distance_px: float, threshold: float,
-            min_fill: float, device: torch.device) -> np.ndarray:
+def _mp_nms(
+    scores: np.ndarray,
+    radius_px: float,
+    min_distance_px: float,
+    threshold: float,
+    min_fill: float,
+    device: torch.device,
+) -> np.ndarray:
     filters = _Filters(device)
     binary = filters.array(scores >= threshold)
     soft = binary
@@ -179,7 +187,7 @@ def _greedy(scores: np.ndarray, radius_px: float, threshold: float, max_picks: i
     limit = max_picks or len(order)
     position = 0
     while position < len(order) and len(picks) < limit:
-        chunk = order[position:position + _GREEDY_CHUNK]
+        chunk = order[position : position + _GREEDY_CHUNK]
         free = np.flatnonzero(~removed[chunk])
         if not len(free):
             position += len(chunk)
@@ -231,10 +239,20 @@ def _refine(scores: np.ndarray, zyx: np.ndarray, method: str, radius_px: float) 
     return _quadratic(scores, zyx) if method == "quadratic" else _mean_shift(scores, zyx, radius_px)
 
 
-def find_peaks(scores: np.ndarray, method: str = "local-max", *, radius_px: float, min_distance_px: float | None = None,
-               threshold: float = 0.3, max_picks: int | None = None, refine: str = "centroid",
-               refine_radius_px: float | None = None, mask: np.ndarray | None = None,
-               mp_min_fill: float = 0.05, device: torch.device | str = "cpu") -> np.ndarray:
+def find_peaks(
+    scores: np.ndarray,
+    method: str = "local-max",
+    *,
+    radius_px: float,
+    min_distance_px: float | None = None,
+    threshold: float = 0.3,
+    max_picks: int | None = None,
+    refine: str = "centroid",
+    refine_radius_px: float | None = None,
+    mask: np.ndarray | None = None,
+    mp_min_fill: float = 0.05,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
     """Particle centres in a score map.
 
     Parameters
@@ -279,7 +297,7 @@ def find_peaks(scores: np.ndarray, method: str = "local-max", *, radius_px: floa
     else:
         zyx = _greedy(scores, radius_px, threshold, max_picks)
     values = scores[tuple(zyx.T)] if len(zyx) else np.zeros(0, np.float32)
-    order = np.argsort(-values, kind="stable")[:max_picks or None]
+    order = np.argsort(-values, kind="stable")[: max_picks or None]
     zyx, values = zyx[order], values[order]
     xyz = _refine(scores, zyx, refine, radius_px if refine_radius_px is None else refine_radius_px)[:, ::-1]
     return np.column_stack([xyz, values]).astype(float) if len(zyx) else np.zeros((0, 4))

@@ -1,8 +1,9 @@
 """PNG figures people look at: learning curves, precision-recall, F1 vs threshold, scores."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -51,8 +52,9 @@ def plot_learning_curve(history: Sequence[dict], path: str | Path) -> Path:
     return _save(plt, figure, path)
 
 
-def plot_evaluation(sweep, hits_scores: np.ndarray, false_scores: np.ndarray, path: str | Path,
-                    title: str = "") -> Path:
+def plot_evaluation(
+    sweep, hits_scores: np.ndarray, false_scores: np.ndarray, path: str | Path, title: str = ""
+) -> Path:
     """Precision-recall curve, F1 vs score threshold and score histograms of hits vs false picks.
 
     Parameters
@@ -62,16 +64,24 @@ def plot_evaluation(sweep, hits_scores: np.ndarray, false_scores: np.ndarray, pa
     """
     plt, figure, (pr_axis, f1_axis, hist_axis) = _figure(3)
     pr_axis.plot(sweep["recall"], sweep["precision"], "o-")
-    pr_axis.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02),
-                title=f"Precision-recall {title}".strip())
+    pr_axis.set(
+        xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02), title=f"Precision-recall {title}".strip()
+    )
     best = int(np.argmax(sweep["f1"].to_numpy()))
     f1_axis.plot(sweep["threshold"], sweep["f1"], "o-")
-    f1_axis.axvline(sweep["threshold"].iloc[best], color="grey", linestyle=":",
-                    label=f"F1max {sweep['f1'].iloc[best]:.3f} at {sweep['threshold'].iloc[best]:.3g}")
+    f1_axis.axvline(
+        sweep["threshold"].iloc[best],
+        color="grey",
+        linestyle=":",
+        label=f"F1max {sweep['f1'].iloc[best]:.3f} at {sweep['threshold'].iloc[best]:.3g}",
+    )
     f1_axis.set(xlabel="score threshold", ylabel="F1", ylim=(0, 1.02), title="F1 vs threshold")
     f1_axis.legend()
-    bins = np.linspace(min(np.min(hits_scores, initial=0), np.min(false_scores, initial=0)),
-                       max(np.max(hits_scores, initial=1), np.max(false_scores, initial=1)), 30)
+    bins = np.linspace(
+        min(np.min(hits_scores, initial=0), np.min(false_scores, initial=0)),
+        max(np.max(hits_scores, initial=1), np.max(false_scores, initial=1)),
+        30,
+    )
     hist_axis.hist(hits_scores, bins=bins, alpha=0.6, label=f"hits ({len(hits_scores)})")
     hist_axis.hist(false_scores, bins=bins, alpha=0.6, label=f"false picks ({len(false_scores)})")
     hist_axis.set(xlabel="score", ylabel="picks", title="Score histogram")
@@ -79,8 +89,9 @@ def plot_evaluation(sweep, hits_scores: np.ndarray, false_scores: np.ndarray, pa
     return _save(plt, figure, path)
 
 
-def plot_picks(volume: np.ndarray, xyz_px: np.ndarray, radius_px: float, path: str | Path,
-               title: str = "", n_slices: int = 3) -> Path:
+def plot_picks(
+    volume: np.ndarray, xyz_px: np.ndarray, radius_px: float, path: str | Path, title: str = "", n_slices: int = 3
+) -> Path:
     """Picks drawn as circles over ``n_slices`` evenly spaced z-slices of a (z, y, x) volume.
 
     A pick is drawn on a slice when its centre lies within ``radius_px`` of it, with the

@@ -13,6 +13,7 @@ Normalisations:
 Statistics that need sorting (median, percentiles) are estimated on a fixed, seeded sample
 of voxels (two million by default), so peak memory stays a small multiple of one slab.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,9 +24,18 @@ from scipy import ndimage
 
 from .io import read_mrc
 
-__all__ = ["rescale_zoom", "rescaled_shape", "rescale_volume", "scale_coordinates",
-           "normalise_volume", "NORMALISATIONS", "tomogram_pixel_size", "TrainingScaleVolume",
-           "check_particle_fits", "load_at_training_scale"]
+__all__ = [
+    "rescale_zoom",
+    "rescaled_shape",
+    "rescale_volume",
+    "scale_coordinates",
+    "normalise_volume",
+    "NORMALISATIONS",
+    "tomogram_pixel_size",
+    "TrainingScaleVolume",
+    "check_particle_fits",
+    "load_at_training_scale",
+]
 
 NORMALISATIONS = ("robust", "std-clip", "none")
 _SAMPLE_VOXELS = 2_000_000
@@ -41,8 +51,11 @@ def rescale_zoom(diameter_a: float, pixel_size_a: float, target_diameter_px: flo
     ValueError
         Any argument is missing or not positive.
     """
-    for name, value in (("diameter_a", diameter_a), ("pixel_size_a", pixel_size_a),
-                        ("target_diameter_px", target_diameter_px)):
+    for name, value in (
+        ("diameter_a", diameter_a),
+        ("pixel_size_a", pixel_size_a),
+        ("target_diameter_px", target_diameter_px),
+    ):
         if value is None or not value > 0:
             raise ValueError(f"{name} must be > 0, got {value}.")
     return float(target_diameter_px * pixel_size_a / diameter_a)
@@ -58,8 +71,9 @@ def scale_coordinates(xyz_px: np.ndarray, zoom: float) -> np.ndarray:
     return np.asarray(xyz_px, dtype=float) * zoom
 
 
-def rescale_volume(volume: np.ndarray, zoom: float, chunk_slices: int = _CHUNK_SLICES,
-                   out_shape: tuple[int, int, int] | None = None) -> np.ndarray:
+def rescale_volume(
+    volume: np.ndarray, zoom: float, chunk_slices: int = _CHUNK_SLICES, out_shape: tuple[int, int, int] | None = None
+) -> np.ndarray:
     """Resample a (z, y, x) volume by ``zoom`` (trilinear, Gaussian anti-aliasing when shrinking).
 
     Works on z-slabs of ``chunk_slices`` output slices so a memory-mapped input is never
@@ -91,8 +105,13 @@ def rescale_volume(volume: np.ndarray, zoom: float, chunk_slices: int = _CHUNK_S
         if sigma:
             slab = ndimage.gaussian_filter(slab, sigma, mode="nearest")
         out[z0:z1] = ndimage.affine_transform(
-            slab, np.diag(np.full(3, 1.0 / zoom)), offset=(z0 / zoom - lo, 0.0, 0.0),
-            output_shape=(z1 - z0, *out_shape[1:]), order=1, mode="nearest")
+            slab,
+            np.diag(np.full(3, 1.0 / zoom)),
+            offset=(z0 / zoom - lo, 0.0, 0.0),
+            output_shape=(z1 - z0, *out_shape[1:]),
+            order=1,
+            mode="nearest",
+        )
     return out
 
 
@@ -102,14 +121,17 @@ def _voxel_sample(volume: np.ndarray, n: int = _SAMPLE_VOXELS, seed: int = 0) ->
     rng = np.random.default_rng(seed)
     flat = rng.choice(volume.size, size=n, replace=False)
     flat.sort()  # ordered reads of a memory map
-    return np.asarray(volume.reshape(-1)[flat], dtype=np.float64) if volume.flags.c_contiguous \
+    return (
+        np.asarray(volume.reshape(-1)[flat], dtype=np.float64)
+        if volume.flags.c_contiguous
         else np.asarray(volume[np.unravel_index(flat, volume.shape)], dtype=np.float64)
+    )
 
 
 def _chunked_moments(volume: np.ndarray, clip: tuple[float, float] | None = None) -> tuple[float, float]:
     total = total_sq = 0.0
     for z0 in range(0, volume.shape[0], _CHUNK_SLICES):
-        slab = np.asarray(volume[z0:z0 + _CHUNK_SLICES], dtype=np.float64)
+        slab = np.asarray(volume[z0 : z0 + _CHUNK_SLICES], dtype=np.float64)
         if clip is not None:
             slab = np.clip(slab, *clip)
         total += slab.sum()
@@ -151,15 +173,14 @@ def normalise_volume(volume: np.ndarray, method: str = "robust", in_place: bool 
     if not scale > 0:
         raise ValueError(f"cannot normalise a constant volume (spread {scale}).")
     for z0 in range(0, volume.shape[0], _CHUNK_SLICES):
-        slab = np.asarray(volume[z0:z0 + _CHUNK_SLICES], dtype=np.float32)
+        slab = np.asarray(volume[z0 : z0 + _CHUNK_SLICES], dtype=np.float32)
         if clip is not None:
             slab = np.clip(slab, *clip)
-        out[z0:z0 + _CHUNK_SLICES] = (slab - offset) / scale
+        out[z0 : z0 + _CHUNK_SLICES] = (slab - offset) / scale
     return out
 
 
-def tomogram_pixel_size(path: str | Path, header_pixel_size_a: float | None,
-                        pixel_size_a: float | None) -> float:
+def tomogram_pixel_size(path: str | Path, header_pixel_size_a: float | None, pixel_size_a: float | None) -> float:
     """The pixel size to use: the one given, else the header's.
 
     Raises
@@ -171,15 +192,14 @@ def tomogram_pixel_size(path: str | Path, header_pixel_size_a: float | None,
         raise ValueError(f"{path}: the pixel size must be a positive number of Å, got {pixel_size_a}.")
     pixel = pixel_size_a or header_pixel_size_a
     if not pixel:
-        raise ValueError(f"{path}: the MRC header holds no pixel size and none was given "
-                         f"(pass the pixel size in Å).")
+        raise ValueError(f"{path}: the MRC header holds no pixel size and none was given (pass the pixel size in Å).")
     return float(pixel)
 
 
 def _check_voxels(path: str | Path, data: np.ndarray) -> None:
     bad = 0
     for z0 in range(0, data.shape[0], _CHUNK_SLICES):
-        bad += int(np.count_nonzero(~np.isfinite(np.asarray(data[z0:z0 + _CHUNK_SLICES]))))
+        bad += int(np.count_nonzero(~np.isfinite(np.asarray(data[z0 : z0 + _CHUNK_SLICES]))))
     if bad:
         raise ValueError(f"{path}: {bad} voxel(s) are NaN or infinite; repair or mask them before picking.")
 
@@ -210,13 +230,20 @@ def check_particle_fits(path: str | Path, diameter_a: float, pixel_size_a: float
     """
     diameter_px = diameter_a / pixel_size_a
     if not diameter_px < min(shape):
-        raise ValueError(f"{path}: a particle of {diameter_a:g} Å is {diameter_px:.4g} px at {pixel_size_a:g} Å/px, "
-                         f"wider than the tomogram's smallest side ({min(shape)} px of {tuple(shape)[::-1]} x, y, z); "
-                         f"check the diameter (Å) and the pixel size.")
+        raise ValueError(
+            f"{path}: a particle of {diameter_a:g} Å is {diameter_px:.4g} px at {pixel_size_a:g} Å/px, "
+            f"wider than the tomogram's smallest side ({min(shape)} px of {tuple(shape)[::-1]} x, y, z); "
+            f"check the diameter (Å) and the pixel size."
+        )
 
 
-def load_at_training_scale(path: str | Path, diameter_a: float, target_diameter_px: float, normalisation: str,
-                           pixel_size_a: float | None = None) -> TrainingScaleVolume:
+def load_at_training_scale(
+    path: str | Path,
+    diameter_a: float,
+    target_diameter_px: float,
+    normalisation: str,
+    pixel_size_a: float | None = None,
+) -> TrainingScaleVolume:
     """Read a tomogram, check it, rescale it so a particle spans ``target_diameter_px`` and normalise it.
 
     Parameters

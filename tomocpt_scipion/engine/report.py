@@ -3,13 +3,15 @@
 Files written in ``out_dir``: ``metrics.csv`` (one row per tomogram and an ``all`` row, at
 the F1max threshold), ``sweep.csv`` (overall metrics per threshold), ``evaluation.png``
 (precision-recall, F1 vs threshold, score histograms of hits vs false picks; one
-``evaluation_class<k>.png`` per class when the reference has several) and, when asked, ``picks_at_f1max.star`` (picks at or above the best threshold).
+``evaluation_class<k>.png`` per class when the reference has several) and, when asked,
+``picks_at_f1max.star`` (picks at or above the best threshold).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -44,12 +46,15 @@ def format_metrics(metrics: pd.DataFrame) -> str:
     by_class = "class_id" in metrics.columns
     header = (f"{'class':<7}" if by_class else "") + (
         f"{'tomogram':<20}{'TP':>6}{'FP':>6}{'FN':>6}{'precision':>11}{'recall':>8}{'F1':>7}{'F4':>7}"
-        f"{'AD px':>8}{'AD Å':>8}")
+        f"{'AD px':>8}{'AD Å':>8}"
+    )
     lines = [header, "-" * len(header)]
     for row in metrics.itertuples():
-        lines.append((f"{str(row.class_id):<7}" if by_class else "") +
-                     f"{str(row.tomo_name):<20}{row.tp:>6}{row.fp:>6}{row.fn:>6}{row.precision:>11.3f}"
-                     f"{row.recall:>8.3f}{row.f1:>7.3f}{row.f4:>7.3f}{row.ad_px:>8.2f}{row.ad_a:>8.1f}")
+        lines.append(
+            (f"{str(row.class_id):<7}" if by_class else "")
+            + f"{str(row.tomo_name):<20}{row.tp:>6}{row.fp:>6}{row.fn:>6}{row.precision:>11.3f}"
+            f"{row.recall:>8.3f}{row.f1:>7.3f}{row.f4:>7.3f}{row.ad_px:>8.2f}{row.ad_a:>8.1f}"
+        )
     return "\n".join(lines)
 
 
@@ -62,13 +67,22 @@ def _class_diameters(diameter_a: float | Sequence[float], truth: pd.DataFrame) -
     if len(diameters) == 1:
         return {c: diameters[0] for c in classes}
     if classes[-1] > len(diameters):
-        raise ValueError(f"the reference has classes {classes} but {len(diameters)} diameter(s) were given; "
-                         f"give one per class, in class order.")
+        raise ValueError(
+            f"the reference has classes {classes} but {len(diameters)} diameter(s) were given; "
+            f"give one per class, in class order."
+        )
     return {c: diameters[c - 1] for c in classes}
 
 
-def _evaluate_class(picks: pd.DataFrame, truth: pd.DataFrame, diameter_a: float, pixel_size_a: float,
-                    criterion: str, distance_px: float, grid: str):
+def _evaluate_class(
+    picks: pd.DataFrame,
+    truth: pd.DataFrame,
+    diameter_a: float,
+    pixel_size_a: float,
+    criterion: str,
+    distance_px: float,
+    grid: str,
+):
     """(best threshold, metrics rows, sweep, overall, hit per pick at any threshold) of one class."""
     if not diameter_a > 0 or not pixel_size_a > 0:
         raise ValueError(f"diameter ({diameter_a} Å) and pixel size ({pixel_size_a} Å) must be > 0.")
@@ -87,15 +101,32 @@ def _pooled(overalls: Sequence[dict], pixel_size_a: float) -> dict:
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     ad = sum(o["ad_px"] * o["tp"] for o in overalls if o["tp"]) / tp if tp else float("nan")
-    return {"tomo_name": "all", "tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall,
-            "f1": f_beta(precision, recall, 1.0), "f4": f_beta(precision, recall, CHALLENGE_BETA),
-            "ad_px": ad, "ad_a": ad * pixel_size_a}
+    return {
+        "tomo_name": "all",
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "precision": precision,
+        "recall": recall,
+        "f1": f_beta(precision, recall, 1.0),
+        "f4": f_beta(precision, recall, CHALLENGE_BETA),
+        "ad_px": ad,
+        "ad_a": ad * pixel_size_a,
+    }
 
 
-def evaluation_report(picks: pd.DataFrame, truth: pd.DataFrame, diameter_a: float | Sequence[float],
-                      pixel_size_a: float, out_dir: str | Path | None = None, criterion: str = "half-diameter",
-                      distance_px: float = 10.0, grid: str = "percentiles",
-                      write_filtered: bool = False, overwrite: bool = False) -> EvaluationReport:
+def evaluation_report(
+    picks: pd.DataFrame,
+    truth: pd.DataFrame,
+    diameter_a: float | Sequence[float],
+    pixel_size_a: float,
+    out_dir: str | Path | None = None,
+    criterion: str = "half-diameter",
+    distance_px: float = 10.0,
+    grid: str = "percentiles",
+    write_filtered: bool = False,
+    overwrite: bool = False,
+) -> EvaluationReport:
     """Sweep thresholds, evaluate at F1max, and write the report files to ``out_dir`` (if given).
 
     Parameters
@@ -118,16 +149,19 @@ def evaluation_report(picks: pd.DataFrame, truth: pd.DataFrame, diameter_a: floa
     for class_id, diameter in diameters.items():
         class_picks = picks[picks["class_id"] == class_id] if per_class else picks
         class_truth = truth[truth["class_id"] == class_id] if per_class else truth
-        results[class_id] = (class_picks, *_evaluate_class(class_picks, class_truth, diameter, pixel_size_a,
-                                                           criterion, distance_px, grid))
+        results[class_id] = (
+            class_picks,
+            *_evaluate_class(class_picks, class_truth, diameter, pixel_size_a, criterion, distance_px, grid),
+        )
     if per_class:
         metrics = pd.concat([m.assign(class_id=c) for c, (_, _, m, _, _, _) in results.items()], ignore_index=True)
         overall = _pooled([o for _, _, _, _, o, _ in results.values()], pixel_size_a)
         metrics = pd.concat([metrics, pd.DataFrame([{**overall, "class_id": "all"}])], ignore_index=True)
         metrics = metrics[["class_id", *[c for c in metrics.columns if c != "class_id"]]]
         sweep = pd.concat([sw.assign(class_id=c) for c, (_, _, _, sw, _, _) in results.items()], ignore_index=True)
-        report = EvaluationReport(float("nan"), metrics, sweep, overall,
-                                  {c: best for c, (_, best, _, _, _, _) in results.items()})
+        report = EvaluationReport(
+            float("nan"), metrics, sweep, overall, {c: best for c, (_, best, _, _, _, _) in results.items()}
+        )
     else:
         [(class_id, (_, best, metrics, sweep, overall, _))] = results.items()
         report = EvaluationReport(best, metrics, sweep, overall, {class_id: best})
@@ -138,16 +172,21 @@ def evaluation_report(picks: pd.DataFrame, truth: pd.DataFrame, diameter_a: floa
             for name, table in (("metrics.csv", report.metrics), ("sweep.csv", report.sweep)):
                 table.to_csv(staging / name, index=False, float_format="%.6g")
             for class_id, (class_picks, _, _, sweep_c, _, hit) in results.items():
-                plot_evaluation(sweep_c, class_picks["score"][hit].to_numpy(), class_picks["score"][~hit].to_numpy(),
-                                staging / plots[class_id])
+                plot_evaluation(
+                    sweep_c,
+                    class_picks["score"][hit].to_numpy(),
+                    class_picks["score"][~hit].to_numpy(),
+                    staging / plots[class_id],
+                )
             if write_filtered:
                 kept = pd.concat([p[p["score"] >= best] for p, best, *_ in results.values()])
                 write_coordinates(staging / "picks_at_f1max.star", kept, pixel_size_a=pixel_size_a)
     return report
 
 
-def _check_diameter_against_coordinates(picks: pd.DataFrame, truth: pd.DataFrame, diameter_px: float,
-                                        diameter_a: float, pixel_size_a: float) -> None:
+def _check_diameter_against_coordinates(
+    picks: pd.DataFrame, truth: pd.DataFrame, diameter_px: float, diameter_a: float, pixel_size_a: float
+) -> None:
     """Refuse a diameter no tomogram holding these coordinates could contain.
 
     A centre lies at least a radius inside its tomogram, so the largest coordinate (pixels) is at
@@ -156,6 +195,8 @@ def _check_diameter_against_coordinates(picks: pd.DataFrame, truth: pd.DataFrame
     """
     xyz = np.concatenate([picks[["x", "y", "z"]].to_numpy(float), truth[["x", "y", "z"]].to_numpy(float)])
     if len(xyz) and diameter_px > 2 * (xyz.max() + 1):
-        raise ValueError(f"a particle of {diameter_a:g} Å is {diameter_px:.4g} px at {pixel_size_a:g} Å/px, larger "
-                         f"than any tomogram holding these coordinates (the largest is {xyz.max():.0f} px); every "
-                         f"pick would count as a hit. Check the diameter (Å) and the pixel size.")
+        raise ValueError(
+            f"a particle of {diameter_a:g} Å is {diameter_px:.4g} px at {pixel_size_a:g} Å/px, larger "
+            f"than any tomogram holding these coordinates (the largest is {xyz.max():.0f} px); every "
+            f"pick would count as a hit. Check the diameter (Å) and the pixel size."
+        )

@@ -19,6 +19,7 @@ Two imaging modes (``SimulationConfig.mode``):
 Not modelled in either: beam-induced motion within a tilt, a solvent density gradient, and
 molecular crowding at realistic protein densities (particles never interpenetrate).
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,15 @@ from .io import atomic_path, coordinate_table, read_mrc, staged_outputs, write_c
 from .optics import ELECTRON_WAVELENGTH_A, bfactor_envelope, ctf
 from .tilt_series import reconstruct, simulate_tilt_series, tilt_angles
 
-__all__ = ["SIMULATION_MODES", "SimulationConfig", "SimulatedTomogram", "simulate_tomogram", "simulate_dataset",
-           "species_density", "available_species"]
+__all__ = [
+    "SIMULATION_MODES",
+    "SimulationConfig",
+    "SimulatedTomogram",
+    "simulate_tomogram",
+    "simulate_dataset",
+    "species_density",
+    "available_species",
+]
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 TEMPLATE_PIXEL_SIZE_A = 10.0
@@ -128,16 +136,19 @@ class SimulationConfig:
         if not 0 < self.tilt_range_deg <= 90:
             raise ValueError(f"tilt_range_deg must be in (0, 90], got {self.tilt_range_deg}.")
         if self.voltage_kv not in ELECTRON_WAVELENGTH_A:
-            raise ValueError(f"voltage_kv must be one of {sorted(ELECTRON_WAVELENGTH_A)}, "
-                             f"got {self.voltage_kv}.")
+            raise ValueError(f"voltage_kv must be one of {sorted(ELECTRON_WAVELENGTH_A)}, got {self.voltage_kv}.")
         if not self.tilt_step_deg > 0 or not self.dose_e_per_a2 > 0 or self.alignment_error_px < 0:
-            raise ValueError(f"tilt_step_deg ({self.tilt_step_deg}) and dose_e_per_a2 "
-                             f"({self.dose_e_per_a2}) must be > 0 and alignment_error_px "
-                             f"({self.alignment_error_px}) >= 0.")
-        if self.tilt_angles_deg is not None and (len(self.tilt_angles_deg) < 2 or max(
-                abs(a) for a in self.tilt_angles_deg) >= 90):
-            raise ValueError(f"tilt_angles_deg must hold at least two angles within (-90, 90), got "
-                             f"{self.tilt_angles_deg}.")
+            raise ValueError(
+                f"tilt_step_deg ({self.tilt_step_deg}) and dose_e_per_a2 "
+                f"({self.dose_e_per_a2}) must be > 0 and alignment_error_px "
+                f"({self.alignment_error_px}) >= 0."
+            )
+        if self.tilt_angles_deg is not None and (
+            len(self.tilt_angles_deg) < 2 or max(abs(a) for a in self.tilt_angles_deg) >= 90
+        ):
+            raise ValueError(
+                f"tilt_angles_deg must hold at least two angles within (-90, 90), got {self.tilt_angles_deg}."
+            )
 
     @property
     def angles_deg(self) -> np.ndarray:
@@ -172,8 +183,11 @@ class SimulatedTomogram:
 def _template_density(name: str, pixel_size_a: float) -> np.ndarray:
     data, _ = read_mrc(TEMPLATE_DIR / f"{name}.mrc", mmap=False)
     data = np.clip(np.asarray(data, dtype=np.float32), 0, None)
-    data = ndimage.zoom(data, TEMPLATE_PIXEL_SIZE_A / pixel_size_a, order=1) \
-        if pixel_size_a != TEMPLATE_PIXEL_SIZE_A else data
+    data = (
+        ndimage.zoom(data, TEMPLATE_PIXEL_SIZE_A / pixel_size_a, order=1)
+        if pixel_size_a != TEMPLATE_PIXEL_SIZE_A
+        else data
+    )
     return _centred_on_mass(data / np.percentile(data[data > 0.05 * data.max()], 90))
 
 
@@ -185,7 +199,7 @@ def _generated_density(name: str, pixel_size_a: float) -> np.ndarray:
 def _shape_density(kind: str, sizes: list[float]) -> np.ndarray:
     """Ball / shell of diameter sizes[0], or rod of diameter sizes[0] and length sizes[1] (px)."""
     half = int(np.ceil(max(sizes) / 2)) + 2
-    z, y, x = np.mgrid[-half:half + 1, -half:half + 1, -half:half + 1].astype(np.float32)
+    z, y, x = np.mgrid[-half : half + 1, -half : half + 1, -half : half + 1].astype(np.float32)
     if kind == "ball":
         inside = np.sqrt(x**2 + y**2 + z**2) - sizes[0] / 2
     elif kind == "shell":
@@ -202,7 +216,7 @@ def _centred_on_mass(density: np.ndarray) -> np.ndarray:
     mask = density > 0.1 * density.max()
     radius = np.sqrt(((np.argwhere(mask) - com) ** 2).sum(axis=1)).max()
     half = int(np.ceil(radius)) + 2
-    grid = np.mgrid[-half:half + 1, -half:half + 1, -half:half + 1].reshape(3, -1).T + com
+    grid = np.mgrid[-half : half + 1, -half : half + 1, -half : half + 1].reshape(3, -1).T + com
     cube = ndimage.map_coordinates(density, grid.T, order=1, mode="constant")
     return cube.reshape((2 * half + 1,) * 3).astype(np.float32)
 
@@ -273,12 +287,14 @@ def _add_membrane(volume, occupancy, rng, pixel_size_a) -> None:
     shape = np.array(volume.shape)
     radius_px = rng.uniform(0.35, 0.6) * shape[1:].min()
     centre = np.array([shape[0] / 2, *rng.uniform(0, shape[1:])])
-    zz, yy, xx = np.ogrid[:shape[0], :shape[1], :shape[2]]
-    distance_a = (np.sqrt((zz - centre[0])**2 + (yy - centre[1])**2 + (xx - centre[2])**2)
-                  - radius_px) * pixel_size_a
+    zz, yy, xx = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    distance_a = (
+        np.sqrt((zz - centre[0]) ** 2 + (yy - centre[1]) ** 2 + (xx - centre[2]) ** 2) - radius_px
+    ) * pixel_size_a
     half_sep, sigma = _MEMBRANE_LEAFLET_SEPARATION_A / 2, _MEMBRANE_LEAFLET_SIGMA_A
-    bilayer = (np.exp(-((distance_a - half_sep) ** 2) / (2 * sigma**2))
-               + np.exp(-((distance_a + half_sep) ** 2) / (2 * sigma**2)))
+    bilayer = np.exp(-((distance_a - half_sep) ** 2) / (2 * sigma**2)) + np.exp(
+        -((distance_a + half_sep) ** 2) / (2 * sigma**2)
+    )
     volume += bilayer.astype(np.float32)
     occupancy |= np.abs(distance_a) < half_sep + 2 * sigma
 
@@ -335,8 +351,7 @@ def simulate_tomogram(config: SimulationConfig, seed: int = 0) -> SimulatedTomog
     while any(pending.values()):  # interleave species so none is starved of space
         for name in order:
             if pending[name]:
-                _place(density, occupancy, species_density(name, config.pixel_size_a), rng, 1,
-                       records[name])
+                _place(density, occupancy, species_density(name, config.pixel_size_a), rng, 1, records[name])
                 pending[name] -= 1
     coordinates = {name: np.array(points, dtype=float).reshape(-1, 3) for name, points in records.items()}
     coordinates["gold"] = np.array(gold, dtype=float).reshape(-1, 3)
@@ -350,16 +365,36 @@ def simulate_tomogram(config: SimulationConfig, seed: int = 0) -> SimulatedTomog
         return SimulatedTomogram(signal + noise, coordinates, diameters)
     angles = config.angles_deg
     images, defoci = simulate_tilt_series(
-        density, angles, config.pixel_size_a, defocus_um=config.defocus_um, voltage_kv=config.voltage_kv,
-        bfactor_a2=config.bfactor_a2, dose_e_per_a2=config.dose_e_per_a2,
-        alignment_error_px=config.alignment_error_px, rng=rng)
-    volume = reconstruct(images, angles, config.shape_zyx, config.pixel_size_a, defocus_um=defoci,
-                         voltage_kv=config.voltage_kv, phase_flip=config.phase_flip)
+        density,
+        angles,
+        config.pixel_size_a,
+        defocus_um=config.defocus_um,
+        voltage_kv=config.voltage_kv,
+        bfactor_a2=config.bfactor_a2,
+        dose_e_per_a2=config.dose_e_per_a2,
+        alignment_error_px=config.alignment_error_px,
+        rng=rng,
+    )
+    volume = reconstruct(
+        images,
+        angles,
+        config.shape_zyx,
+        config.pixel_size_a,
+        defocus_um=defoci,
+        voltage_kv=config.voltage_kv,
+        phase_flip=config.phase_flip,
+    )
     return SimulatedTomogram(volume if config.dark_protein else -volume, coordinates, diameters, images, angles)
 
 
-def simulate_dataset(out_dir: str | Path, n_tomograms: int = 2, config: SimulationConfig | None = None,
-                     seed: int = 0, prefix: str = "tomo", overwrite: bool = False) -> dict:
+def simulate_dataset(
+    out_dir: str | Path,
+    n_tomograms: int = 2,
+    config: SimulationConfig | None = None,
+    seed: int = 0,
+    prefix: str = "tomo",
+    overwrite: bool = False,
+) -> dict:
     """Simulate tomograms and write them with their ground truth.
 
     Writes ``tomograms/<prefix>_NNN.mrc``, ``coordinates/<species>.star`` (RELION 4 style,
@@ -390,8 +425,14 @@ def simulate_dataset(out_dir: str | Path, n_tomograms: int = 2, config: Simulati
     if summary_path.exists() and not overwrite:
         raise FileExistsError(f"{summary_path}: a simulation exists here; refusing to overwrite it.")
     tables: dict[str, list[pd.DataFrame]] = {}
-    summary = {"config": asdict(config), "seed": seed, "target": config.target, "tomograms": {},
-               "diameters_a": {}, "counts": {}}
+    summary = {
+        "config": asdict(config),
+        "seed": seed,
+        "target": config.target,
+        "tomograms": {},
+        "diameters_a": {},
+        "counts": {},
+    }
     # staged: the whole data set appears at the end, or nothing of it does
     with staged_outputs(out_dir, overwrite) as staging:
         for i in range(n_tomograms):
@@ -410,8 +451,9 @@ def simulate_dataset(out_dir: str | Path, n_tomograms: int = 2, config: Simulati
                 tables.setdefault(species, []).append(table)
                 write_coordinates(staging / "coordinates" / species / f"{name}.txt", table)
         for species, parts in tables.items():
-            write_coordinates(staging / "coordinates" / f"{species}.star", pd.concat(parts),
-                              pixel_size_a=config.pixel_size_a)
+            write_coordinates(
+                staging / "coordinates" / f"{species}.star", pd.concat(parts), pixel_size_a=config.pixel_size_a
+            )
         with atomic_path(staging / summary_path.name) as tmp:
             tmp.write_text(json.dumps(summary, indent=2))
     return summary

@@ -3,14 +3,32 @@
 Torch-free, so the plugin can build its forms from it without loading the numerics. The
 first entry of each option tuple is the default.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["PEAK_METHODS", "PEAK_METHOD_LABELS", "DEFAULT_PEAK_METHOD", "REFINEMENTS", "SCORE_MAP_REFINEMENTS",
-           "DEFAULT_CENTRING_STEPS", "LossSpec", "LOSS_SPECS",
-           "PU_LOSSES", "FALLBACK_THRESHOLD", "Choice", "RecipeSpec", "RECIPE_SPECS", "BACKBONES", "MODEL_SIZES",
-           "LABELS", "MERGE_MODES", "MATCH_CRITERIA", "SWEEP_GRIDS"]
+__all__ = [
+    "PEAK_METHODS",
+    "PEAK_METHOD_LABELS",
+    "DEFAULT_PEAK_METHOD",
+    "REFINEMENTS",
+    "SCORE_MAP_REFINEMENTS",
+    "DEFAULT_CENTRING_STEPS",
+    "LossSpec",
+    "LOSS_SPECS",
+    "PU_LOSSES",
+    "FALLBACK_THRESHOLD",
+    "Choice",
+    "RecipeSpec",
+    "RECIPE_SPECS",
+    "BACKBONES",
+    "MODEL_SIZES",
+    "LABELS",
+    "MERGE_MODES",
+    "MATCH_CRITERIA",
+    "SWEEP_GRIDS",
+]
 
 
 @dataclass(frozen=True)
@@ -42,11 +60,14 @@ class RecipeSpec:
     partial_labels: bool
 
 
-RECIPE_SPECS: dict[str, RecipeSpec] = {spec.name: spec for spec in (
-    RecipeSpec("tomocpt", "tomoCPT (SwinUNETR, Gaussian centroids)", "swinunetr", "Shah2025tomocpt", False),
-    RecipeSpec("deepetpicker", "DeepETPicker (3D-ResUNet, TBall, Dice)", "resunet", "Liu2024deepetpicker", False),
-    RecipeSpec("tomopicker", "TomoPicker (PU learning, few labels)", "multiresunet", "Uddin2024tomopicker", True),
-)}
+RECIPE_SPECS: dict[str, RecipeSpec] = {
+    spec.name: spec
+    for spec in (
+        RecipeSpec("tomocpt", "tomoCPT (SwinUNETR, Gaussian centroids)", "swinunetr", "Shah2025tomocpt", False),
+        RecipeSpec("deepetpicker", "DeepETPicker (3D-ResUNet, TBall, Dice)", "resunet", "Liu2024deepetpicker", False),
+        RecipeSpec("tomopicker", "TomoPicker (PU learning, few labels)", "multiresunet", "Uddin2024tomopicker", True),
+    )
+}
 
 #: networks (see :mod:`.models`)
 BACKBONES = ("swinunetr", "resunet", "multiresunet")
@@ -57,9 +78,11 @@ LABELS = ("gaussian", "tball", "ball", "cube", "sphere")
 #: how overlapping patch predictions are merged (see :mod:`.infer`)
 MERGE_MODES = ("blend", "overlap-tile")
 #: when a pick counts as a hit (see :mod:`.metrics`)
-MATCH_CRITERIA = (Choice("half-diameter", "within half the diameter (tomoCPT)"),
-                  Choice("radius", "strictly within the radius (DeepETPicker)"),
-                  Choice("pixels", "within a number of pixels (TomoPicker)"))
+MATCH_CRITERIA = (
+    Choice("half-diameter", "within half the diameter (tomoCPT)"),
+    Choice("radius", "strictly within the radius (DeepETPicker)"),
+    Choice("pixels", "within a number of pixels (TomoPicker)"),
+)
 #: score thresholds swept by the evaluation (see :func:`.metrics.threshold_sweep`)
 SWEEP_GRIDS = (Choice("percentiles", "score percentiles 2-98 % (tomoCPT)"), Choice("fine", "50 even steps"))
 
@@ -107,14 +130,25 @@ class LossSpec:
         return n_classes if self.target == "centres" else 1
 
 
-LOSS_SPECS: dict[str, LossSpec] = {spec.name: spec for spec in (
-    LossSpec("huber-gradient", "centres", "clip", False, False,
-             "Huber + 10 x Huber of second derivatives, regressing Gaussian centres (tomoCPT)"),
-    LossSpec("dice", "classes", "softmax", False, False, "multi-class Dice on weak masks (DeepETPicker)"),
-    LossSpec("bce", "binary", "sigmoid", True, False, "prior-weighted positive-negative cross-entropy (TomoPicker)"),
-    LossSpec("nnpu", "binary", "sigmoid", True, True, "non-negative positive-unlabelled risk (TomoPicker)"),
-    LossSpec("kl", "binary", "sigmoid", True, True, "KL-regularised positive-unlabelled risk (TomoPicker)"),
-)}
+LOSS_SPECS: dict[str, LossSpec] = {
+    spec.name: spec
+    for spec in (
+        LossSpec(
+            "huber-gradient",
+            "centres",
+            "clip",
+            False,
+            False,
+            "Huber + 10 x Huber of second derivatives, regressing Gaussian centres (tomoCPT)",
+        ),
+        LossSpec("dice", "classes", "softmax", False, False, "multi-class Dice on weak masks (DeepETPicker)"),
+        LossSpec(
+            "bce", "binary", "sigmoid", True, False, "prior-weighted positive-negative cross-entropy (TomoPicker)"
+        ),
+        LossSpec("nnpu", "binary", "sigmoid", True, True, "non-negative positive-unlabelled risk (TomoPicker)"),
+        LossSpec("kl", "binary", "sigmoid", True, True, "KL-regularised positive-unlabelled risk (TomoPicker)"),
+    )
+}
 
 #: positive-unlabelled losses: trained on partial annotations, with a prior on the particle count
 PU_LOSSES = tuple(name for name, spec in LOSS_SPECS.items() if spec.partial_labels)

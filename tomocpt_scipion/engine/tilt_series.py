@@ -20,6 +20,7 @@ Reconstruction: counts → contrast, phase flipping per strip with the true defo
 correction as IMOD's ``ctfphaseflip``), ramp filter along x with IMOD's default radial
 fall-off (cut-off 0.35, σ 0.035 cycles/px) and back-projection. Protein comes out dark.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,16 @@ import torch.nn.functional as F
 
 from .optics import bfactor_envelope, ctf, exposure_filter
 
-__all__ = ["tilt_angles", "dose_symmetric_order", "project", "back_project", "ramp_filter",
-           "simulate_tilt_series", "reconstruct", "PROTEIN_PHASE_RAD_PER_A"]
+__all__ = [
+    "tilt_angles",
+    "dose_symmetric_order",
+    "project",
+    "back_project",
+    "ramp_filter",
+    "simulate_tilt_series",
+    "reconstruct",
+    "PROTEIN_PHASE_RAD_PER_A",
+]
 
 #: phase shift per Å of protein relative to vitreous ice at 300 kV: interaction constant
 #: 6.5e-4 rad/(V·Å) × a mean-inner-potential difference of ≈ 2 V
@@ -132,8 +141,11 @@ def _strips(n_x: int, angle_rad: float, pixel_size_a: float) -> list[tuple[int, 
     n_strips = max(1, math.ceil(n_x * gradient_um / _STRIP_DEFOCUS_STEP_UM))
     edges = np.linspace(0, n_x, n_strips + 1).round().astype(int)
     centre = (n_x - 1) / 2
-    return [(a, b, ((a + b - 1) / 2 - centre) * math.tan(angle_rad) * pixel_size_a * 1e-4)
-            for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    return [
+        (a, b, ((a + b - 1) / 2 - centre) * math.tan(angle_rad) * pixel_size_a * 1e-4)
+        for a, b in zip(edges[:-1], edges[1:])
+        if b > a
+    ]
 
 
 def _per_strip(spectrum: np.ndarray, transfer, n_x: int, angle_rad: float, pixel_size_a: float) -> np.ndarray:
@@ -144,9 +156,18 @@ def _per_strip(spectrum: np.ndarray, transfer, n_x: int, angle_rad: float, pixel
     return out
 
 
-def simulate_tilt_series(density: np.ndarray, angles_deg: np.ndarray, pixel_size_a: float, *,
-                         defocus_um: float, voltage_kv: int, bfactor_a2: float, dose_e_per_a2: float,
-                         alignment_error_px: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def simulate_tilt_series(
+    density: np.ndarray,
+    angles_deg: np.ndarray,
+    pixel_size_a: float,
+    *,
+    defocus_um: float,
+    voltage_kv: int,
+    bfactor_a2: float,
+    dose_e_per_a2: float,
+    alignment_error_px: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
     """Noisy, CTF-modulated images of a density volume.
 
     Parameters
@@ -175,19 +196,32 @@ def simulate_tilt_series(density: np.ndarray, angles_deg: np.ndarray, pixel_size
     for rank, index in enumerate(dose_symmetric_order(angles)):
         angle = math.radians(angles[index])
         shift = rng.normal(0.0, alignment_error_px, 2)
-        damage = (exposure_filter(k_a, (rank + 0.5) * dose_per_tilt) * bfactor_envelope(k_a, bfactor_a2)
-                  * np.exp(-2j * np.pi * (ky * shift[0] + kx * shift[1])))
+        damage = (
+            exposure_filter(k_a, (rank + 0.5) * dose_per_tilt)
+            * bfactor_envelope(k_a, bfactor_a2)
+            * np.exp(-2j * np.pi * (ky * shift[0] + kx * shift[1]))
+        )
         spectrum = np.fft.rfft2(phase[index]) * damage
-        contrast = _per_strip(spectrum, lambda off: 2 * ctf(k_a, defoci[index] + off, voltage_kv), nx, angle,
-                              pixel_size_a)
-        electrons = (dose_per_tilt * pixel_size_a**2
-                     * math.exp(-thickness_a / (INELASTIC_MEAN_FREE_PATH_A * math.cos(angle))))
+        contrast = _per_strip(
+            spectrum, lambda off, d=defoci[index]: 2 * ctf(k_a, d + off, voltage_kv), nx, angle, pixel_size_a
+        )
+        electrons = (
+            dose_per_tilt * pixel_size_a**2 * math.exp(-thickness_a / (INELASTIC_MEAN_FREE_PATH_A * math.cos(angle)))
+        )
         images[index] = rng.poisson(electrons * np.clip(1.0 + contrast, 0.0, None))
     return images, defoci
 
 
-def reconstruct(images: np.ndarray, angles_deg: np.ndarray, shape_zyx, pixel_size_a: float, *,
-                defocus_um: np.ndarray, voltage_kv: int, phase_flip: bool = True) -> np.ndarray:
+def reconstruct(
+    images: np.ndarray,
+    angles_deg: np.ndarray,
+    shape_zyx,
+    pixel_size_a: float,
+    *,
+    defocus_um: np.ndarray,
+    voltage_kv: int,
+    phase_flip: bool = True,
+) -> np.ndarray:
     """Phase-flipped weighted back-projection of a tilt series, standardised (mean 0, std 1).
 
     Parameters
@@ -213,8 +247,12 @@ def reconstruct(images: np.ndarray, angles_deg: np.ndarray, shape_zyx, pixel_siz
             corrected[index] = contrast
             continue
         # flip every band to the sign of the first lobe (negative): protein stays dark
-        corrected[index] = _per_strip(np.fft.rfft2(contrast),
-                                      lambda off: -np.sign(ctf(k_a, defocus_um[index] + off, voltage_kv)),
-                                      nx, angle, pixel_size_a)
+        corrected[index] = _per_strip(
+            np.fft.rfft2(contrast),
+            lambda off, d=defocus_um[index]: -np.sign(ctf(k_a, d + off, voltage_kv)),
+            nx,
+            angle,
+            pixel_size_a,
+        )
     volume = back_project(ramp_filter(corrected), angles_deg, shape_zyx)
     return ((volume - volume.mean()) / max(float(volume.std()), 1e-12)).astype(np.float32)

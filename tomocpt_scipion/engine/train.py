@@ -22,6 +22,7 @@ resumes a run; an interruption (:class:`TrainingInterrupted`) keeps ``last.pt`` 
 Multi-GPU: run under ``torchrun --nproc_per_node N``; each process trains on every N-th
 patch, gradients are averaged by DDP (NCCL on CUDA, gloo on CPU), and only rank 0 writes.
 """
+
 from __future__ import annotations
 
 import csv
@@ -29,10 +30,10 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -46,10 +47,10 @@ from .centring import centring_diameter_px, train_centring
 from .checkpoint import load_model, read_checkpoint, save_checkpoint, write_model_summary
 from .config import EngineConfig
 from .data import PatchDataset, prepare_tomogram, sample_patches, split_validation
+from .device import autocast, place_batch, place_model, select_device
 from .io import atomic_path, read_mrc, staged_outputs
 from .labels import label_voxel_count
 from .losses import build_loss, pu_priors
-from .device import autocast, place_batch, place_model, select_device
 from .models import Ensemble, build_model, encoder_prefixes
 from .plots import plot_learning_curve
 from .preprocess import load_at_training_scale, tomogram_pixel_size
@@ -108,8 +109,7 @@ def _group_by_tomogram(paths: Sequence[str | Path], coordinates: pd.DataFrame) -
     names = [Path(p).stem for p in paths]
     unknown = sorted(set(coordinates["tomo_name"]) - set(names))
     if unknown:
-        raise ValueError(f"coordinates name tomogram(s) {unknown} that are not among the training "
-                         f"tomograms {names}.")
+        raise ValueError(f"coordinates name tomogram(s) {unknown} that are not among the training tomograms {names}.")
     return [coordinates[coordinates["tomo_name"] == name] for name in names]
 
 
@@ -118,9 +118,14 @@ def _priors(config: EngineConfig, tomograms) -> dict[str, float] | None:
         return None
     labelled = sum(int(t.positive_mask.sum()) for t in tomograms)
     total = sum(t.volume.size for t in tomograms)
-    return pu_priors(labelled, total, config.expected_particles or _labelled_particles(tomograms),
-                     label_voxel_count(config.label, config.label_radius_px), total / len(tomograms),
-                     _labelled_particles(tomograms))
+    return pu_priors(
+        labelled,
+        total,
+        config.expected_particles or _labelled_particles(tomograms),
+        label_voxel_count(config.label, config.label_radius_px),
+        total / len(tomograms),
+        _labelled_particles(tomograms),
+    )
 
 
 def _labelled_particles(tomograms) -> float:
@@ -142,14 +147,20 @@ def _load_finetune_weights(model: nn.Module, path: str | Path, config: EngineCon
     payload = read_checkpoint(path)
     source = EngineConfig.from_dict(payload["config"])
     if source.backbone != config.backbone or source.model_size != config.model_size:
-        raise ValueError(f"{path}: model is a {source.model_size} {source.backbone}; cannot fine-tune "
-                         f"it as a {config.model_size} {config.backbone}.")
+        raise ValueError(
+            f"{path}: model is a {source.model_size} {source.backbone}; cannot fine-tune "
+            f"it as a {config.model_size} {config.backbone}."
+        )
     own = model.state_dict()
     compatible = {k: v for k, v in payload["state_dict"].items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(compatible, strict=False)
     skipped = len(own) - len(compatible)
-    logger.info("Fine-tuning from %s: %d tensors loaded%s", path, len(compatible),
-                f", {skipped} re-initialised (different classes)" if skipped else "")
+    logger.info(
+        "Fine-tuning from %s: %d tensors loaded%s",
+        path,
+        len(compatible),
+        f", {skipped} re-initialised (different classes)" if skipped else "",
+    )
 
 
 def _read_state(path: Path, config: EngineConfig) -> dict:
@@ -157,19 +168,34 @@ def _read_state(path: Path, config: EngineConfig) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several unrelated types for a bad file
-        raise ValueError(f"{path}: not a readable training state ({type(error).__name__}); "
-                         f"start a new run instead of --resume.") from None
-    needed = ("model", "best_model", "optimizer", "scheduler", "history", "epoch", "best_loss", "best_epoch",
-              "bad_epochs", "config")
+        raise ValueError(
+            f"{path}: not a readable training state ({type(error).__name__}); start a new run instead of --resume."
+        ) from None
+    needed = (
+        "model",
+        "best_model",
+        "optimizer",
+        "scheduler",
+        "history",
+        "epoch",
+        "best_loss",
+        "best_epoch",
+        "bad_epochs",
+        "config",
+    )
     if not isinstance(state, dict) or any(key not in state for key in needed):
-        raise ValueError(f"{path}: not a training state of this engine version; start a new run instead "
-                         f"of --resume.")
+        raise ValueError(f"{path}: not a training state of this engine version; start a new run instead of --resume.")
     saved, now = state["config"], config.to_dict()
-    differ = [f"{key} {saved.get(key)!r} → {now.get(key)!r}" for key in sorted(set(saved) | set(now))
-              if key not in RESUMABLE_SETTINGS + _UNCOMPARED and saved.get(key) != now.get(key)]
+    differ = [
+        f"{key} {saved.get(key)!r} → {now.get(key)!r}"
+        for key in sorted(set(saved) | set(now))
+        if key not in RESUMABLE_SETTINGS + _UNCOMPARED and saved.get(key) != now.get(key)
+    ]
     if differ:
-        raise ValueError(f"{path}: --resume with other settings than the run's ({'; '.join(differ)}); give the "
-                         f"same ones, or start a new run in another folder.")
+        raise ValueError(
+            f"{path}: --resume with other settings than the run's ({'; '.join(differ)}); give the "
+            f"same ones, or start a new run in another folder."
+        )
     return state
 
 
@@ -191,8 +217,9 @@ def _removed_on_failed_write(out_dir: Path, keep: bool):
         raise
 
 
-def _run_epoch(model, loader, loss_fn, device, backbone: str, optimizer=None, scaler=None,
-               progress: str | None = None) -> tuple[float, int]:
+def _run_epoch(
+    model, loader, loss_fn, device, backbone: str, optimizer=None, scaler=None, progress: str | None = None
+) -> tuple[float, int]:
     training = optimizer is not None
     model.train(training)
     total, count = 0.0, 0
@@ -231,12 +258,21 @@ def _write_log(out_dir: Path, history: list[dict]) -> None:
     plot_learning_curve(history, out_dir / _CURVE_FILE)
 
 
-def train(tomograms: Sequence[str | Path], coordinates: pd.DataFrame, config: EngineConfig,
-          out_dir: str | Path, validation_tomograms: Sequence[str | Path] = (),
-          validation_coordinates: pd.DataFrame | None = None, pixel_size_a: float | None = None,
-          resume: bool = False, finetune: str | Path | None = None, overwrite: bool = False,
-          device: str | None = None, workers: int = 0,
-          on_epoch_end: Callable[[dict], None] | None = None) -> TrainingResult:
+def train(
+    tomograms: Sequence[str | Path],
+    coordinates: pd.DataFrame,
+    config: EngineConfig,
+    out_dir: str | Path,
+    validation_tomograms: Sequence[str | Path] = (),
+    validation_coordinates: pd.DataFrame | None = None,
+    pixel_size_a: float | None = None,
+    resume: bool = False,
+    finetune: str | Path | None = None,
+    overwrite: bool = False,
+    device: str | None = None,
+    workers: int = 0,
+    on_epoch_end: Callable[[dict], None] | None = None,
+) -> TrainingResult:
     """Train a picker.
 
     Parameters
@@ -270,18 +306,33 @@ def train(tomograms: Sequence[str | Path], coordinates: pd.DataFrame, config: En
     if not resume and not overwrite and (out_dir / _MODEL_FILE).exists():
         raise FileExistsError(f"{out_dir / _MODEL_FILE}: a trained model exists; resume or overwrite it.")
     if config.ensemble > 1:
+
         def train_member(member_config: EngineConfig, member_dir: Path, resume_member: bool) -> TrainingResult:
-            return train(tomograms, coordinates, member_config, member_dir, validation_tomograms,
-                         validation_coordinates, pixel_size_a, resume_member, finetune, overwrite, device, workers,
-                         on_epoch_end)
+            return train(
+                tomograms,
+                coordinates,
+                member_config,
+                member_dir,
+                validation_tomograms,
+                validation_coordinates,
+                pixel_size_a,
+                resume_member,
+                finetune,
+                overwrite,
+                device,
+                workers,
+                on_epoch_end,
+            )
 
         def validation() -> list:
-            return _prepared_data(tomograms, coordinates, config, validation_tomograms, validation_coordinates,
-                                  pixel_size_a)[1]
+            return _prepared_data(
+                tomograms, coordinates, config, validation_tomograms, validation_coordinates, pixel_size_a
+            )[1]
 
         def centring(torch_device: torch.device) -> dict | None:
-            return _centring_network(tomograms, coordinates, config, validation_tomograms, validation_coordinates,
-                                     pixel_size_a, torch_device)
+            return _centring_network(
+                tomograms, coordinates, config, validation_tomograms, validation_coordinates, pixel_size_a, torch_device
+            )
 
         return _train_ensemble(config, out_dir, resume, train_member, validation, centring, device)
     if resume and not state_path.exists():
@@ -289,20 +340,28 @@ def train(tomograms: Sequence[str | Path], coordinates: pd.DataFrame, config: En
     torch_device = select_device(device)
     rank, world = _distributed(torch_device)
 
-    training, validation = _prepared_data(tomograms, coordinates, config, validation_tomograms,
-                                          validation_coordinates, pixel_size_a)
+    training, validation = _prepared_data(
+        tomograms, coordinates, config, validation_tomograms, validation_coordinates, pixel_size_a
+    )
     shared_tomogram = not validation_tomograms and len(tomograms) == 1
-    loss_fn = build_loss(config.loss, _priors(config, training), config.gamma_scale, config.kl_weight,
-                         label_voxel_count(config.label, config.label_radius_px))
+    loss_fn = build_loss(
+        config.loss,
+        _priors(config, training),
+        config.gamma_scale,
+        config.kl_weight,
+        label_voxel_count(config.label, config.label_radius_px),
+    )
 
     val_corners = sample_patches(validation, config, epoch=0, seed=config.seed + 1)
     if shared_tomogram:  # one tomogram: a fixed 20 % of its patches is held out
         rng = np.random.default_rng([config.seed, 2])
-        held = rng.choice(len(val_corners), max(1, round(config.validation_fraction * len(val_corners))),
-                          replace=False)
+        held = rng.choice(len(val_corners), max(1, round(config.validation_fraction * len(val_corners))), replace=False)
         val_corners = val_corners[np.sort(held)]
-        logger.warning("One tomogram: validating on %d of its patches; the validation loss is "
-                       "optimistic. Give a validation tomogram for an honest one.", len(val_corners))
+        logger.warning(
+            "One tomogram: validating on %d of its patches; the validation loss is "
+            "optimistic. Give a validation tomogram for an honest one.",
+            len(val_corners),
+        )
     held_keys = {tuple(row) for row in val_corners} if shared_tomogram else set()
 
     torch.manual_seed(config.seed)
@@ -310,64 +369,122 @@ def train(tomograms: Sequence[str | Path], coordinates: pd.DataFrame, config: En
     if finetune:
         _load_finetune_weights(model, finetune, config)
     place_model(model, config.backbone, torch_device)
-    optimizer = torch.optim.AdamW(_parameter_groups(model, config, bool(finetune)), lr=config.lr,
-                                  weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=0.5,
-                                                           patience=config.plateau_patience)
+    optimizer = torch.optim.AdamW(
+        _parameter_groups(model, config, bool(finetune)), lr=config.lr, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=0.5, patience=config.plateau_patience
+    )
     progress = _Progress()
     if resume:
         state = _read_state(state_path, config)
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as error:
-            raise ValueError(f"{state_path}: its weights do not fit this network "
-                             f"({str(error).strip().splitlines()[0]}).") from None
+            raise ValueError(
+                f"{state_path}: its weights do not fit this network ({str(error).strip().splitlines()[0]})."
+            ) from None
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        progress = _Progress(state["history"], state["epoch"], state["best_loss"], state["best_epoch"],
-                             state["bad_epochs"], state["best_model"])
-        logger.info("Resuming %s after epoch %d (best validation loss %.4g)", out_dir, progress.epoch,
-                    progress.best_loss)
+        progress = _Progress(
+            state["history"],
+            state["epoch"],
+            state["best_loss"],
+            state["best_epoch"],
+            state["bad_epochs"],
+            state["best_model"],
+        )
+        logger.info(
+            "Resuming %s after epoch %d (best validation loss %.4g)", out_dir, progress.epoch, progress.best_loss
+        )
     network = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     scaler = _grad_scaler(torch_device)
-    val_loader = DataLoader(PatchDataset(validation, _shard(val_corners, rank, world), config, augment=False),
-                            batch_size=config.batch_size, num_workers=workers)
-    logger.info("Training %s (%s, %s labels, %s loss) on %d tomogram(s), validating on %d patch(es); "
-                "%.2f Å/px at the training scale, device %s%s", config.backbone, config.model_size,
-                config.label, config.loss, len(training), len(val_corners), config.voxel_size_a,
-                torch_device, f", {world} processes" if world > 1 else "")
+    val_loader = DataLoader(
+        PatchDataset(validation, _shard(val_corners, rank, world), config, augment=False),
+        batch_size=config.batch_size,
+        num_workers=workers,
+    )
+    logger.info(
+        "Training %s (%s, %s labels, %s loss) on %d tomogram(s), validating on %d patch(es); "
+        "%.2f Å/px at the training scale, device %s%s",
+        config.backbone,
+        config.model_size,
+        config.label,
+        config.loss,
+        len(training),
+        len(val_corners),
+        config.voxel_size_a,
+        torch_device,
+        f", {world} processes" if world > 1 else "",
+    )
 
-    run = _Run(config, model, network, optimizer, scheduler, scaler, loss_fn, torch_device, training, val_loader,
-               held_keys, rank, world, workers, out_dir)
+    run = _Run(
+        config,
+        model,
+        network,
+        optimizer,
+        scheduler,
+        scaler,
+        loss_fn,
+        torch_device,
+        training,
+        val_loader,
+        held_keys,
+        rank,
+        world,
+        workers,
+        out_dir,
+    )
     with _removed_on_failed_write(out_dir, keep=resume or rank != 0):
         try:
             _train_epochs(run, progress, on_epoch_end)
         except KeyboardInterrupt:
             raise TrainingInterrupted(len(progress.history)) from None
         if progress.best_epoch < 1:
-            raise ValueError(f"no epoch gave a finite validation loss (last "
-                             f"{progress.history[-1]['val_loss'] if progress.history else None}); no model was "
-                             f"written to {out_dir}. Check the tomograms and the labels.")
+            raise ValueError(
+                f"no epoch gave a finite validation loss (last "
+                f"{progress.history[-1]['val_loss'] if progress.history else None}); no model was "
+                f"written to {out_dir}. Check the tomograms and the labels."
+            )
         if rank == 0:
             model.load_state_dict(progress.best_weights)
-            centring = _centring_network(tomograms, coordinates, config, validation_tomograms,
-                                         validation_coordinates, pixel_size_a, torch_device)
-            _calibrate_and_save(model.eval(), config, validation, torch_device, out_dir, progress.best_epoch,
-                                progress.best_loss, centring=centring)
+            centring = _centring_network(
+                tomograms, coordinates, config, validation_tomograms, validation_coordinates, pixel_size_a, torch_device
+            )
+            _calibrate_and_save(
+                model.eval(),
+                config,
+                validation,
+                torch_device,
+                out_dir,
+                progress.best_epoch,
+                progress.best_loss,
+                centring=centring,
+            )
     if world > 1:
         dist.barrier()
     return TrainingResult(out_dir / _MODEL_FILE, progress.history, progress.best_epoch, progress.best_loss, config)
 
 
-def _prepared_data(tomograms, coordinates, config: EngineConfig, validation_tomograms, validation_coordinates,
-                   pixel_size_a: float | None) -> tuple[list, list]:
+def _prepared_data(
+    tomograms,
+    coordinates,
+    config: EngineConfig,
+    validation_tomograms,
+    validation_coordinates,
+    pixel_size_a: float | None,
+) -> tuple[list, list]:
     """Training and validation tomograms at the training scale: the given validation ones, or
     ~20 % of the training ones (all of a single one, whose patches are then split)."""
-    prepared = [prepare_tomogram(p, c, config, pixel_size_a)
-                for p, c in zip(tomograms, _group_by_tomogram(tomograms, coordinates))]
+    prepared = [
+        prepare_tomogram(p, c, config, pixel_size_a)
+        for p, c in zip(tomograms, _group_by_tomogram(tomograms, coordinates))
+    ]
     if validation_tomograms:
-        validation = [prepare_tomogram(p, c, config, pixel_size_a) for p, c in zip(
-            validation_tomograms, _group_by_tomogram(validation_tomograms, validation_coordinates))]
+        validation = [
+            prepare_tomogram(p, c, config, pixel_size_a)
+            for p, c in zip(validation_tomograms, _group_by_tomogram(validation_tomograms, validation_coordinates))
+        ]
         training = prepared
     else:
         train_idx, val_idx = split_validation([t.name for t in prepared])
@@ -375,15 +492,22 @@ def _prepared_data(tomograms, coordinates, config: EngineConfig, validation_tomo
         validation = [prepared[i] for i in val_idx]
     unlabelled = [t.name for t in validation if not len(t.xyz_px)]
     if unlabelled:
-        raise ValueError(f"validation tomogram(s) {unlabelled} have no particle: the validation loss and the "
-                         f"score threshold would mean nothing; give their coordinates or leave them out.")
+        raise ValueError(
+            f"validation tomogram(s) {unlabelled} have no particle: the validation loss and the "
+            f"score threshold would mean nothing; give their coordinates or leave them out."
+        )
     return training, validation
 
 
-def _train_ensemble(config: EngineConfig, out_dir: Path, resume: bool,
-                    train_member: Callable[[EngineConfig, Path, bool], TrainingResult],
-                    validation: Callable[[], list], centring: Callable[[torch.device], dict | None],
-                    device: str | None) -> TrainingResult:
+def _train_ensemble(
+    config: EngineConfig,
+    out_dir: Path,
+    resume: bool,
+    train_member: Callable[[EngineConfig, Path, bool], TrainingResult],
+    validation: Callable[[], list],
+    centring: Callable[[torch.device], dict | None],
+    device: str | None,
+) -> TrainingResult:
     """Train the members one after the other (see the module doc), then one centring network,
     then calibrate and write them as one."""
     results = []
@@ -393,8 +517,15 @@ def _train_ensemble(config: EngineConfig, out_dir: Path, resume: bool,
         if resume and (member_dir / _MODEL_FILE).exists():
             payload = read_checkpoint(member_dir / _MODEL_FILE)
             logger.info("Member %d of %d: already trained in %s, kept", k + 1, config.ensemble, member_dir)
-            results.append(TrainingResult(member_dir / _MODEL_FILE, _read_log(member_dir), payload["epoch"],
-                                          payload["val_loss"], EngineConfig.from_dict(payload["config"])))
+            results.append(
+                TrainingResult(
+                    member_dir / _MODEL_FILE,
+                    _read_log(member_dir),
+                    payload["epoch"],
+                    payload["val_loss"],
+                    EngineConfig.from_dict(payload["config"]),
+                )
+            )
             continue
         logger.info("Member %d of %d (seed %d)", k + 1, config.ensemble, member_config.seed)
         results.append(train_member(member_config, member_dir, resume and (member_dir / _STATE_FILE).exists()))
@@ -406,16 +537,33 @@ def _train_ensemble(config: EngineConfig, out_dir: Path, resume: bool,
     if rank == 0:
         ensemble = Ensemble([load_model(result.checkpoint)[0] for result in results])
         place_model(ensemble, config.backbone, torch_device)
-        _calibrate_and_save(ensemble, config, validation(), torch_device, out_dir, best_epoch, best_loss, history,
-                            centring(torch_device))
+        _calibrate_and_save(
+            ensemble,
+            config,
+            validation(),
+            torch_device,
+            out_dir,
+            best_epoch,
+            best_loss,
+            history,
+            centring(torch_device),
+        )
     if world > 1:
         dist.barrier()
     return TrainingResult(out_dir / _MODEL_FILE, history, best_epoch, best_loss, config)
 
 
-def _calibrate_and_save(model: nn.Module, config: EngineConfig, validation: list, device: torch.device,
-                        out_dir: Path, best_epoch: int, best_loss: float, history: list[dict] | None = None,
-                        centring: dict | None = None) -> None:
+def _calibrate_and_save(
+    model: nn.Module,
+    config: EngineConfig,
+    validation: list,
+    device: torch.device,
+    out_dir: Path,
+    best_epoch: int,
+    best_loss: float,
+    history: list[dict] | None = None,
+    centring: dict | None = None,
+) -> None:
     """Calibrate the score thresholds of the finished model (in eval mode) on the validation
     tomograms, then write ``model.pt`` (with the centring network, when given) and ``model.json``
     (and the log of all ensemble members, when given) together."""
@@ -427,8 +575,15 @@ def _calibrate_and_save(model: nn.Module, config: EngineConfig, validation: list
             _write_log(staging, history)
 
 
-def _centring_network(tomograms, coordinates, config: EngineConfig, validation_tomograms, validation_coordinates,
-                      pixel_size_a: float | None, device: torch.device) -> dict | None:
+def _centring_network(
+    tomograms,
+    coordinates,
+    config: EngineConfig,
+    validation_tomograms,
+    validation_coordinates,
+    pixel_size_a: float | None,
+    device: torch.device,
+) -> dict | None:
     """Train the centring network on the labelled centres (:mod:`.centring`) and set
     ``config.centring_diameter_px``; None when ``config.centring_steps`` is 0."""
     if not config.centring_steps:
@@ -440,16 +595,25 @@ def _centring_network(tomograms, coordinates, config: EngineConfig, validation_t
     def at_centring_scale(paths, table) -> list[tuple[np.ndarray, np.ndarray]]:
         pairs = []
         for path, rows in zip(paths, _group_by_tomogram(paths, table)):
-            loaded = load_at_training_scale(path, config.diameter_a, config.centring_diameter_px,
-                                            config.normalisation, pixel_size_a)
+            loaded = load_at_training_scale(
+                path, config.diameter_a, config.centring_diameter_px, config.normalisation, pixel_size_a
+            )
             pairs.append((loaded.volume, rows[["x", "y", "z"]].to_numpy(float)[:, ::-1] * loaded.zoom))
         return pairs
 
     validation = at_centring_scale(validation_tomograms, validation_coordinates) if validation_tomograms else []
-    weights, distance = train_centring(at_centring_scale(tomograms, coordinates), validation,
-                                       config.centring_crop_diameter_px, config.centring_steps, config.seed, device)
-    logger.info("Centring network: mean validation distance %.2f px of the tomogram",
-                distance * file_diameter_px / config.centring_diameter_px)
+    weights, distance = train_centring(
+        at_centring_scale(tomograms, coordinates),
+        validation,
+        config.centring_crop_diameter_px,
+        config.centring_steps,
+        config.seed,
+        device,
+    )
+    logger.info(
+        "Centring network: mean validation distance %.2f px of the tomogram",
+        distance * file_diameter_px / config.centring_diameter_px,
+    )
     return weights
 
 
@@ -501,18 +665,31 @@ def _train_epochs(run: _Run, progress: _Progress, on_epoch_end) -> None:
         if run.held_keys:
             corners = np.array([c for c in corners if tuple(c) not in run.held_keys]).reshape(-1, 4)
         order = np.random.default_rng([config.seed, epoch, 3]).permutation(len(corners))
-        dataset = PatchDataset(run.training, _shard(corners[order], rank, world), config, augment=True,
-                               epoch=epoch)
+        dataset = PatchDataset(run.training, _shard(corners[order], rank, world), config, augment=True, epoch=epoch)
         # one batch shape all epoch: a short last batch would pay the kernels' set-up for a new shape
-        loader = DataLoader(dataset, batch_size=config.batch_size, num_workers=run.workers,
-                            drop_last=len(dataset) > config.batch_size)
-        train_sum = _run_epoch(run.network, loader, run.loss_fn, torch_device, config.backbone, run.optimizer,
-                               run.scaler, progress=f"epoch {epoch + 1}" if rank == 0 else None)
+        loader = DataLoader(
+            dataset, batch_size=config.batch_size, num_workers=run.workers, drop_last=len(dataset) > config.batch_size
+        )
+        train_sum = _run_epoch(
+            run.network,
+            loader,
+            run.loss_fn,
+            torch_device,
+            config.backbone,
+            run.optimizer,
+            run.scaler,
+            progress=f"epoch {epoch + 1}" if rank == 0 else None,
+        )
         val_sum = _run_epoch(run.network, run.val_loader, run.loss_fn, torch_device, config.backbone)
         train_loss, val_loss = (_all_mean(s, torch_device, world) for s in (train_sum, val_sum))
         run.scheduler.step(val_loss)
-        row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
-               "lr": run.optimizer.param_groups[-1]["lr"], "seconds": round(time.time() - started, 2)}
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "lr": run.optimizer.param_groups[-1]["lr"],
+            "seconds": round(time.time() - started, 2),
+        }
         progress.history.append(row)
         progress.epoch = epoch + 1
         improved = val_loss < progress.best_loss
@@ -524,8 +701,16 @@ def _train_epochs(run: _Run, progress: _Progress, on_epoch_end) -> None:
         if rank == 0:
             _save_state(run, progress)
             _write_log(run.out_dir, progress.history)
-            logger.info("epoch %d/%d  loss %.4g  val %.4g%s  lr %.2g  %.1f s", epoch + 1, config.epochs,
-                        train_loss, val_loss, " *" if improved else "", row["lr"], row["seconds"])
+            logger.info(
+                "epoch %d/%d  loss %.4g  val %.4g%s  lr %.2g  %.1f s",
+                epoch + 1,
+                config.epochs,
+                train_loss,
+                val_loss,
+                " *" if improved else "",
+                row["lr"],
+                row["seconds"],
+            )
         if on_epoch_end is not None:
             on_epoch_end(row)
         if progress.bad_epochs >= config.patience:
@@ -555,9 +740,17 @@ def _all_mean(total_count: tuple[float, int], device: torch.device, world: int) 
 
 
 def _save_state(run: _Run, progress: _Progress) -> None:
-    state = {"model": _cpu_weights(run.model), "best_model": progress.best_weights, "config": run.config.to_dict(),
-             "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
-             "history": progress.history, "epoch": progress.epoch, "best_loss": progress.best_loss,
-             "best_epoch": progress.best_epoch, "bad_epochs": progress.bad_epochs}
+    state = {
+        "model": _cpu_weights(run.model),
+        "best_model": progress.best_weights,
+        "config": run.config.to_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "history": progress.history,
+        "epoch": progress.epoch,
+        "best_loss": progress.best_loss,
+        "best_epoch": progress.best_epoch,
+        "bad_epochs": progress.bad_epochs,
+    }
     with atomic_path(run.out_dir / _STATE_FILE, overwrite=True) as tmp:
         torch.save(state, tmp)

@@ -1,4 +1,5 @@
 """Protocols of the tomocpt_scipion plugin."""
+
 from .protocol_evaluate import ProtTomoCPTEvaluate
 from .protocol_filter import ProtTomoCPTFilter
 from .protocol_import_coordinates import ProtTomoCPTImportCoordinates
@@ -6,5 +7,11 @@ from .protocol_import_model import ProtTomoCPTImportModel
 from .protocol_pick import ProtTomoCPTPick
 from .protocol_train import ProtTomoCPTTrain
 
-__all__ = ["ProtTomoCPTTrain", "ProtTomoCPTPick", "ProtTomoCPTFilter", "ProtTomoCPTEvaluate", "ProtTomoCPTImportModel",
-           "ProtTomoCPTImportCoordinates"]
+__all__ = [
+    "ProtTomoCPTTrain",
+    "ProtTomoCPTPick",
+    "ProtTomoCPTFilter",
+    "ProtTomoCPTEvaluate",
+    "ProtTomoCPTImportModel",
+    "ProtTomoCPTImportCoordinates",
+]

@@ -5,6 +5,7 @@ pyworkflow's own ``Positive`` / ``GT`` compare ``None > 0`` on an empty field an
 ``TypeError`` inside Tk, which leaves the Execute button failing silently; these validators
 answer an empty field with a message instead.
 """
+
 import math
 
 from pyworkflow.protocol.params import Validator

@@ -1,4 +1,5 @@
 """ProtTomoCPTEvaluate: compare picks with reference coordinates."""
+
 import json
 from enum import Enum
 
@@ -11,7 +12,7 @@ from tomo.objects import SetOfCoordinates3D
 from tomo.protocols import ProtTomoBase
 
 from .. import Plugin
-from ..convert import readMetrics, coordinatesTable, writeCoordinatesCsv
+from ..convert import coordinatesTable, readMetrics, writeCoordinatesCsv
 from ..engine.specs import MATCH_CRITERIA, SWEEP_GRIDS
 from .checks import NON_NEGATIVE, POSITIVE, particleFitsErrors
 
@@ -40,31 +41,67 @@ class ProtTomoCPTEvaluate(EMProtocol, ProtTomoBase):
     # -------------------------- DEFINE param functions -----------------------
     def _defineParams(self, form):
         form.addSection(label=Message.LABEL_INPUT)
-        form.addParam("inputPicks", params.PointerParam, pointerClass="SetOfCoordinates3D",
-                      label="Picked coordinates", important=True, help="Picks with scores to evaluate.")
-        form.addParam("inputReference", params.PointerParam, pointerClass="SetOfCoordinates3D",
-                      label="Reference coordinates", important=True,
-                      help="The particles that should be found (ground truth).")
-        form.addParam("diameter", params.FloatParam, default=0.0, label="Particle diameter (Å)",
-                      validators=[NON_NEGATIVE],
-                      help="0 = the picks' box size.")
-        form.addParam("criterion", params.EnumParam, choices=CRITERIA_LABELS, default=0,
-                      label="A pick is a hit when it is",
-                      help="Each reference particle is matched to at most one pick (Hungarian algorithm); a "
-                           "matched pick is a hit when its distance passes this test. tomoCPT counts hits "
-                           "within half the diameter, DeepETPicker strictly within the radius, TomoPicker "
-                           "within a fixed number of pixels.")
-        form.addParam("distancePx", params.FloatParam, default=10.0, condition=f"criterion == {CRITERIA.index('pixels')}", validators=[POSITIVE],
-                      label="Distance (px)", help="TomoPicker counts hits within 10 voxels.")
-        form.addParam("sweep", params.EnumParam, choices=[choice.label for choice in SWEEP_GRIDS],
-                      default=0, label="Threshold sweep",
-                      help="Score thresholds tried to find the best F1: the 2nd to 98th percentile of the pick "
-                           "scores in steps of 8 (tomoCPT), or 50 evenly spaced scores between the lowest and "
-                           "the highest (finer, for the threshold to use when picking).")
-        form.addParam("outputFiltered", params.BooleanParam, default=True,
-                      label="Output the picks kept at the best threshold?",
-                      help="Also output the picks scoring at or above the F1max threshold as a new "
-                           "coordinate set.")
+        form.addParam(
+            "inputPicks",
+            params.PointerParam,
+            pointerClass="SetOfCoordinates3D",
+            label="Picked coordinates",
+            important=True,
+            help="Picks with scores to evaluate.",
+        )
+        form.addParam(
+            "inputReference",
+            params.PointerParam,
+            pointerClass="SetOfCoordinates3D",
+            label="Reference coordinates",
+            important=True,
+            help="The particles that should be found (ground truth).",
+        )
+        form.addParam(
+            "diameter",
+            params.FloatParam,
+            default=0.0,
+            label="Particle diameter (Å)",
+            validators=[NON_NEGATIVE],
+            help="0 = the picks' box size.",
+        )
+        form.addParam(
+            "criterion",
+            params.EnumParam,
+            choices=CRITERIA_LABELS,
+            default=0,
+            label="A pick is a hit when it is",
+            help="Each reference particle is matched to at most one pick (Hungarian algorithm); a "
+            "matched pick is a hit when its distance passes this test. tomoCPT counts hits "
+            "within half the diameter, DeepETPicker strictly within the radius, TomoPicker "
+            "within a fixed number of pixels.",
+        )
+        form.addParam(
+            "distancePx",
+            params.FloatParam,
+            default=10.0,
+            condition=f"criterion == {CRITERIA.index('pixels')}",
+            validators=[POSITIVE],
+            label="Distance (px)",
+            help="TomoPicker counts hits within 10 voxels.",
+        )
+        form.addParam(
+            "sweep",
+            params.EnumParam,
+            choices=[choice.label for choice in SWEEP_GRIDS],
+            default=0,
+            label="Threshold sweep",
+            help="Score thresholds tried to find the best F1: the 2nd to 98th percentile of the pick "
+            "scores in steps of 8 (tomoCPT), or 50 evenly spaced scores between the lowest and "
+            "the highest (finer, for the threshold to use when picking).",
+        )
+        form.addParam(
+            "outputFiltered",
+            params.BooleanParam,
+            default=True,
+            label="Output the picks kept at the best threshold?",
+            help="Also output the picks scoring at or above the F1max threshold as a new coordinate set.",
+        )
 
     # --------------------------- INSERT steps functions ----------------------
     def _insertAllSteps(self):
@@ -77,17 +114,32 @@ class ProtTomoCPTEvaluate(EMProtocol, ProtTomoBase):
         tomograms = self.inputPicks.get().getPrecedents()
         picks = coordinatesTable(self.inputPicks.get(), tomograms)
         writeCoordinatesCsv(picks, self._getExtraPath("picks.csv"))
-        writeCoordinatesCsv(coordinatesTable(self.inputReference.get(), tomograms),
-                            self._getExtraPath("reference.csv"))
+        writeCoordinatesCsv(coordinatesTable(self.inputReference.get(), tomograms), self._getExtraPath("reference.csv"))
 
     def evaluateStep(self):
-        Plugin.runEngine(self, ["evaluate", "--picks", self._getExtraPath("picks.csv"),
-                                "--truth", self._getExtraPath("reference.csv"),
-                                "--diameter", str(self._getDiameter()),
-                                "--pixel-size", str(self.inputPicks.get().getSamplingRate()),
-                                "--criterion", CRITERIA[self.criterion.get()],
-                                "--distance-px", str(self.distancePx.get()), "--sweep", SWEEPS[self.sweep.get()],
-                                "--out", self._getExtraPath("evaluation"), "--overwrite"])
+        Plugin.runEngine(
+            self,
+            [
+                "evaluate",
+                "--picks",
+                self._getExtraPath("picks.csv"),
+                "--truth",
+                self._getExtraPath("reference.csv"),
+                "--diameter",
+                str(self._getDiameter()),
+                "--pixel-size",
+                str(self.inputPicks.get().getSamplingRate()),
+                "--criterion",
+                CRITERIA[self.criterion.get()],
+                "--distance-px",
+                str(self.distancePx.get()),
+                "--sweep",
+                SWEEPS[self.sweep.get()],
+                "--out",
+                self._getExtraPath("evaluation"),
+                "--overwrite",
+            ],
+        )
 
     def createOutputStep(self):
         metrics = readMetrics(self.getMetricsPath())
@@ -128,11 +180,13 @@ class ProtTomoCPTEvaluate(EMProtocol, ProtTomoBase):
     def _summary(self):
         if not hasattr(self, "f1"):
             return ["Not evaluated yet."]
-        return [f"At the best score threshold {self.bestThreshold.get():.3g}: precision {self.precision.get():.3f}, "
-                f"recall {self.recall.get():.3f}, F1 {self.f1.get():.3f}, F4 (β = 4, the CZII challenge's) "
-                f"{self.f4.get():.3f}, AD {self.ad_px.get():.2f} px "
-                f"({self.ad_a.get():.1f} Å); {int(self.tp.get())} hits, {int(self.fp.get())} false picks, "
-                f"{int(self.fn.get())} missed. Table: {self.getMetricsPath()}"]
+        return [
+            f"At the best score threshold {self.bestThreshold.get():.3g}: precision {self.precision.get():.3f}, "
+            f"recall {self.recall.get():.3f}, F1 {self.f1.get():.3f}, F4 (β = 4, the CZII challenge's) "
+            f"{self.f4.get():.3f}, AD {self.ad_px.get():.2f} px "
+            f"({self.ad_a.get():.1f} Å); {int(self.tp.get())} hits, {int(self.fp.get())} false picks, "
+            f"{int(self.fn.get())} missed. Table: {self.getMetricsPath()}"
+        ]
 
     # --------------------------- UTILS functions -----------------------------
     def getMetricsPath(self):

@@ -1,5 +1,5 @@
 """ProtTomoCPTFilter: a new coordinate set from picks by score, count, spacing or mask, without the network."""
-import os
+
 from enum import Enum
 
 from pwem.protocols import EMProtocol
@@ -34,24 +34,55 @@ class ProtTomoCPTFilter(EMProtocol, ProtTomoBase):
     # -------------------------- DEFINE param functions -----------------------
     def _defineParams(self, form):
         form.addSection(label=Message.LABEL_INPUT)
-        form.addParam("inputCoordinates", params.PointerParam, pointerClass="SetOfCoordinates3D",
-                      label="Picks", important=True,
-                      help="Coordinates with scores, e.g. the output of 'pick particles' run with a low threshold.")
-        form.addParam("useThreshold", params.BooleanParam, default=True, label="Filter by score?",
-                      help="Keep only picks scoring at least the threshold.")
-        form.addParam("threshold", params.FloatParam, default=0.5, condition="useThreshold",
-                      validators=[NON_NEGATIVE], label="Score threshold",
-                      help="Picks scoring below this are dropped (the picker's scores are between 0 and 1).")
-        form.addParam("topN", params.IntParam, default=0, validators=[NON_NEGATIVE],
-                      label="Maximum picks per tomogram",
-                      help="Keep at most this many of the best picks per tomogram (and class); 0 = no limit.")
-        form.addParam("minDistance", params.FloatParam, default=0.0, validators=[NON_NEGATIVE],
-                      label="Minimum distance (Å)",
-                      help="Drop any pick closer than this to a better one of its tomogram (and class); 0 = keep all.")
-        form.addParam("inputMasks", params.PointerParam, pointerClass="SetOfTomoMasks", allowsNull=True,
-                      label="Masks (optional)",
-                      help="Keep only picks where the mask of their tomogram (same tsId) is > 0. A mask may be "
-                           "binned by a whole factor.")
+        form.addParam(
+            "inputCoordinates",
+            params.PointerParam,
+            pointerClass="SetOfCoordinates3D",
+            label="Picks",
+            important=True,
+            help="Coordinates with scores, e.g. the output of 'pick particles' run with a low threshold.",
+        )
+        form.addParam(
+            "useThreshold",
+            params.BooleanParam,
+            default=True,
+            label="Filter by score?",
+            help="Keep only picks scoring at least the threshold.",
+        )
+        form.addParam(
+            "threshold",
+            params.FloatParam,
+            default=0.5,
+            condition="useThreshold",
+            validators=[NON_NEGATIVE],
+            label="Score threshold",
+            help="Picks scoring below this are dropped (the picker's scores are between 0 and 1).",
+        )
+        form.addParam(
+            "topN",
+            params.IntParam,
+            default=0,
+            validators=[NON_NEGATIVE],
+            label="Maximum picks per tomogram",
+            help="Keep at most this many of the best picks per tomogram (and class); 0 = no limit.",
+        )
+        form.addParam(
+            "minDistance",
+            params.FloatParam,
+            default=0.0,
+            validators=[NON_NEGATIVE],
+            label="Minimum distance (Å)",
+            help="Drop any pick closer than this to a better one of its tomogram (and class); 0 = keep all.",
+        )
+        form.addParam(
+            "inputMasks",
+            params.PointerParam,
+            pointerClass="SetOfTomoMasks",
+            allowsNull=True,
+            label="Masks (optional)",
+            help="Keep only picks where the mask of their tomogram (same tsId) is > 0. A mask may be "
+            "binned by a whole factor.",
+        )
 
     # --------------------------- INSERT steps functions ----------------------
     def _insertAllSteps(self):
@@ -89,8 +120,9 @@ class ProtTomoCPTFilter(EMProtocol, ProtTomoBase):
             return ["Give the picks to filter."]
         errors = []
         if not (self.useThreshold or self.topN.get() or self.minDistance.get() or self.inputMasks.get()):
-            errors.append("Choose at least one filter: a score threshold, a maximum number, a minimum distance "
-                          "or masks.")
+            errors.append(
+                "Choose at least one filter: a score threshold, a maximum number, a minimum distance or masks."
+            )
         masks = self.inputMasks.get()
         if masks is not None:
             maskIds = {m.getTsId() for m in masks}
@@ -118,13 +150,25 @@ class ProtTomoCPTFilter(EMProtocol, ProtTomoBase):
 
     def _getFilterArgs(self):
         coordinates = self.inputCoordinates.get()
-        args = ["filter", "--picks", self._getExtraPath("picks.csv"), "--out", self._getExtraPath("kept.csv"),
-                "--pixel-size", str(coordinates.getPrecedents().getSamplingRate()), "--overwrite"]
+        args = [
+            "filter",
+            "--picks",
+            self._getExtraPath("picks.csv"),
+            "--out",
+            self._getExtraPath("kept.csv"),
+            "--pixel-size",
+            str(coordinates.getPrecedents().getSamplingRate()),
+            "--overwrite",
+        ]
         if self.useThreshold:
             args += ["--threshold", str(self.threshold.get())]
         args += setFlags(("--top-n", self.topN), ("--min-distance", self.minDistance))
         if self.inputMasks.get() is not None:
             tsIds = [t.getTsId() for t in coordinates.getPrecedents()]
-            args += ["--tomograms", *[self._getExtraPath("tomograms", f"{tsId}.mrc") for tsId in tsIds],
-                     "--masks", *[self._getExtraPath("masks", f"{tsId}.mrc") for tsId in tsIds]]
+            args += [
+                "--tomograms",
+                *[self._getExtraPath("tomograms", f"{tsId}.mrc") for tsId in tsIds],
+                "--masks",
+                *[self._getExtraPath("masks", f"{tsId}.mrc") for tsId in tsIds],
+            ]
         return args

@@ -1,4 +1,5 @@
 """ProtTomoCPTImportCoordinates: a coordinate set from any file the engine reads."""
+
 import os
 from enum import Enum
 
@@ -13,6 +14,7 @@ from .. import Plugin
 from ..convert import fillCoordinates, linkTomograms, readPicks
 from ..engine.io import FORMAT_NAMES
 from .checks import AT_LEAST_ONE
+
 
 class ImportCoordinatesOutputs(Enum):
     coordinates = SetOfCoordinates3D
@@ -36,16 +38,39 @@ class ProtTomoCPTImportCoordinates(EMProtocol, ProtTomoBase):
     # -------------------------- DEFINE param functions -----------------------
     def _defineParams(self, form):
         form.addSection(label=Message.LABEL_INPUT)
-        form.addParam("inputTomograms", params.PointerParam, pointerClass="SetOfTomograms", label="Tomograms",
-                      important=True, help="The tomograms the coordinates belong to, matched by tsId.")
-        form.addParam("coordinatesFile", params.FileParam, label="Coordinate file", important=True,
-                      help="Coordinates in pixels of these tomograms (RELION 5 STAR: Å from the centre, "
-                           "converted with the tomograms' sizes and sampling rate).")
-        form.addParam("fileFormat", params.EnumParam, choices=self.FORMAT_CHOICES, default=0, label="Format",
-                      help="The file's format; 'warp' reads a Warp/M particle STAR. By default the suffix "
-                           "decides (.star, .mod, .tbl, .coords, .txt, .csv).")
-        form.addParam("boxSize", params.IntParam, default=32, validators=[AT_LEAST_ONE], label="Box size (px)",
-                      help="Box size of the output set, in pixels of the tomograms.")
+        form.addParam(
+            "inputTomograms",
+            params.PointerParam,
+            pointerClass="SetOfTomograms",
+            label="Tomograms",
+            important=True,
+            help="The tomograms the coordinates belong to, matched by tsId.",
+        )
+        form.addParam(
+            "coordinatesFile",
+            params.FileParam,
+            label="Coordinate file",
+            important=True,
+            help="Coordinates in pixels of these tomograms (RELION 5 STAR: Å from the centre, "
+            "converted with the tomograms' sizes and sampling rate).",
+        )
+        form.addParam(
+            "fileFormat",
+            params.EnumParam,
+            choices=self.FORMAT_CHOICES,
+            default=0,
+            label="Format",
+            help="The file's format; 'warp' reads a Warp/M particle STAR. By default the suffix "
+            "decides (.star, .mod, .tbl, .coords, .txt, .csv).",
+        )
+        form.addParam(
+            "boxSize",
+            params.IntParam,
+            default=32,
+            validators=[AT_LEAST_ONE],
+            label="Box size (px)",
+            help="Box size of the output set, in pixels of the tomograms.",
+        )
 
     # --------------------------- INSERT steps functions ----------------------
     def _insertAllSteps(self):
@@ -56,8 +81,16 @@ class ProtTomoCPTImportCoordinates(EMProtocol, ProtTomoBase):
     def convertStep(self):
         tomograms = self.inputTomograms.get()
         links = linkTomograms(tomograms, self._getExtraPath("tomograms"))
-        args = ["export", os.path.abspath(self.coordinatesFile.get()), self._getOutputCsv(),
-                "--tomograms", *links.values(), "--pixel-size", str(tomograms.getSamplingRate()), "--overwrite"]
+        args = [
+            "export",
+            os.path.abspath(self.coordinatesFile.get()),
+            self._getOutputCsv(),
+            "--tomograms",
+            *links.values(),
+            "--pixel-size",
+            str(tomograms.getSamplingRate()),
+            "--overwrite",
+        ]
         if self.fileFormat.get():
             args += ["--from-format", self.FORMAT_CHOICES[self.fileFormat.get()]]
         if len(links) == 1:

@@ -1,4 +1,5 @@
 """ProtTomoCPTImportModel: bring a trained checkpoint into the project."""
+
 import os
 import shutil
 from enum import Enum
@@ -31,16 +32,22 @@ class ProtTomoCPTImportModel(EMProtocol):
 
     def _defineParams(self, form):
         form.addSection(label=Message.LABEL_INPUT)
-        form.addParam("checkpointFile", params.PathParam, label="Checkpoint (model.pt)", important=True,
-                      help="A model.pt written by tomocpt-engine train or by 'train picker'.")
+        form.addParam(
+            "checkpointFile",
+            params.PathParam,
+            label="Checkpoint (model.pt)",
+            important=True,
+            help="A model.pt written by tomocpt-engine train or by 'train picker'.",
+        )
 
     def _insertAllSteps(self):
         self._insertFunctionStep(self.checkStep)
         self._insertFunctionStep(self.createOutputStep)
 
     def checkStep(self):
-        Plugin.runEngine(self, ["inspect", os.path.abspath(self.checkpointFile.get()),
-                                "--json", self._getExtraPath("model.json")])
+        Plugin.runEngine(
+            self, ["inspect", os.path.abspath(self.checkpointFile.get()), "--json", self._getExtraPath("model.json")]
+        )
 
     def createOutputStep(self):
         checkpoint = self._getExtraPath("model.pt")

@@ -1,4 +1,5 @@
 """Viewers of the plugin's protocols. GUI toolkits are imported only when a view is shown."""
+
 import os
 
 from pyworkflow.viewer import DESKTOP_TKINTER, WEB_DJANGO, MessageView, View, Viewer
@@ -61,8 +62,13 @@ class PickBrowserView(View):
 
     def __init__(self, tomogramFile, table, radiusPx, title, onSave):
         View.__init__(self)
-        self.tomogramFile, self.table, self.radiusPx, self.title, self.onSave = (tomogramFile, table, radiusPx,
-                                                                                  title, onSave)
+        self.tomogramFile, self.table, self.radiusPx, self.title, self.onSave = (
+            tomogramFile,
+            table,
+            radiusPx,
+            title,
+            onSave,
+        )
         self.browser = None
 
     def build(self, figure=None):
@@ -71,8 +77,15 @@ class PickBrowserView(View):
         from ..engine.io import read_mrc
 
         volume, _ = read_mrc(self.tomogramFile)
-        self.browser = PickBrowser(volume, self.table, self.radiusPx, threshold=float(self.table["score"].min()),
-                                   title=self.title, on_save=self.onSave, figure=figure)
+        self.browser = PickBrowser(
+            volume,
+            self.table,
+            self.radiusPx,
+            threshold=float(self.table["score"].min()),
+            title=self.title,
+            on_save=self.onSave,
+            figure=figure,
+        )
         return self.browser
 
     def show(self):
@@ -106,16 +119,32 @@ class TomoCPTPickBrowser(Viewer):
             radiusPx = (coordinates.getBoxSize() or 0) / BOX_TO_DIAMETER / 2 or 10.0
             files = {t.getTsId(): tomogramFile(t) for t in tomograms}
             for tsId, rows in table.groupby("tomo_name", sort=True):
-                onSave = (lambda threshold, name=outputName: self.keepThreshold(protocol, name, threshold))
-                views.append(PickBrowserView(files[tsId], rows.reset_index(drop=True),
-                                             {c: radiusPx for c in rows["class_id"].unique()},
-                                             f"{tsId} ({outputName})", onSave))
+
+                def onSave(threshold, name=outputName):
+                    return self.keepThreshold(protocol, name, threshold)
+
+                views.append(
+                    PickBrowserView(
+                        files[tsId],
+                        rows.reset_index(drop=True),
+                        {c: radiusPx for c in rows["class_id"].unique()},
+                        f"{tsId} ({outputName})",
+                        onSave,
+                    )
+                )
         if not views:
             return [MessageView("No picks yet.")]
-        rest = [MessageView(f"{len(views) - self.MAX_WINDOWS} more tomogram(s) not opened: "
-                            f"{', '.join(v.title for v in views[self.MAX_WINDOWS:])}")] \
-            if len(views) > self.MAX_WINDOWS else []
-        return views[:self.MAX_WINDOWS] + rest
+        rest = (
+            [
+                MessageView(
+                    f"{len(views) - self.MAX_WINDOWS} more tomogram(s) not opened: "
+                    f"{', '.join(v.title for v in views[self.MAX_WINDOWS :])}"
+                )
+            ]
+            if len(views) > self.MAX_WINDOWS
+            else []
+        )
+        return views[: self.MAX_WINDOWS] + rest
 
     def keepThreshold(self, protocol, outputName, threshold, wait=False):
         """Launch a filter-picks run of ``protocol``'s output ``outputName`` at ``threshold``; returns it."""
@@ -138,9 +167,20 @@ class TomoCPTEvaluateViewer(Viewer):
 
     def getTableRows(self, protocol):
         """Rows of the metrics table: one per tomogram and the overall one."""
-        return [(r["tomo_name"], int(r["tp"]), int(r["fp"]), int(r["fn"]), f"{r['precision']:.3f}",
-                 f"{r['recall']:.3f}", f"{r['f1']:.3f}", f"{r['ad_px']:.2f}", f"{r['ad_a']:.1f}")
-                for r in protocol.getPerTomogramMetrics()]
+        return [
+            (
+                r["tomo_name"],
+                int(r["tp"]),
+                int(r["fp"]),
+                int(r["fn"]),
+                f"{r['precision']:.3f}",
+                f"{r['recall']:.3f}",
+                f"{r['f1']:.3f}",
+                f"{r['ad_px']:.2f}",
+                f"{r['ad_a']:.1f}",
+            )
+            for r in protocol.getPerTomogramMetrics()
+        ]
 
     def _visualize(self, protocol, **kwargs):
         rows = self.getTableRows(protocol)
@@ -148,6 +188,11 @@ class TomoCPTEvaluateViewer(Viewer):
             return [MessageView("The evaluation has not finished yet.")]
         from pwem.viewers.views import TableView  # imports tkinter: only when shown
 
-        table = TableView(headerList=_METRIC_HEADER, dataList=rows, mesg=f"Best score threshold "
-                          f"{protocol.bestThreshold.get():.3g}", title="Evaluation", height=min(len(rows), 20))
+        table = TableView(
+            headerList=_METRIC_HEADER,
+            dataList=rows,
+            mesg=f"Best score threshold {protocol.bestThreshold.get():.3g}",
+            title="Evaluation",
+            height=min(len(rows), 20),
+        )
         return [table] + _pngViews([protocol.getPlotPath()], "")

@@ -4,6 +4,7 @@ The members' activated scores are averaged by :mod:`..infer` (beside the flip vi
 WBP benchmark with small CPU-trained networks, two members did not pick better than one
 (README, Benchmarks), so no recipe uses an ensemble; it is there to try (``--ensemble``).
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,23 +1,36 @@
 """Backbone registry: name and size → network, and what training and inference need to know of it."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from torch import nn
 
 from ..specs import MODEL_SIZES
 
-__all__ = ["BackboneSpec", "MODELS", "MODEL_SIZES", "build_model", "patch_multiple", "smallest_patch",
-           "encoder_prefixes", "channels_last"]
-
+__all__ = [
+    "BackboneSpec",
+    "MODELS",
+    "MODEL_SIZES",
+    "build_model",
+    "patch_multiple",
+    "smallest_patch",
+    "encoder_prefixes",
+    "channels_last",
+]
 
 
 def _swinunetr(out_channels: int, size: str) -> nn.Module:
     from monai.networks.nets import SwinUNETR
 
-    return SwinUNETR(in_channels=1, out_channels=out_channels, feature_size=12 if size == "small" else 48,
-                     use_v2=True, spatial_dims=3)
+    return SwinUNETR(
+        in_channels=1,
+        out_channels=out_channels,
+        feature_size=12 if size == "small" else 48,
+        use_v2=True,
+        spatial_dims=3,
+    )
 
 
 def _resunet(out_channels: int, size: str) -> nn.Module:
@@ -32,8 +45,14 @@ def _multiresunet(out_channels: int, size: str) -> nn.Module:
     from monai.networks.nets import UNet
 
     channels = (8, 16, 32, 64, 64) if size == "small" else (32, 64, 128, 256, 256)
-    return UNet(spatial_dims=3, in_channels=1, out_channels=out_channels, channels=channels,
-                strides=(2, 2, 2, 2), num_res_units=2)
+    return UNet(
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=out_channels,
+        channels=channels,
+        strides=(2, 2, 2, 2),
+        num_res_units=2,
+    )
 
 
 @dataclass(frozen=True)
@@ -59,8 +78,9 @@ class BackboneSpec:
 
 MODELS: dict[str, BackboneSpec] = {
     # SwinUNETR reduces by 32; its instance norms need more than one voxel at the bottom
-    "swinunetr": BackboneSpec(_swinunetr, 32, 64, ("swinViT", "encoder1.", "encoder2.", "encoder3.", "encoder4.",
-                                                   "encoder10."), False),
+    "swinunetr": BackboneSpec(
+        _swinunetr, 32, 64, ("swinViT", "encoder1.", "encoder2.", "encoder3.", "encoder4.", "encoder10."), False
+    ),
     "resunet": BackboneSpec(_resunet, 8, 16, ("encoders.",), True),
     "multiresunet": BackboneSpec(_multiresunet, 16, 32, (), True),
 }

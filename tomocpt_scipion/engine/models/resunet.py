@@ -1,7 +1,8 @@
 """DeepETPicker's 3D-ResUNet: residual blocks, ELU, CoordConv and image-pyramid inputs."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,8 +23,12 @@ class _ResidualBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv3d(in_channels, out_channels, 3, padding=1), nn.BatchNorm3d(out_channels), nn.ELU(),
-            nn.Conv3d(out_channels, out_channels, 3, padding=1), nn.BatchNorm3d(out_channels))
+            nn.Conv3d(in_channels, out_channels, 3, padding=1),
+            nn.BatchNorm3d(out_channels),
+            nn.ELU(),
+            nn.Conv3d(out_channels, out_channels, 3, padding=1),
+            nn.BatchNorm3d(out_channels),
+        )
         self.skip = nn.Conv3d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
         self.activation = nn.ELU()
 
@@ -52,8 +57,9 @@ class ResUNet3D(nn.Module):
     Input (B, in_channels, Z, Y, X) with Z, Y, X multiples of 8 → (B, out_channels, Z, Y, X).
     """
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 2,
-                 channels: Sequence[int] = (16, 32, 64, 128)) -> None:
+    def __init__(
+        self, in_channels: int = 1, out_channels: int = 2, channels: Sequence[int] = (16, 32, 64, 128)
+    ) -> None:
         super().__init__()
         if len(channels) != 4:
             raise ValueError(f"channels must give 4 levels, got {tuple(channels)}.")
@@ -63,8 +69,9 @@ class ResUNet3D(nn.Module):
         for c in channels:
             self.encoders.append(_ResidualBlock(previous + extra, c))
             previous = c
-        self.ups = nn.ModuleList(nn.ConvTranspose3d(channels[i + 1], channels[i], 2, stride=2)
-                                 for i in reversed(range(3)))
+        self.ups = nn.ModuleList(
+            nn.ConvTranspose3d(channels[i + 1], channels[i], 2, stride=2) for i in reversed(range(3))
+        )
         self.decoders = nn.ModuleList(_ResidualBlock(2 * channels[i], channels[i]) for i in reversed(range(3)))
         self.head = nn.Conv3d(channels[0], out_channels, 1)
 
