@@ -23,6 +23,7 @@ class TomoCPTModel(EMObject):
         self._trainingSamplingRate = pwobj.Float()
         self._diameter = pwobj.Float()
         self._classes = pwobj.String()
+        self._classDiameters = pwobj.String()
         self._thresholds = pwobj.String()
         self._engineVersion = pwobj.String()
 
@@ -46,6 +47,7 @@ class TomoCPTModel(EMObject):
         self._trainingSamplingRate.set(config["voxel_size_a"])
         self._diameter.set(config["diameter_a"])
         self._classes.set(json.dumps(config["classes"]))
+        self._classDiameters.set(json.dumps(config.get("class_diameters_a", [])))
         self._thresholds.set(json.dumps(config.get("thresholds", [])))
         self._engineVersion.set(config["engine_version"])
 
@@ -71,6 +73,10 @@ class TomoCPTModel(EMObject):
 
     def getClasses(self):
         return json.loads(self._classes.get() or "[]")
+
+    def getClassDiameters(self):
+        """Particle diameter of each class in Å (every class: the diameter, unless trained with one each)."""
+        return json.loads(self._classDiameters.get() or "[]") or [self.getDiameter()] * max(1, len(self.getClasses()))
 
     def getThresholds(self):
         """Score threshold per class calibrated after training ([] for an uncalibrated model)."""

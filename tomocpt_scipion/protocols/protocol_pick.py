@@ -227,11 +227,13 @@ class ProtTomoCPTPick(EMProtocol, ProtTomoBase):
             suffix = "" if len(classes) == 1 else f"_{name}"
             coordSet = self._createSetOfCoordinates3D(self.inputTomograms, suffix)
             coordSet.setSamplingRate(tomograms.getSamplingRate())
-            coordSet.setBoxSize(self._getBoxSize())
+            coordSet.setBoxSize(self._getBoxSize(classId))
             fillCoordinates(coordSet, picks[picks["class_id"] == classId], tomosById)
             outputs[PickOutputs.coordinates.name + suffix] = coordSet
         if self.saveScoreMaps:
-            outputs[PickOutputs.scoreMaps.name] = self._scoreMapSet(tomograms)
+            for name in classes:
+                suffix = "" if len(classes) == 1 else f"_{name}"
+                outputs[PickOutputs.scoreMaps.name + suffix] = self._scoreMapSet(tomograms, suffix)
         self._defineOutputs(**outputs)
         for output in outputs.values():
             self._defineSourceRelation(self.inputTomograms, output)
@@ -333,12 +335,13 @@ class ProtTomoCPTPick(EMProtocol, ProtTomoBase):
         """PNG of the picks of one tomogram over three of its slices."""
         return self._getExtraPath("picks", tsId, f"{tsId}_picks.png")
 
-    def _getBoxSize(self):
+    def _getBoxSize(self, classId=1):
+        """The form's box size, or 1.2 × the diameter of class ``classId`` (scaled like the picking diameter)."""
         if self.boxSize.get():
             return self.boxSize.get()
-        diameterPx = (
-            self.diameter.get() or self.inputModel.get().getDiameter()
-        ) / self.inputTomograms.get().getSamplingRate()
+        model = self.inputModel.get()
+        scale = (self.diameter.get() or model.getDiameter()) / model.getDiameter()
+        diameterPx = model.getClassDiameters()[classId - 1] * scale / self.inputTomograms.get().getSamplingRate()
         return int(2 * -(-1.2 * diameterPx // 2))
 
     def _getPickArgs(self, tsId):
@@ -377,11 +380,9 @@ class ProtTomoCPTPick(EMProtocol, ProtTomoBase):
             args.append("--save-scores")
         return args
 
-    def _scoreMapSet(self, tomograms):
-        """Score maps of the first class (the engine writes every class's map in extra/picks/)."""
-        classes = self.inputModel.get().getClasses()
-        suffix = "" if len(classes) <= 1 else f"_{classes[0]}"
-        scoreMaps = self._createSetOfTomograms("_scores")
+    def _scoreMapSet(self, tomograms, suffix):
+        """Score maps of one class (``suffix`` "" for a one-class model, else "_<class>")."""
+        scoreMaps = self._createSetOfTomograms(f"_scores{suffix}")
         scoreMaps.copyInfo(tomograms)
         for tomo in tomograms:
             scoreMap = Tomogram()
