@@ -35,7 +35,7 @@ install-engine: $(ENGINE_INSTALLED)
 $(INSTALLED): setup.py tomocpt_scipion/engine/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,engine]'
 	touch $@
 
 # One resolver run for the engine's dependencies, then the package itself without Scipion's.

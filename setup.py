@@ -6,6 +6,8 @@ from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 ENGINE_REQUIREMENTS = HERE / "tomocpt_scipion" / "engine" / "requirements.txt"
+#: what the plugin side imports besides Scipion: the engine's file formats and the pick browser
+PLUGIN_REQUIRES = ["numpy", "scipy", "pandas", "mrcfile", "starfile>=0.5", "imodmodel>=0.1", "matplotlib"]
 ENGINE_REQUIRES = [
     line.strip() for line in ENGINE_REQUIREMENTS.read_text().splitlines() if line.strip() and not line.startswith("#")
 ]
@@ -30,14 +32,16 @@ setup(
             "engine/templates/*.md",
         ]
     },
+    # The plugin side (forms, conversion, viewers) needs no torch: the engine runs in its own
+    # environment (`scipion3 installb tomocpt-engine`), or in this one with the [engine] extra.
     install_requires=[
         "scipion-app>=3.8",
         "scipion-pyworkflow>=3.6",
         "scipion-em>=3.6",
         "scipion-em-tomo>=3.6",
-        *ENGINE_REQUIRES,
+        *PLUGIN_REQUIRES,
     ],
-    extras_require={"test": ["pytest>=7", "scipion-em-reliontomo", "scipion-em-dynamo"]},
+    extras_require={"engine": ENGINE_REQUIRES, "test": ["pytest>=7", "scipion-em-reliontomo", "scipion-em-dynamo"]},
     entry_points={
         "pyworkflow.plugin": ["tomocpt_scipion = tomocpt_scipion"],
         "console_scripts": ["tomocpt-engine = tomocpt_scipion.engine.cli:main"],

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from pyworkflow.object import Pointer
 from pyworkflow.tests import BaseTest, setupTestProject
 from tomo.constants import BOTTOM_LEFT_CORNER
@@ -273,6 +274,11 @@ class TestCoordinateRoundTrip(TomoCPTProjectTest):
 
 
 class TestPickContinueAndValidation(TomoCPTProjectTest):
+    @pytest.fixture(autouse=True)
+    def _pytestFixtures(self, request):
+        """pytest's fixture lookup, for the tests that need a session fixture (the engine environment)."""
+        self.fixtures = request
+
     @classmethod
     def setUpClass(cls):
         setupTestProject(cls)
@@ -460,6 +466,31 @@ class TestPickContinueAndValidation(TomoCPTProjectTest):
         from tomocpt_scipion.wizards import diameterFromBox
 
         self.assertEqual(diameterFromBox(48, 10.0), 320.0)
+
+    def test_pick_runs_through_the_engine_environment_that_installb_builds(self):
+        from tomocpt_scipion import Plugin
+        from tomocpt_scipion.constants import TOMOCPT_ENV_ACTIVATION
+
+        environment = self.fixtures.getfixturevalue("engine_environment")
+        activation = f". {environment / 'bin' / 'activate'}"
+        # the protocol runs in a subprocess that reads the variable from the environment
+        saved = os.environ.get(TOMOCPT_ENV_ACTIVATION)
+        os.environ[TOMOCPT_ENV_ACTIVATION] = activation
+        Plugin._vars[TOMOCPT_ENV_ACTIVATION] = activation
+        try:
+            pick = self.launchProtocol(
+                self.newProtocol(ProtTomoCPTPick, inputTomograms=self.tomograms, inputModel=self.model, tta=False)
+            )
+        finally:
+            Plugin._vars[TOMOCPT_ENV_ACTIVATION] = saved or ""
+            if saved is None:
+                del os.environ[TOMOCPT_ENV_ACTIVATION]
+            else:
+                os.environ[TOMOCPT_ENV_ACTIVATION] = saved
+        self.assertGreater(pick.coordinates.getSize(), 0)
+        with open(pick.getLogPaths()[0]) as log:
+            engineCalls = [line for line in log if "tomocpt_scipion.engine" in line]
+        self.assertTrue(engineCalls and all(activation in line for line in engineCalls), engineCalls)
 
     def test_pick_browser_shows_each_tomogram_and_keeps_its_threshold_as_a_filter_run(self):
         import matplotlib

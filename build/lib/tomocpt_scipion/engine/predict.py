@@ -1,0 +1,304 @@
+"""Picking pipeline: checkpoint + tomograms (+ masks) → coordinate tables and output files.
+
+Peaks are found on the score map at the training scale (particle ≈ ``target_diameter_px``)
+and scaled back to pixels of each tomogram file, so picking costs the same whatever the
+tomogram's pixel size. With ``refine="learned"`` (the default) every pick is then moved by
+the model's centring network on the tomogram itself (:mod:`.centring`). Masks (MRC, any
+shape) are looked up at the training grid by nearest neighbour, scaled by the ratio of the
+mask's to the tomogram's shape.
+
+Output files (names from :func:`output_names`, the one place that spells them):
+:func:`write_picks` writes ``picks.star`` (RELION 4: pixels), ``picks_relion5.star``
+(RELION 5: centred Å), ``picks.csv`` and ``<tomo>.coords`` per tomogram;
+:func:`write_score_maps` writes ``<tomo>_scores.mrc`` (float16, at the tomogram's grid; one
+file per class, ``_scores_<class>`` when there are several); :func:`write_preview` draws
+the picks over slices of a tomogram (``<tomo>_picks.png``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .centring import centre_positions
+from .config import EngineConfig
+from .filtering import read_mask, resolve_class_overlaps, suppress_close
+from .infer import ScoreMap, predict_scores, score_map_at_original_grid
+from .io import coordinate_table, read_mrc, write_coordinates, write_mrc
+from .peaks import find_peaks
+from .plots import plot_picks
+from .preprocess import load_at_training_scale
+from .specs import DEFAULT_PEAK_METHOD, REFINEMENTS, SCORE_MAP_REFINEMENTS
+
+__all__ = [
+    "pick_tomogram",
+    "picks_from_scores",
+    "centre_picks",
+    "write_picks",
+    "write_score_maps",
+    "write_preview",
+    "mask_at_training_grid",
+    "output_names",
+    "PICK_FILES",
+]
+
+logger = logging.getLogger(__name__)
+
+#: pick tables of all tomograms together: RELION 4 STAR, RELION 5 STAR, CSV
+PICK_FILES = ("picks.star", "picks_relion5.star", "picks.csv")
+
+
+def _coords_name(tomo_name: str) -> str:
+    return f"{tomo_name}.coords"
+
+
+def _score_map_name(tomo_name: str, classes: Sequence[str], channel: int) -> str:
+    return f"{tomo_name}_scores{'' if len(classes) == 1 else '_' + classes[channel]}.mrc"
+
+
+def _preview_name(tomo_name: str) -> str:
+    return f"{tomo_name}_picks.png"
+
+
+def output_names(
+    tomo_names: Sequence[str], classes: Sequence[str], scores: bool = False, preview: bool = False
+) -> list[str]:
+    """Every file a pick run writes, in its output folder."""
+    names = list(PICK_FILES)
+    for name in tomo_names:
+        names.append(_coords_name(name))
+        names += [_score_map_name(name, classes, c) for c in range(len(classes))] if scores else []
+        names += [_preview_name(name)] if preview else []
+    return names
+
+
+def mask_at_training_grid(mask_path: str | Path, score_map: ScoreMap) -> np.ndarray:
+    """(z, y, x) bool mask on the score map's grid, from a mask MRC of the tomogram's shape or
+    binned from it by a whole factor (the binning is logged).
+
+    Raises
+    ------
+    ValueError
+        The mask is not 3-D, or its shape is neither (the message names the mask).
+    """
+    mask, _ = read_mask(mask_path, score_map.original_shape)
+    ratio = np.array(mask.shape) / np.array(score_map.original_shape)
+    indices = [
+        np.clip(np.rint(np.arange(n) / score_map.zoom * r).astype(int), 0, m - 1)
+        for n, r, m in zip(score_map.scores.shape[1:], ratio, mask.shape)
+    ]
+    return np.asarray(mask[np.ix_(*indices)]) > 0
+
+
+def picks_from_scores(
+    score_map: ScoreMap,
+    config: EngineConfig,
+    tomo_name: str,
+    method: str = DEFAULT_PEAK_METHOD,
+    threshold: float | None = None,
+    min_distance_a: float | None = None,
+    max_picks: int | None = None,
+    refine: str = REFINEMENTS[0],
+    mask: np.ndarray | None = None,
+    device: torch.device | str = "cpu",
+) -> pd.DataFrame:
+    """Coordinate table (pixels of the tomogram file) of every class's peaks.
+
+    ``threshold`` None uses each class's calibrated threshold (:meth:`.EngineConfig.class_threshold`).
+    ``refine="learned"`` refines on the score map by ``centroid`` here; :func:`centre_picks`
+    does the rest.
+    """
+    refine = SCORE_MAP_REFINEMENTS[0] if refine == "learned" else refine
+    voxel_a = score_map.pixel_size_a / score_map.zoom
+    tables = []
+    for channel in range(score_map.scores.shape[0]):
+        diameter_a, size = config.diameters_a[channel], config.class_sizes[channel]
+        # mp-nms pools over the blobs the network was taught (the label's size); the others over the particle
+        radius_px = config.label_radii_px[channel] if method == "mp-nms" else diameter_a / 2 / voxel_a
+        min_distance_px = (min_distance_a if min_distance_a is not None else diameter_a) / voxel_a
+        peaks = find_peaks(
+            score_map.scores[channel],
+            method,
+            radius_px=radius_px,
+            min_distance_px=min_distance_px,
+            threshold=config.class_threshold(channel) if threshold is None else threshold,
+            max_picks=max_picks,
+            refine=refine,
+            refine_radius_px=config.target_diameter_px * size / 2,
+            mask=mask,
+            device=device,
+        )
+        tables.append(coordinate_table(peaks[:, :3] / score_map.zoom, tomo_name, peaks[:, 3], channel + 1))
+    table = pd.concat(tables, ignore_index=True)
+    return table.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def centre_picks(
+    table: pd.DataFrame,
+    tomogram: str | Path,
+    config: EngineConfig,
+    centring: torch.nn.Module | None,
+    pixel_size_a: float | None = None,
+    device: torch.device | str = "cpu",
+    min_distance_a: float | None = None,
+) -> pd.DataFrame:
+    """The picks of one tomogram moved onto the centres its model's centring network finds.
+
+    Two picks of one particle (a broad score blob can give two) move onto the same centre:
+    of picks of one class that end closer than half the diameter (or ``min_distance_a``, when
+    smaller), the best-scoring one is kept.
+
+    Parameters
+    ----------
+    table : coordinate table of ``tomogram`` (pixels of the file).
+    tomogram : its MRC file.
+    config : the model's config (diameter, centring scale, normalisation).
+    centring : the model's centring network (:func:`.checkpoint.load_centring`); None keeps
+        the picks as they are (logged).
+    pixel_size_a : pixel size when the header has none.
+    device : torch device.
+    min_distance_a : the smallest distance between picks asked for, Å (default: the diameter).
+    """
+    name = Path(tomogram).name
+    if centring is None or not config.centring_diameter_px:
+        logger.info("%s: the model has no centring network; picks stay refined on the score map", name)
+        return table
+    if table.empty:
+        return table
+    loaded = load_at_training_scale(
+        tomogram, config.diameter_a, config.centring_diameter_px, config.normalisation, pixel_size_a
+    )
+    before = table[["x", "y", "z"]].to_numpy(float)
+    after = centre_positions(centring, loaded.volume, loaded.zoom, before, config.centring_crop_diameter_px, device)
+    after = np.clip(after, 0, np.array(loaded.original_shape[::-1]) - 1)
+    moved = table.assign(x=after[:, 0], y=after[:, 1], z=after[:, 2])
+
+    def merge_px(class_id: int) -> float:
+        diameter_a = config.diameters_a[class_id - 1]
+        return min(diameter_a / 2, diameter_a if min_distance_a is None else min_distance_a) / loaded.pixel_size_a
+
+    kept = np.concatenate(
+        [
+            rows.index.to_numpy()[
+                suppress_close(rows[["x", "y", "z"]].to_numpy(), rows["score"].to_numpy(), merge_px(class_id))
+            ]
+            for class_id, rows in moved.groupby("class_id", sort=False)
+        ]
+    )
+    logger.info(
+        "%s: centring network moved %d pick(s) by %.2f px on average; %d landed on a better pick's "
+        "particle and were dropped",
+        name,
+        len(table),
+        float(np.linalg.norm(after - before, axis=1).mean()),
+        len(table) - len(kept),
+    )
+    return moved.loc[kept].sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def pick_tomogram(
+    model,
+    config: EngineConfig,
+    tomogram: str | Path,
+    *,
+    pixel_size_a: float | None = None,
+    mask: str | Path | None = None,
+    method: str = DEFAULT_PEAK_METHOD,
+    threshold: float | None = None,
+    min_distance_a: float | None = None,
+    max_picks: int | None = None,
+    refine: str = REFINEMENTS[0],
+    centring: torch.nn.Module | None = None,
+    device: torch.device | str = "cpu",
+    **network_options,
+) -> tuple[pd.DataFrame, ScoreMap]:
+    """Score and pick one tomogram.
+
+    Parameters
+    ----------
+    model, config : from :func:`.checkpoint.load_model`.
+    tomogram : MRC file; its stem names the tomogram.
+    pixel_size_a : pixel size when the header has none.
+    mask : MRC mask; picks only where it is > 0.
+    method, threshold, min_distance_a, max_picks, refine : see :func:`.peaks.find_peaks`
+        (``min_distance_a`` in Å, default the particle diameter; ``threshold`` None: the
+        model's calibrated threshold per class; ``refine="learned"``: see :func:`centre_picks`).
+    centring : the model's centring network (:func:`.checkpoint.load_centring`), or None.
+    device : torch device.
+    **network_options : merge, window, overlap, pad, batch_size, tta (see :func:`.infer.run_network`).
+
+    Returns
+    -------
+    The coordinate table and the score map.
+    """
+    score_map = predict_scores(model, config, tomogram, pixel_size_a, device, **network_options)
+    mask_array = mask_at_training_grid(mask, score_map) if mask else None
+    table = picks_from_scores(
+        score_map, config, Path(tomogram).stem, method, threshold, min_distance_a, max_picks, refine, mask_array, device
+    )
+    if refine == "learned":
+        table = centre_picks(table, tomogram, config, centring, pixel_size_a, device, min_distance_a)
+    if config.n_classes > 1:
+        file_pixel_a = score_map.pixel_size_a
+        table = resolve_class_overlaps(table, {c + 1: d / 2 / file_pixel_a for c, d in enumerate(config.diameters_a)})
+    used = (
+        threshold
+        if threshold is not None
+        else ", ".join(f"{config.class_threshold(c):.3g}" for c in range(config.n_classes))
+    )
+    logger.info("%s: %d pick(s) (%s, threshold %s)", Path(tomogram).name, len(table), method, used)
+    return table, score_map
+
+
+def write_picks(
+    out_dir: str | Path,
+    table: pd.DataFrame,
+    pixel_size_a: float,
+    tomo_shapes: dict[str, Sequence[int]],
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write picks in every coordinate format; returns the paths."""
+    out_dir = Path(out_dir)
+    star, relion5, csv = (out_dir / name for name in PICK_FILES)
+    written = [
+        write_coordinates(star, table, pixel_size_a=pixel_size_a, overwrite=overwrite),
+        write_coordinates(
+            relion5, table, pixel_size_a=pixel_size_a, tomo_shapes=tomo_shapes, relion_version=5, overwrite=overwrite
+        ),
+        write_coordinates(csv, table, overwrite=overwrite),
+    ]
+    for name in tomo_shapes:
+        written.append(
+            write_coordinates(out_dir / _coords_name(name), table[table["tomo_name"] == name], overwrite=overwrite)
+        )
+    return written
+
+
+def write_score_maps(
+    out_dir: str | Path, tomo_name: str, score_map: ScoreMap, classes: Sequence[str], overwrite: bool = False
+) -> list[Path]:
+    """One float16 MRC per class at the tomogram's grid; returns the paths."""
+    return [
+        write_mrc(
+            Path(out_dir) / _score_map_name(tomo_name, classes, channel),
+            score_map_at_original_grid(score_map, channel).astype(np.float16),
+            score_map.pixel_size_a,
+            overwrite=overwrite,
+        )
+        for channel in range(score_map.scores.shape[0])
+    ]
+
+
+def write_preview(
+    out_dir: str | Path, tomogram: str | Path, table: pd.DataFrame, diameter_a: float, pixel_size_a: float
+) -> Path:
+    """``<tomo>_picks.png``: the picks of one tomogram over three of its z-slices."""
+    volume, _ = read_mrc(tomogram)
+    name = Path(tomogram).stem
+    picks = table[table["tomo_name"] == name][["x", "y", "z"]].to_numpy(float)
+    return plot_picks(volume, picks, diameter_a / 2 / pixel_size_a, Path(out_dir) / _preview_name(name), name)

@@ -1,0 +1,202 @@
+"""Evaluation report: threshold sweep, metrics at F1max, CSV tables, a printed table and plots.
+
+Files written in ``out_dir``: ``metrics.csv`` (one row per tomogram and an ``all`` row, at
+the F1max threshold), ``sweep.csv`` (overall metrics per threshold), ``evaluation.png``
+(precision-recall, F1 vs threshold, score histograms of hits vs false picks; one
+``evaluation_class<k>.png`` per class when the reference has several) and, when asked,
+``picks_at_f1max.star`` (picks at or above the best threshold).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .io import staged_outputs, write_coordinates
+from .metrics import CHALLENGE_BETA, evaluate_picks, f_beta, threshold_sweep
+from .plots import plot_evaluation
+
+__all__ = ["EvaluationReport", "evaluation_report", "format_metrics"]
+
+
+@dataclass
+class EvaluationReport:
+    """Metrics at the F1max threshold and the sweep that found it.
+
+    With several classes in the reference, every class is swept and evaluated on its own
+    (its own diameter, its own best threshold): ``metrics`` and ``sweep`` then have a
+    ``class_id`` column, ``class_thresholds`` one entry per class, and ``overall`` /
+    ``best_threshold`` pool the classes (TP, FP, FN summed, each at its own threshold;
+    ``best_threshold`` is NaN).
+    """
+
+    best_threshold: float
+    metrics: pd.DataFrame
+    sweep: pd.DataFrame
+    overall: dict
+    class_thresholds: dict[int, float] = field(default_factory=dict)
+
+
+def format_metrics(metrics: pd.DataFrame) -> str:
+    """A fixed-width table of per-tomogram (and per-class) metrics for the log."""
+    by_class = "class_id" in metrics.columns
+    header = (f"{'class':<7}" if by_class else "") + (
+        f"{'tomogram':<20}{'TP':>6}{'FP':>6}{'FN':>6}{'precision':>11}{'recall':>8}{'F1':>7}{'F4':>7}"
+        f"{'AD px':>8}{'AD Å':>8}"
+    )
+    lines = [header, "-" * len(header)]
+    for row in metrics.itertuples():
+        lines.append(
+            (f"{str(row.class_id):<7}" if by_class else "")
+            + f"{str(row.tomo_name):<20}{row.tp:>6}{row.fp:>6}{row.fn:>6}{row.precision:>11.3f}"
+            f"{row.recall:>8.3f}{row.f1:>7.3f}{row.f4:>7.3f}{row.ad_px:>8.2f}{row.ad_a:>8.1f}"
+        )
+    return "\n".join(lines)
+
+
+def _class_diameters(diameter_a: float | Sequence[float], truth: pd.DataFrame) -> dict[int, float]:
+    """{class id: diameter in Å} of the reference's classes; one diameter serves every class."""
+    classes = sorted(int(c) for c in truth["class_id"].unique()) or [1]
+    if np.ndim(diameter_a) == 0:
+        return {c: float(diameter_a) for c in classes}
+    diameters = [float(d) for d in diameter_a]
+    if len(diameters) == 1:
+        return {c: diameters[0] for c in classes}
+    if classes[-1] > len(diameters):
+        raise ValueError(
+            f"the reference has classes {classes} but {len(diameters)} diameter(s) were given; "
+            f"give one per class, in class order."
+        )
+    return {c: diameters[c - 1] for c in classes}
+
+
+def _evaluate_class(
+    picks: pd.DataFrame,
+    truth: pd.DataFrame,
+    diameter_a: float,
+    pixel_size_a: float,
+    criterion: str,
+    distance_px: float,
+    grid: str,
+):
+    """(best threshold, metrics rows, sweep, overall, hit per pick at any threshold) of one class."""
+    if not diameter_a > 0 or not pixel_size_a > 0:
+        raise ValueError(f"diameter ({diameter_a} Å) and pixel size ({pixel_size_a} Å) must be > 0.")
+    diameter_px = diameter_a / pixel_size_a
+    _check_diameter_against_coordinates(picks, truth, diameter_px, diameter_a, pixel_size_a)
+    sweep = threshold_sweep(picks, truth, diameter_px, pixel_size_a, criterion, distance_px, grid)
+    best = float(sweep.iloc[int(np.argmax(sweep["f1"].to_numpy()))]["threshold"])
+    evaluation = evaluate_picks(picks, truth, diameter_px, pixel_size_a, criterion, distance_px, threshold=best)
+    metrics = pd.concat([evaluation.per_tomogram, pd.DataFrame([evaluation.overall])], ignore_index=True)
+    hit = evaluate_picks(picks, truth, diameter_px, pixel_size_a, criterion, distance_px).hit
+    return best, metrics, sweep, evaluation.overall, hit
+
+
+def _pooled(overalls: Sequence[dict], pixel_size_a: float) -> dict:
+    tp, fp, fn = (int(sum(o[k] for o in overalls)) for k in ("tp", "fp", "fn"))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    ad = sum(o["ad_px"] * o["tp"] for o in overalls if o["tp"]) / tp if tp else float("nan")
+    return {
+        "tomo_name": "all",
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "precision": precision,
+        "recall": recall,
+        "f1": f_beta(precision, recall, 1.0),
+        "f4": f_beta(precision, recall, CHALLENGE_BETA),
+        "ad_px": ad,
+        "ad_a": ad * pixel_size_a,
+    }
+
+
+def evaluation_report(
+    picks: pd.DataFrame,
+    truth: pd.DataFrame,
+    diameter_a: float | Sequence[float],
+    pixel_size_a: float,
+    out_dir: str | Path | None = None,
+    criterion: str = "half-diameter",
+    distance_px: float = 10.0,
+    grid: str = "percentiles",
+    write_filtered: bool = False,
+    overwrite: bool = False,
+) -> EvaluationReport:
+    """Sweep thresholds, evaluate at F1max, and write the report files to ``out_dir`` (if given).
+
+    Parameters
+    ----------
+    picks, truth : coordinate tables in pixels of the same tomograms. A reference with one
+        class is compared with every pick; with several, class k's picks with class k's
+        reference particles (hits within class k's radius).
+    diameter_a : particle diameter in Å, or one per class (class order).
+    pixel_size_a : pixel size in Å.
+    criterion, distance_px : match criterion (see :mod:`.metrics`).
+    grid : ``percentiles`` (2-98 % step 8) or ``fine``.
+    write_filtered : also write the picks at or above the F1max threshold (of their class).
+
+    Files: ``metrics.csv``, ``sweep.csv`` and ``evaluation.png`` (one plot per class,
+    ``evaluation_class<k>.png``, when the reference has several classes).
+    """
+    diameters = _class_diameters(diameter_a, truth)
+    per_class = len(diameters) > 1
+    results = {}
+    for class_id, diameter in diameters.items():
+        class_picks = picks[picks["class_id"] == class_id] if per_class else picks
+        class_truth = truth[truth["class_id"] == class_id] if per_class else truth
+        results[class_id] = (
+            class_picks,
+            *_evaluate_class(class_picks, class_truth, diameter, pixel_size_a, criterion, distance_px, grid),
+        )
+    if per_class:
+        metrics = pd.concat([m.assign(class_id=c) for c, (_, _, m, _, _, _) in results.items()], ignore_index=True)
+        overall = _pooled([o for _, _, _, _, o, _ in results.values()], pixel_size_a)
+        metrics = pd.concat([metrics, pd.DataFrame([{**overall, "class_id": "all"}])], ignore_index=True)
+        metrics = metrics[["class_id", *[c for c in metrics.columns if c != "class_id"]]]
+        sweep = pd.concat([sw.assign(class_id=c) for c, (_, _, _, sw, _, _) in results.items()], ignore_index=True)
+        report = EvaluationReport(
+            float("nan"), metrics, sweep, overall, {c: best for c, (_, best, _, _, _, _) in results.items()}
+        )
+    else:
+        [(class_id, (_, best, metrics, sweep, overall, _))] = results.items()
+        report = EvaluationReport(best, metrics, sweep, overall, {class_id: best})
+    if out_dir is not None:
+        plots = {c: f"evaluation_class{c}.png" if per_class else "evaluation.png" for c in results}
+        names = ["metrics.csv", "sweep.csv", *plots.values()] + (["picks_at_f1max.star"] if write_filtered else [])
+        with staged_outputs(out_dir, overwrite, expected=names) as staging:
+            for name, table in (("metrics.csv", report.metrics), ("sweep.csv", report.sweep)):
+                table.to_csv(staging / name, index=False, float_format="%.6g")
+            for class_id, (class_picks, _, _, sweep_c, _, hit) in results.items():
+                plot_evaluation(
+                    sweep_c,
+                    class_picks["score"][hit].to_numpy(),
+                    class_picks["score"][~hit].to_numpy(),
+                    staging / plots[class_id],
+                )
+            if write_filtered:
+                kept = pd.concat([p[p["score"] >= best] for p, best, *_ in results.values()])
+                write_coordinates(staging / "picks_at_f1max.star", kept, pixel_size_a=pixel_size_a)
+    return report
+
+
+def _check_diameter_against_coordinates(
+    picks: pd.DataFrame, truth: pd.DataFrame, diameter_px: float, diameter_a: float, pixel_size_a: float
+) -> None:
+    """Refuse a diameter no tomogram holding these coordinates could contain.
+
+    A centre lies at least a radius inside its tomogram, so the largest coordinate (pixels) is at
+    least half the diameter; a larger diameter is a unit or pixel-size mistake that would count
+    every pick as a hit.
+    """
+    xyz = np.concatenate([picks[["x", "y", "z"]].to_numpy(float), truth[["x", "y", "z"]].to_numpy(float)])
+    if len(xyz) and diameter_px > 2 * (xyz.max() + 1):
+        raise ValueError(
+            f"a particle of {diameter_a:g} Å is {diameter_px:.4g} px at {pixel_size_a:g} Å/px, larger "
+            f"than any tomogram holding these coordinates (the largest is {xyz.max():.0f} px); every "
+            f"pick would count as a hit. Check the diameter (Å) and the pixel size."
+        )
