@@ -3,6 +3,7 @@ the engine environment that `scipion3 installb tomocpt-engine` builds (defineBin
 pick protocol run through it. Both build fresh virtual environments (about 2 and 3 minutes)."""
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -20,8 +21,11 @@ def test_plugin_installs_without_torch_imports_and_lists_its_protocols(tmp_path)
 
     env = tmp_path / "scipion-only"
     venv.create(env, with_pip=True)
+    # a copy of the sources: pip builds a local project in place and would leave build/ in the repository
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".*", "build", "*.egg-info", "benchmarks", "tests"))
     install = subprocess.run(
-        [_python(env), "-m", "pip", "install", "--quiet", str(REPO)], capture_output=True, text=True
+        [_python(env), "-m", "pip", "install", "--quiet", str(source)], capture_output=True, text=True
     )
     assert install.returncode == 0, install.stderr[-3000:]
     listing = subprocess.run(
@@ -48,11 +52,12 @@ def test_the_engine_environment_has_the_engine_and_no_scipion(engine_environment
             "-c",
             "import importlib.util as u, torch, tomocpt_scipion.engine.cli, tomocpt_scipion;"
             "assert u.find_spec('pwem') is None and u.find_spec('pyworkflow') is None;"
-            "print(torch.__version__, tomocpt_scipion.__file__)",
+            "import os; print(torch.__version__, os.path.realpath(tomocpt_scipion.__file__))",
         ],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": ""},
+        cwd=engine_environment,  # not the repository: the package must come through the .pth file
     )
     assert probe.returncode == 0, probe.stderr[-3000:]
     assert probe.stdout.split()[1] == str(REPO / "tomocpt_scipion" / "__init__.py")
