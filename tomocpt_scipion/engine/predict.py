@@ -30,6 +30,7 @@ from .config import EngineConfig
 from .filtering import read_mask, resolve_class_overlaps, suppress_close
 from .infer import ScoreMap, predict_scores, score_map_at_original_grid
 from .io import coordinate_table, read_mrc, write_coordinates, write_mrc
+from .outputs import PREDICT
 from .peaks import find_peaks
 from .plots import plot_picks
 from .preprocess import load_at_training_scale
@@ -44,36 +45,20 @@ __all__ = [
     "write_preview",
     "mask_at_training_grid",
     "output_names",
-    "PICK_FILES",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: pick tables of all tomograms together: RELION 4 STAR, RELION 5 STAR, CSV
-PICK_FILES = ("picks.star", "picks_relion5.star", "picks.csv")
-
-
-def _coords_name(tomo_name: str) -> str:
-    return f"{tomo_name}.coords"
-
-
-def _score_map_name(tomo_name: str, classes: Sequence[str], channel: int) -> str:
-    return f"{tomo_name}_scores{'' if len(classes) == 1 else '_' + classes[channel]}.mrc"
-
-
-def _preview_name(tomo_name: str) -> str:
-    return f"{tomo_name}_picks.png"
 
 
 def output_names(
     tomo_names: Sequence[str], classes: Sequence[str], scores: bool = False, preview: bool = False
 ) -> list[str]:
     """Every file a pick run writes, in its output folder."""
-    names = list(PICK_FILES)
+    names = list(PREDICT.tables)
     for name in tomo_names:
-        names.append(_coords_name(name))
-        names += [_score_map_name(name, classes, c) for c in range(len(classes))] if scores else []
-        names += [_preview_name(name)] if preview else []
+        names.append(PREDICT.coords(name))
+        names += [PREDICT.score_map(name, classes, c) for c in range(len(classes))] if scores else []
+        names += [PREDICT.preview(name)] if preview else []
     return names
 
 
@@ -264,7 +249,7 @@ def write_picks(
 ) -> list[Path]:
     """Write picks in every coordinate format; returns the paths."""
     out_dir = Path(out_dir)
-    star, relion5, csv = (out_dir / name for name in PICK_FILES)
+    star, relion5, csv = (out_dir / name for name in PREDICT.tables)
     written = [
         write_coordinates(star, table, pixel_size_a=pixel_size_a, overwrite=overwrite),
         write_coordinates(
@@ -274,7 +259,7 @@ def write_picks(
     ]
     for name in tomo_shapes:
         written.append(
-            write_coordinates(out_dir / _coords_name(name), table[table["tomo_name"] == name], overwrite=overwrite)
+            write_coordinates(out_dir / PREDICT.coords(name), table[table["tomo_name"] == name], overwrite=overwrite)
         )
     return written
 
@@ -285,7 +270,7 @@ def write_score_maps(
     """One float16 MRC per class at the tomogram's grid; returns the paths."""
     return [
         write_mrc(
-            Path(out_dir) / _score_map_name(tomo_name, classes, channel),
+            Path(out_dir) / PREDICT.score_map(tomo_name, classes, channel),
             score_map_at_original_grid(score_map, channel).astype(np.float16),
             score_map.pixel_size_a,
             overwrite=overwrite,
@@ -301,4 +286,4 @@ def write_preview(
     volume, _ = read_mrc(tomogram)
     name = Path(tomogram).stem
     picks = table[table["tomo_name"] == name][["x", "y", "z"]].to_numpy(float)
-    return plot_picks(volume, picks, diameter_a / 2 / pixel_size_a, Path(out_dir) / _preview_name(name), name)
+    return plot_picks(volume, picks, diameter_a / 2 / pixel_size_a, Path(out_dir) / PREDICT.preview(name), name)

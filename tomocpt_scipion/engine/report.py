@@ -18,6 +18,7 @@ import pandas as pd
 
 from .io import staged_outputs, write_coordinates
 from .metrics import CHALLENGE_BETA, evaluate_picks, f_beta, threshold_sweep
+from .outputs import EVALUATE
 from .plots import plot_evaluation
 
 __all__ = ["EvaluationReport", "evaluation_report", "format_metrics"]
@@ -166,10 +167,10 @@ def evaluation_report(
         [(class_id, (_, best, metrics, sweep, overall, _))] = results.items()
         report = EvaluationReport(best, metrics, sweep, overall, {class_id: best})
     if out_dir is not None:
-        plots = {c: f"evaluation_class{c}.png" if per_class else "evaluation.png" for c in results}
-        names = ["metrics.csv", "sweep.csv", *plots.values()] + (["picks_at_f1max.star"] if write_filtered else [])
+        plots = {c: EVALUATE.class_plot(c) if per_class else EVALUATE.plot for c in results}
+        names = [EVALUATE.metrics, EVALUATE.sweep, *plots.values()] + ([EVALUATE.filtered] if write_filtered else [])
         with staged_outputs(out_dir, overwrite, expected=names) as staging:
-            for name, table in (("metrics.csv", report.metrics), ("sweep.csv", report.sweep)):
+            for name, table in ((EVALUATE.metrics, report.metrics), (EVALUATE.sweep, report.sweep)):
                 table.to_csv(staging / name, index=False, float_format="%.6g")
             for class_id, (class_picks, _, _, sweep_c, _, hit) in results.items():
                 plot_evaluation(
@@ -180,7 +181,7 @@ def evaluation_report(
                 )
             if write_filtered:
                 kept = pd.concat([p[p["score"] >= best] for p, best, *_ in results.values()])
-                write_coordinates(staging / "picks_at_f1max.star", kept, pixel_size_a=pixel_size_a)
+                write_coordinates(staging / EVALUATE.filtered, kept, pixel_size_a=pixel_size_a)
     return report
 
 

@@ -52,6 +52,7 @@ from .io import atomic_path, read_mrc, staged_outputs
 from .labels import label_voxel_count
 from .losses import build_loss, pu_priors
 from .models import Ensemble, build_model, encoder_prefixes
+from .outputs import TRAIN
 from .plots import plot_learning_curve
 from .preprocess import load_at_training_scale, tomogram_pixel_size
 from .specs import LOSS_SPECS
@@ -60,13 +61,7 @@ __all__ = ["train", "TrainingResult", "TrainingInterrupted", "RESUMABLE_SETTINGS
 
 logger = logging.getLogger(__name__)
 
-_STATE_FILE = "last.pt"
-_MODEL_FILE = "model.pt"
-_SUMMARY_FILE = "model.json"
-_LOG_FILE = "training_log.csv"
-_CURVE_FILE = "learning_curve.png"
 _LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "lr", "seconds")
-_MEMBER_FOLDER = "member_{}"
 #: settings a resumed run may change (more epochs, more patience); every other one must match
 RESUMABLE_SETTINGS = ("epochs", "patience")
 _UNCOMPARED = ("thresholds", "engine_version")
@@ -250,12 +245,12 @@ def _run_epoch(
 
 def _write_log(out_dir: Path, history: list[dict]) -> None:
     columns = (("member",) if history and "member" in history[0] else ()) + _LOG_COLUMNS
-    with atomic_path(out_dir / _LOG_FILE, overwrite=True) as tmp:
+    with atomic_path(out_dir / TRAIN.log, overwrite=True) as tmp:
         with open(tmp, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             writer.writerows({k: row[k] for k in columns} for row in history)
-    plot_learning_curve(history, out_dir / _CURVE_FILE)
+    plot_learning_curve(history, out_dir / TRAIN.curve)
 
 
 def train(
@@ -302,9 +297,9 @@ def train(
     out_dir = Path(out_dir)
     config.voxel_size_a = config.diameter_a / config.target_diameter_px if config.diameter_a else 0.0
     config.validate()
-    state_path = out_dir / _STATE_FILE
-    if not resume and not overwrite and (out_dir / _MODEL_FILE).exists():
-        raise FileExistsError(f"{out_dir / _MODEL_FILE}: a trained model exists; resume or overwrite it.")
+    state_path = out_dir / TRAIN.state
+    if not resume and not overwrite and (out_dir / TRAIN.model).exists():
+        raise FileExistsError(f"{out_dir / TRAIN.model}: a trained model exists; resume or overwrite it.")
     if config.ensemble > 1:
 
         def train_member(member_config: EngineConfig, member_dir: Path, resume_member: bool) -> TrainingResult:
@@ -463,7 +458,7 @@ def train(
             )
     if world > 1:
         dist.barrier()
-    return TrainingResult(out_dir / _MODEL_FILE, progress.history, progress.best_epoch, progress.best_loss, config)
+    return TrainingResult(out_dir / TRAIN.model, progress.history, progress.best_epoch, progress.best_loss, config)
 
 
 def _prepared_data(
@@ -512,14 +507,14 @@ def _train_ensemble(
     then calibrate and write them as one."""
     results = []
     for k in range(config.ensemble):
-        member_dir = out_dir / _MEMBER_FOLDER.format(k + 1)
+        member_dir = out_dir / TRAIN.member_folder.format(k + 1)
         member_config = replace(config, ensemble=1, seed=config.seed + k, thresholds=[], centring_steps=0)
-        if resume and (member_dir / _MODEL_FILE).exists():
-            payload = read_checkpoint(member_dir / _MODEL_FILE)
+        if resume and (member_dir / TRAIN.model).exists():
+            payload = read_checkpoint(member_dir / TRAIN.model)
             logger.info("Member %d of %d: already trained in %s, kept", k + 1, config.ensemble, member_dir)
             results.append(
                 TrainingResult(
-                    member_dir / _MODEL_FILE,
+                    member_dir / TRAIN.model,
                     _read_log(member_dir),
                     payload["epoch"],
                     payload["val_loss"],
@@ -528,7 +523,7 @@ def _train_ensemble(
             )
             continue
         logger.info("Member %d of %d (seed %d)", k + 1, config.ensemble, member_config.seed)
-        results.append(train_member(member_config, member_dir, resume and (member_dir / _STATE_FILE).exists()))
+        results.append(train_member(member_config, member_dir, resume and (member_dir / TRAIN.state).exists()))
     torch_device = select_device(device)
     rank, world = _distributed(torch_device)
     history = [{"member": k + 1, **row} for k, result in enumerate(results) for row in result.history]
@@ -550,7 +545,7 @@ def _train_ensemble(
         )
     if world > 1:
         dist.barrier()
-    return TrainingResult(out_dir / _MODEL_FILE, history, best_epoch, best_loss, config)
+    return TrainingResult(out_dir / TRAIN.model, history, best_epoch, best_loss, config)
 
 
 def _calibrate_and_save(
@@ -569,8 +564,8 @@ def _calibrate_and_save(
     (and the log of all ensemble members, when given) together."""
     config.thresholds = calibrate_thresholds(model, config, validation, device)
     with staged_outputs(out_dir, overwrite=True) as staging:
-        save_checkpoint(staging / _MODEL_FILE, model, config, best_epoch, best_loss, centring=centring)
-        write_model_summary(staging / _SUMMARY_FILE, config, best_epoch, best_loss)
+        save_checkpoint(staging / TRAIN.model, model, config, best_epoch, best_loss, centring=centring)
+        write_model_summary(staging / TRAIN.summary, config, best_epoch, best_loss)
         if history is not None:
             _write_log(staging, history)
 
@@ -619,7 +614,7 @@ def _centring_network(
 
 def _read_log(out_dir: Path) -> list[dict]:
     """The rows of a finished run's ``training_log.csv`` (numbers as floats, epochs as ints)."""
-    table = pd.read_csv(out_dir / _LOG_FILE)
+    table = pd.read_csv(out_dir / TRAIN.log)
     return [{**row, "epoch": int(row["epoch"])} for row in table.to_dict("records")]
 
 
@@ -752,5 +747,5 @@ def _save_state(run: _Run, progress: _Progress) -> None:
         "best_epoch": progress.best_epoch,
         "bad_epochs": progress.bad_epochs,
     }
-    with atomic_path(run.out_dir / _STATE_FILE, overwrite=True) as tmp:
+    with atomic_path(run.out_dir / TRAIN.state, overwrite=True) as tmp:
         torch.save(state, tmp)

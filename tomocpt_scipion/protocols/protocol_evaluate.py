@@ -13,6 +13,7 @@ from tomo.protocols import ProtTomoBase
 
 from .. import Plugin
 from ..convert import coordinatesTable, readMetrics, writeCoordinatesCsv
+from ..engine.outputs import EVALUATE
 from ..engine.specs import MATCH_CRITERIA, SWEEP_GRIDS
 from .checks import NON_NEGATIVE, POSITIVE, particleFitsErrors
 
@@ -144,7 +145,7 @@ class ProtTomoCPTEvaluate(EMProtocol, ProtTomoBase):
     def createOutputStep(self):
         metrics = readMetrics(self.getMetricsPath())
         overall = metrics[metrics["tomo_name"] == "all"].iloc[0]
-        sweep = readMetrics(self._getExtraPath("evaluation", "sweep.csv"))
+        sweep = readMetrics(self._getExtraPath("evaluation", EVALUATE.sweep))
         best = float(sweep.iloc[int(sweep["f1"].to_numpy().argmax())]["threshold"])
         self.bestThreshold = pwobj.Float(best)
         for key in ("precision", "recall", "f1", "f4", "ad_px", "ad_a", "tp", "fp", "fn"):
@@ -190,10 +191,10 @@ class ProtTomoCPTEvaluate(EMProtocol, ProtTomoBase):
 
     # --------------------------- UTILS functions -----------------------------
     def getMetricsPath(self):
-        return self._getExtraPath("evaluation", "metrics.csv")
+        return self._getExtraPath("evaluation", EVALUATE.metrics)
 
     def getPlotPath(self):
-        return self._getExtraPath("evaluation", "evaluation.png")
+        return self._getExtraPath("evaluation", EVALUATE.plot)
 
     def getPerTomogramMetrics(self):
         return json.loads(self.perTomogram.get()) if hasattr(self, "perTomogram") else []

@@ -11,6 +11,7 @@ from pyworkflow.utils import Message
 
 from .. import Plugin
 from ..convert import readModelSummary
+from ..engine.outputs import TRAIN
 from ..objects import TomoCPTModel
 
 
@@ -46,14 +47,14 @@ class ProtTomoCPTImportModel(EMProtocol):
 
     def checkStep(self):
         Plugin.runEngine(
-            self, ["inspect", os.path.abspath(self.checkpointFile.get()), "--json", self._getExtraPath("model.json")]
+            self, ["inspect", os.path.abspath(self.checkpointFile.get()), "--json", self._getExtraPath(TRAIN.summary)]
         )
 
     def createOutputStep(self):
-        checkpoint = self._getExtraPath("model.pt")
+        checkpoint = self._getExtraPath(TRAIN.model)
         shutil.copyfile(self.checkpointFile.get(), checkpoint)
         model = TomoCPTModel(checkpoint=checkpoint)
-        model.setFromSummary(readModelSummary(self._getExtraPath("model.json")))
+        model.setFromSummary(readModelSummary(self._getExtraPath(TRAIN.summary)))
         self._defineOutputs(**{ImportModelOutputs.model.name: model})
 
     def _validate(self):

@@ -14,6 +14,7 @@ from tomo.protocols import ProtTomoBase
 from .. import Plugin
 from ..constants import RECIPE_CITATIONS
 from ..convert import fillCoordinates, linkTomograms, readPicks
+from ..engine.outputs import PREDICT
 from ..engine.specs import FALLBACK_THRESHOLD, MERGE_MODES, PEAK_METHOD_LABELS, PEAK_METHODS, REFINEMENTS
 from .arguments import setFlags
 from .checks import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, particleFitsErrors
@@ -223,17 +224,18 @@ class ProtTomoCPTPick(EMProtocol, ProtTomoBase):
         tables = [readPicks(self._getPicksFile(tsId)) for tsId in tomosById]
         picks = pd.concat(tables, ignore_index=True)
         outputs = {}
-        for classId, name in enumerate(classes, start=1):
-            suffix = "" if len(classes) == 1 else f"_{name}"
+        for classId in range(1, len(classes) + 1):
+            suffix = PREDICT.class_suffix(classes, classId - 1)
             coordSet = self._createSetOfCoordinates3D(self.inputTomograms, suffix)
             coordSet.setSamplingRate(tomograms.getSamplingRate())
             coordSet.setBoxSize(self._getBoxSize(classId))
             fillCoordinates(coordSet, picks[picks["class_id"] == classId], tomosById)
             outputs[PickOutputs.coordinates.name + suffix] = coordSet
         if self.saveScoreMaps:
-            for name in classes:
-                suffix = "" if len(classes) == 1 else f"_{name}"
-                outputs[PickOutputs.scoreMaps.name + suffix] = self._scoreMapSet(tomograms, suffix)
+            for channel in range(len(classes)):
+                outputs[PickOutputs.scoreMaps.name + PREDICT.class_suffix(classes, channel)] = self._scoreMapSet(
+                    tomograms, classes, channel
+                )
         self._defineOutputs(**outputs)
         for output in outputs.values():
             self._defineSourceRelation(self.inputTomograms, output)
@@ -329,11 +331,11 @@ class ProtTomoCPTPick(EMProtocol, ProtTomoBase):
         )
 
     def _getPicksFile(self, tsId):
-        return self._getExtraPath("picks", tsId, "picks.csv")
+        return self._getExtraPath("picks", tsId, PREDICT.table)
 
     def getPreviewPath(self, tsId):
         """PNG of the picks of one tomogram over three of its slices."""
-        return self._getExtraPath("picks", tsId, f"{tsId}_picks.png")
+        return self._getExtraPath("picks", tsId, PREDICT.preview(tsId))
 
     def _getBoxSize(self, classId=1):
         """The form's box size, or 1.2 × the diameter of class ``classId`` (scaled like the picking diameter)."""
@@ -380,14 +382,16 @@ class ProtTomoCPTPick(EMProtocol, ProtTomoBase):
             args.append("--save-scores")
         return args
 
-    def _scoreMapSet(self, tomograms, suffix):
-        """Score maps of one class (``suffix`` "" for a one-class model, else "_<class>")."""
-        scoreMaps = self._createSetOfTomograms(f"_scores{suffix}")
+    def _scoreMapSet(self, tomograms, classes, channel):
+        """Score maps of class ``classes[channel]``."""
+        scoreMaps = self._createSetOfTomograms(f"_scores{PREDICT.class_suffix(classes, channel)}")
         scoreMaps.copyInfo(tomograms)
         for tomo in tomograms:
             scoreMap = Tomogram()
             scoreMap.copyInfo(tomo)
             scoreMap.setTsId(tomo.getTsId())
-            scoreMap.setLocation(self._getExtraPath("picks", tomo.getTsId(), f"{tomo.getTsId()}_scores{suffix}.mrc"))
+            scoreMap.setLocation(
+                self._getExtraPath("picks", tomo.getTsId(), PREDICT.score_map(tomo.getTsId(), classes, channel))
+            )
             scoreMaps.append(scoreMap)
         return scoreMaps

@@ -13,6 +13,7 @@ from pyworkflow.utils import Message
 from .. import Plugin
 from ..constants import BOX_TO_DIAMETER, RECIPE_BACKBONES, RECIPE_CITATIONS
 from ..convert import coordinatesTable, linkTomograms, readModelSummary, writeCoordinatesCsv
+from ..engine.outputs import TRAIN
 from ..engine.specs import BACKBONES as ENGINE_BACKBONES
 from ..engine.specs import DEFAULT_CENTRING_STEPS, LOSS_SPECS, MODEL_SIZES, PU_LOSSES, RECIPE_SPECS
 from ..engine.specs import LABELS as ENGINE_LABELS
@@ -290,8 +291,8 @@ class ProtTomoCPTTrain(EMProtocol):
         Plugin.runEngine(self, self._getTrainArgs(), processes=max(1, len(self.getGpuList())))
 
     def createOutputStep(self):
-        summary = readModelSummary(self._getExtraPath("training", "model.json"))
-        model = TomoCPTModel(checkpoint=self._getExtraPath("training", "model.pt"))
+        summary = readModelSummary(self._getExtraPath("training", TRAIN.summary))
+        model = TomoCPTModel(checkpoint=self._getExtraPath("training", TRAIN.model))
         model.setFromSummary(summary)
         self._defineOutputs(**{TrainOutputs.model.name: model})
         for pointer in [
@@ -395,10 +396,10 @@ class ProtTomoCPTTrain(EMProtocol):
 
     # --------------------------- UTILS functions -----------------------------
     def getLearningCurvePath(self):
-        return self._getExtraPath("training", "learning_curve.png")
+        return self._getExtraPath("training", TRAIN.curve)
 
     def getTrainingLogPath(self):
-        return self._getExtraPath("training", "training_log.csv")
+        return self._getExtraPath("training", TRAIN.log)
 
     def _recipeName(self):
         return RECIPES[self.recipe.get()]
@@ -487,6 +488,6 @@ class ProtTomoCPTTrain(EMProtocol):
                 "--encoder-lr-factor",
                 str(self.encoderLrFactor.get()),
             ]
-        if glob.glob(self._getExtraPath("training", "**", "last.pt"), recursive=True):
+        if glob.glob(self._getExtraPath("training", "**", TRAIN.state), recursive=True):
             args.append("--resume")  # continue mode after an interruption (of a network or an ensemble member)
         return args
