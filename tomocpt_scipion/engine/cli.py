@@ -48,45 +48,6 @@ _FINITE = _number(float, -math.inf, False)
 _FRACTION = _number(float, 0, True, 1)
 
 
-def _tomogram_geometry(paths: Sequence[str]) -> tuple[dict[str, tuple[int, int, int]], float | None]:
-    """{stem: (z, y, x)} and the common pixel size (Å) of MRC files, from headers only."""
-    from .io import read_mrc_header
-
-    shapes, files_by_pixel_size = {}, {}
-    for path in paths:
-        shape, pixel_size = read_mrc_header(path)
-        shapes[Path(path).stem] = shape
-        if pixel_size:
-            files_by_pixel_size.setdefault(round(pixel_size, 4), []).append(str(path))
-    if len(files_by_pixel_size) > 1:
-        listing = "; ".join(f"{size:g} Å: {', '.join(files)}" for size, files in sorted(files_by_pixel_size.items()))
-        raise ValueError(
-            f"the tomograms have different pixel sizes ({listing}); give tomograms of one pixel size per command."
-        )
-    return shapes, (next(iter(files_by_pixel_size)) if files_by_pixel_size else None)
-
-
-def _check_mask_count(masks: Sequence[str], tomograms: Sequence[str]) -> None:
-    if masks and len(masks) != len(tomograms):
-        raise ValueError(f"{len(masks)} mask(s) for {len(tomograms)} tomogram(s); give one per tomogram.")
-
-
-def _distinct_tomograms(paths: Sequence[str], option: str) -> None:
-    """Refuse a tomogram given twice, or two files of one name (picks and labels are keyed by name)."""
-    seen: dict[str, str] = {}
-    for path in paths:
-        name = Path(path).stem
-        if name in seen:
-            same = Path(seen[name]).resolve() == Path(path).resolve()
-            raise ValueError(
-                f"{option}: {path} is given twice"
-                if same
-                else f"{option}: {seen[name]} and {path} share the name {name!r}; tomograms are "
-                f"told apart by name, rename one."
-            )
-        seen[name] = path
-
-
 # ----------------------------------------------------------------------------- simulate
 def _simulate_arguments(parser: argparse.ArgumentParser) -> None:
     from .simulate import SIMULATION_MODES, SimulationConfig, available_species
@@ -247,9 +208,10 @@ def _export_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
+    from .inputs import tomogram_geometry
     from .io import coordinate_pixel_size, read_coordinates, write_coordinates
 
-    shapes, header_pixel_size = _tomogram_geometry(args.tomograms)
+    shapes, header_pixel_size = tomogram_geometry(args.tomograms)
     pixel_size = args.pixel_size or header_pixel_size or coordinate_pixel_size(args.input)
     names = list(shapes) or None
     table = read_coordinates(
@@ -428,39 +390,6 @@ def _copick_export(args: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------------------- train
-def _read_class_sets(
-    paths: Sequence[str], names: Sequence[str] | None, tomograms: Sequence[str], pixel_size_a: float | None
-):
-    """One coordinate file per class: a table with class_id = file order + 1, and class names."""
-    import pandas as pd
-
-    from .io import read_coordinates
-
-    shapes, header_pixel = _tomogram_geometry(tomograms)
-    if names and len(names) != len(paths):
-        raise ValueError(f"{len(names)} class name(s) for {len(paths)} coordinate file(s).")
-    tables = []
-    for class_id, path in enumerate(paths, start=1):
-        table = read_coordinates(
-            path,
-            pixel_size_a=pixel_size_a or header_pixel,
-            tomo_shapes=shapes,
-            tomo_name=None if len(shapes) != 1 else next(iter(shapes)),
-        )
-        if table.empty:
-            raise ValueError(f"{path}: holds no coordinates.")
-        used = table["tomo_name"].isin(list(shapes))
-        if not used.any():
-            raise ValueError(
-                f"{path}: none of its tomograms {sorted(set(table['tomo_name']))} is among "
-                f"the given ones {sorted(shapes)}."
-            )
-        if not used.all():
-            logger.info("%s: %d coordinate(s) of other tomograms ignored", path, int((~used).sum()))
-        tables.append(table[used].assign(class_id=class_id))
-    return pd.concat(tables, ignore_index=True), list(names or [Path(p).stem for p in paths])
-
-
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
     from .config import AUGMENTATIONS, SAMPLINGS
     from .specs import BACKBONES, DEFAULT_CENTRING_STEPS, LABELS, LOSS_SPECS, MODEL_SIZES, RECIPE_SPECS
@@ -563,9 +492,10 @@ _TRAIN_OVERRIDES = (
 
 def _train(args: argparse.Namespace) -> None:
     from .config import recipe_config
+    from .inputs import check_distinct_tomograms, read_class_sets
     from .train import train
 
-    _distinct_tomograms([*args.tomograms, *args.val_tomograms], "--tomograms and --val-tomograms")
+    check_distinct_tomograms([*args.tomograms, *args.val_tomograms], "--tomograms and --val-tomograms")
     if bool(args.val_tomograms) != bool(args.val_coordinates):
         given, missing = (
             ("--val-tomograms", "--val-coordinates") if args.val_tomograms else ("--val-coordinates", "--val-tomograms")
@@ -576,10 +506,10 @@ def _train(args: argparse.Namespace) -> None:
             f"{len(args.val_coordinates)} --val-coordinates file(s) for {len(args.coordinates)} "
             f"class(es); give one per class, in the order of --coordinates."
         )
-    coordinates, classes = _read_class_sets(args.coordinates, args.class_names, args.tomograms, args.pixel_size)
+    coordinates, classes = read_class_sets(args.coordinates, args.class_names, args.tomograms, args.pixel_size)
     validation = None
     if args.val_tomograms:
-        validation, _ = _read_class_sets(args.val_coordinates, classes, args.val_tomograms, args.pixel_size)
+        validation, _ = read_class_sets(args.val_coordinates, classes, args.val_tomograms, args.pixel_size)
     if len(args.diameter) not in (1, len(classes)):
         raise ValueError(
             f"{len(args.diameter)} diameters for {len(classes)} class(es) {classes}: give one, "
@@ -679,56 +609,32 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    import pandas as pd
+    from .predict import predict_tomograms
 
-    from .checkpoint import load_centring, load_model
-    from .device import select_device
-    from .io import staged_outputs
-    from .predict import output_names, pick_tomogram, write_picks, write_preview, write_score_maps
-
-    _distinct_tomograms(args.tomograms, "--tomograms")
-    _check_mask_count(args.masks, args.tomograms)
-    shapes, header_pixel = _tomogram_geometry(args.tomograms)
-    pixel_size = args.pixel_size or header_pixel
-    device = select_device(args.device)
-    model, config = load_model(args.model, device)
-    centring = load_centring(args.model, device) if args.refine == "learned" else None
-    if args.diameter:  # every class scales with the model's reference particle
-        ratio = args.diameter / config.diameter_a
-        config.class_diameters_a = [d * ratio for d in config.class_diameters_a]
-        config.diameter_a = args.diameter
-    expected = output_names(list(shapes), config.classes, args.save_scores, args.preview)
-    tables = []
-    with staged_outputs(args.out, args.overwrite, expected) as staging:
-        for i, tomogram in enumerate(args.tomograms):
-            table, score_map = pick_tomogram(
-                model,
-                config,
-                tomogram,
-                pixel_size_a=args.pixel_size,
-                mask=args.masks[i] if args.masks else None,
-                method=args.method,
-                threshold=args.threshold,
-                min_distance_a=args.min_distance,
-                max_picks=args.max_picks,
-                refine=args.refine,
-                centring=centring,
-                device=device,
-                merge=args.merge,
-                window=args.window,
-                overlap=args.overlap,
-                pad=args.pad,
-                batch_size=args.batch_size,
-                tta=args.tta,
-            )
-            tables.append(table)
-            if args.save_scores:
-                write_score_maps(staging, Path(tomogram).stem, score_map, config.classes)
-            if args.preview:
-                write_preview(staging, tomogram, table, config.diameter_a, score_map.pixel_size_a)
-            print(f"{Path(tomogram).name}: {len(table)} pick(s)", flush=True)
-        write_picks(staging, pd.concat(tables, ignore_index=True), pixel_size, shapes)
-    print(f"Wrote {len(expected)} file(s) to {args.out}")
+    written = predict_tomograms(
+        args.model,
+        args.tomograms,
+        args.out,
+        masks=args.masks,
+        pixel_size_a=args.pixel_size,
+        diameter_a=args.diameter,
+        save_scores=args.save_scores,
+        preview=args.preview,
+        overwrite=args.overwrite,
+        device=args.device,
+        method=args.method,
+        threshold=args.threshold,
+        min_distance_a=args.min_distance,
+        max_picks=args.max_picks,
+        refine=args.refine,
+        merge=args.merge,
+        window=args.window,
+        overlap=args.overlap,
+        pad=args.pad,
+        batch_size=args.batch_size,
+        tta=args.tta,
+    )
+    print(f"Wrote {len(written)} file(s) to {args.out}")
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -772,11 +678,12 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from .inputs import tomogram_geometry
     from .io import read_coordinates
     from .preprocess import check_particle_fits
     from .report import evaluation_report, format_metrics
 
-    shapes, header_pixel = _tomogram_geometry(args.tomograms)
+    shapes, header_pixel = tomogram_geometry(args.tomograms)
     pixel_size = args.pixel_size or header_pixel
     if not pixel_size:
         raise ValueError("the pixel size is needed: give --pixel-size or --tomograms with it in their headers.")
@@ -839,11 +746,12 @@ def _filter_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _filter(args: argparse.Namespace) -> None:
     from .filtering import filter_picks, read_mask
+    from .inputs import check_distinct_tomograms, check_mask_count, tomogram_geometry
     from .io import coordinate_pixel_size, read_coordinates, write_coordinates
 
-    _check_mask_count(args.masks, args.tomograms)
-    _distinct_tomograms(args.tomograms, "--tomograms")
-    shapes, header_pixel_size = _tomogram_geometry(args.tomograms)
+    check_mask_count(args.masks, args.tomograms)
+    check_distinct_tomograms(args.tomograms, "--tomograms")
+    shapes, header_pixel_size = tomogram_geometry(args.tomograms)
     pixel_size = args.pixel_size or header_pixel_size or coordinate_pixel_size(args.picks)
     if args.min_distance and not pixel_size:
         raise ValueError("--min-distance is in Å: give --pixel-size, or --tomograms with it in their headers.")

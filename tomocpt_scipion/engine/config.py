@@ -6,7 +6,7 @@ exactly the network, the rescaling and the normalisation used at training time.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from . import __version__
@@ -207,6 +207,13 @@ class EngineConfig:
         if not self.centring_steps >= 0:
             raise ValueError(f"centring_steps must be >= 0, got {self.centring_steps}.")
         return self
+
+    def for_diameter(self, diameter_a: float) -> EngineConfig:
+        """A copy that picks particles of ``diameter_a`` (Å) instead of ``diameter_a``: every
+        class's diameter scales by the same ratio, so tomograms are rescaled to make them look
+        like the training particles."""
+        ratio = diameter_a / self.diameter_a
+        return replace(self, diameter_a=diameter_a, class_diameters_a=[d * ratio for d in self.class_diameters_a])
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-type dict (safe for ``torch.load(weights_only=True)``)."""

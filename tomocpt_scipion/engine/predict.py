@@ -45,6 +45,7 @@ __all__ = [
     "write_preview",
     "mask_at_training_grid",
     "output_names",
+    "predict_tomograms",
 ]
 
 logger = logging.getLogger(__name__)
@@ -287,3 +288,75 @@ def write_preview(
     name = Path(tomogram).stem
     picks = table[table["tomo_name"] == name][["x", "y", "z"]].to_numpy(float)
     return plot_picks(volume, picks, diameter_a / 2 / pixel_size_a, Path(out_dir) / PREDICT.preview(name), name)
+
+
+def predict_tomograms(
+    model_path: str | Path,
+    tomograms: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    masks: Sequence[str | Path] = (),
+    pixel_size_a: float | None = None,
+    diameter_a: float | None = None,
+    save_scores: bool = False,
+    preview: bool = False,
+    overwrite: bool = False,
+    device: str | None = None,
+    refine: str = REFINEMENTS[0],
+    **pick_options,
+) -> list[str]:
+    """Pick every tomogram with a model and write the outputs (:data:`.outputs.PREDICT`) together.
+
+    Parameters
+    ----------
+    model_path : ``model.pt``.
+    tomograms : MRC files, one name each (their stems name the picks).
+    out_dir : output folder; its files appear together or not at all.
+    masks : one MRC mask per tomogram, or none.
+    pixel_size_a : pixel size when the headers have none.
+    diameter_a : pick particles of this diameter (Å) instead of the model's (see
+        :meth:`.EngineConfig.for_diameter`).
+    save_scores, preview : also write the score maps, a preview PNG per tomogram.
+    overwrite : replace existing outputs.
+    device : torch device (default: CUDA when available).
+    refine, **pick_options : see :func:`pick_tomogram`.
+
+    Returns
+    -------
+    The names of the files written.
+    """
+    from .checkpoint import load_centring, load_model
+    from .device import select_device
+    from .inputs import check_distinct_tomograms, check_mask_count, tomogram_geometry
+    from .io import staged_outputs
+
+    check_distinct_tomograms(tomograms, "--tomograms")
+    check_mask_count(masks, tomograms)
+    shapes, header_pixel = tomogram_geometry(tomograms)
+    device = select_device(device)
+    model, config = load_model(model_path, device)
+    centring = load_centring(model_path, device) if refine == "learned" else None
+    if diameter_a:
+        config = config.for_diameter(diameter_a)
+    expected = output_names(list(shapes), config.classes, save_scores, preview)
+    tables = []
+    with staged_outputs(out_dir, overwrite, expected) as staging:
+        for i, tomogram in enumerate(tomograms):
+            table, score_map = pick_tomogram(
+                model,
+                config,
+                tomogram,
+                pixel_size_a=pixel_size_a,
+                mask=masks[i] if masks else None,
+                refine=refine,
+                centring=centring,
+                device=device,
+                **pick_options,
+            )
+            tables.append(table)
+            if save_scores:
+                write_score_maps(staging, Path(tomogram).stem, score_map, config.classes)
+            if preview:
+                write_preview(staging, tomogram, table, config.diameter_a, score_map.pixel_size_a)
+        write_picks(staging, pd.concat(tables, ignore_index=True), pixel_size_a or header_pixel, shapes)
+    return expected
