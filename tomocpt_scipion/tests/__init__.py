@@ -1,0 +1,1 @@
+"""Scipion tests of the plugin (found by `scipion3 tests tomocpt_scipion`; pytest collects them too)."""
