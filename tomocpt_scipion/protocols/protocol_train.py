@@ -144,8 +144,10 @@ class ProtTomoCPTTrain(EMProtocol):
             expertLevel=params.LEVEL_ADVANCED,
             label="Backbone",
             help="swinunetr: SwinUNETR-V2 transformer (tomoCPT, slowest, largest). resunet: light "
-            "3D-ResUNet with CoordConv and image pyramid (DeepETPicker). multiresunet: "
-            "residual U-Net, 4 levels (TomoPicker).",
+            "3D-ResUNet with CoordConv and image pyramid (DeepETPicker). multiresunet: the network "
+            "TomoPicker calls MultiRes-UNet, which its paper (section 3.3) describes as a residual U-Net: "
+            "4 levels of residual blocks, 32-256 channels, concatenated skips (MONAI UNet with residual units; "
+            "not the MultiRes blocks and Res paths of Ibtehaz and Rahman's MultiResUNet).",
         )
         form.addParam(
             "modelSize",

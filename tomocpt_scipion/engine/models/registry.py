@@ -40,8 +40,11 @@ def _resunet(out_channels: int, size: str) -> nn.Module:
 
 
 def _multiresunet(out_channels: int, size: str) -> nn.Module:
-    # TomoPicker §3.3: four down / four up, 32-64-128-256, residual blocks, concatenated
-    # skips, transposed-convolution upsampling: MONAI's residual UNet with those channels.
+    # The name is TomoPicker's ("MultiRes-Unet"), but its §3.3 describes the network as four
+    # down / four up levels of *ResUNet blocks* (a residual connection around two
+    # convolutions), 32-64-128-256 channels, concatenated skips, transposed-convolution
+    # upsampling and "the default configuration of using ResUNet layer": that is MONAI's
+    # residual UNet with those channels, not Ibtehaz & Rahman's MultiRes blocks and Res paths.
     from monai.networks.nets import UNet
 
     channels = (8, 16, 32, 64, 64) if size == "small" else (32, 64, 128, 256, 256)
