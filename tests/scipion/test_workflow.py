@@ -117,6 +117,43 @@ class TestCoordinateRoundTrip(TomoCPTProjectTest):
             np.testing.assert_array_equal(back["class_id"], expected["class_id"])
             self.assertEqual(protocol.coordinates.getBoxSize(), 24)
 
+    def test_import_protocol_reads_the_picks_of_a_copick_project(self):
+        import json
+
+        from tomocpt_scipion.convert import coordinatesTable
+        from tomocpt_scipion.engine import copick_project
+        from tomocpt_scipion.protocols import ProtTomoCPTImportCoordinates
+
+        tomograms = self.importTomograms(os.path.join(self.root, "tomograms"))
+        truth = io.read_coordinates(os.path.join(self.root, "coordinates", "4v94.star"))
+        truth = truth.assign(score=np.linspace(0.2, 0.8, len(truth)))
+        config = Path(self.getOutputPath("copick", "config.json"))
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(
+            json.dumps(
+                {
+                    "config_type": "filesystem",
+                    "overlay_root": f"local://{config.parent / 'overlay'}",
+                    "overlay_fs_args": {"auto_mkdir": True},
+                    "pickable_objects": [{"name": "ribosome", "is_particle": True, "label": 1}],
+                }
+            )
+        )
+        copick_project.write_picks(config, truth, PIXEL_SIZE_A, ["ribosome"])
+        protocol = self.launchProtocol(
+            self.newProtocol(
+                ProtTomoCPTImportCoordinates,
+                inputTomograms=tomograms,
+                coordinatesFile=str(config),
+                fileFormat=ProtTomoCPTImportCoordinates.COPICK,
+                copickObjects="ribosome",
+            )
+        )
+        back = coordinatesTable(protocol.coordinates, tomograms).sort_values(["tomo_name", "x"])
+        expected = truth.sort_values(["tomo_name", "x"])
+        np.testing.assert_allclose(back[["x", "y", "z"]].to_numpy(), expected[["x", "y", "z"]].to_numpy(), atol=0.01)
+        np.testing.assert_allclose(back["score"], expected["score"], atol=1e-4)
+
 
 class TestPickContinueAndValidation(TomoCPTProjectTest):
     @pytest.fixture(autouse=True)

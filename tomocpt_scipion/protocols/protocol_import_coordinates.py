@@ -26,14 +26,16 @@ class ProtTomoCPTImportCoordinates(EMProtocol, ProtTomoBase):
 
     The file's tomogram names must be the tomograms' tsIds (a format that names no tomogram
     is taken as the one tomogram given). Conversion is done by the engine (`tomocpt-engine
-    export`), the same code that writes these formats.
+    export`), the same code that writes these formats. A copick project (its configuration
+    file) gives the picks of its runs named like the tomograms (`tomocpt-engine copick-import`).
     """
 
     _label = "import coordinates (any format)"
     _devStatus = BETA
     _possibleOutputs = ImportCoordinatesOutputs
-    #: form choices: the file suffix decides, or one engine format by name
-    FORMAT_CHOICES = ["from the file suffix", *FORMAT_NAMES]
+    #: form choices: the file suffix decides, one engine format by name, or a copick project
+    FORMAT_CHOICES = ["from the file suffix", *FORMAT_NAMES, "copick"]
+    COPICK = len(FORMAT_CHOICES) - 1
 
     # -------------------------- DEFINE param functions -----------------------
     def _defineParams(self, form):
@@ -52,7 +54,8 @@ class ProtTomoCPTImportCoordinates(EMProtocol, ProtTomoBase):
             label="Coordinate file",
             important=True,
             help="Coordinates in pixels of these tomograms (RELION 5 STAR: Å from the centre, "
-            "converted with the tomograms' sizes and sampling rate).",
+            "converted with the tomograms' sizes and sampling rate), or a copick project's configuration "
+            "(JSON; format 'copick').",
         )
         form.addParam(
             "fileFormat",
@@ -60,8 +63,34 @@ class ProtTomoCPTImportCoordinates(EMProtocol, ProtTomoBase):
             choices=self.FORMAT_CHOICES,
             default=0,
             label="Format",
-            help="The file's format; 'warp' reads a Warp/M particle STAR. By default the suffix "
+            help="The file's format; 'warp' reads a Warp/M particle STAR, 'copick' the picks of a copick "
+            "project (locations in Å, converted at the tomograms' sampling rate). By default the suffix "
             "decides (.star, .mod, .tbl, .coords, .txt, .csv).",
+        )
+        form.addParam(
+            "copickObjects",
+            params.StringParam,
+            default="",
+            condition=f"fileFormat == {self.COPICK}",
+            label="copick objects",
+            help="Particle objects to import, separated by spaces, in class order (class 1 first); empty = "
+            "every particle object of the project.",
+        )
+        form.addParam(
+            "copickUser",
+            params.StringParam,
+            default="",
+            condition=f"fileFormat == {self.COPICK}",
+            label="copick user",
+            help="Import only the picks of this copick user id; empty = any user.",
+        )
+        form.addParam(
+            "copickSession",
+            params.StringParam,
+            default="",
+            condition=f"fileFormat == {self.COPICK}",
+            label="copick session",
+            help="Import only the picks of this copick session id; empty = any session.",
         )
         form.addParam(
             "boxSize",
@@ -80,10 +109,19 @@ class ProtTomoCPTImportCoordinates(EMProtocol, ProtTomoBase):
     # --------------------------- STEPS functions -----------------------------
     def convertStep(self):
         tomograms = self.inputTomograms.get()
+        source = os.path.abspath(self.coordinatesFile.get())
+        if self.fileFormat.get() == self.COPICK:
+            args = ["copick-import", source, self._getOutputCsv(), "--voxel-size", str(tomograms.getSamplingRate())]
+            args += ["--runs", *sorted(t.getTsId() for t in tomograms), "--overwrite"]
+            for flag, value in (("--user", self.copickUser.get()), ("--session", self.copickSession.get())):
+                args += [flag, value] if value else []
+            args += ["--objects", *self.copickObjects.get().split()] if (self.copickObjects.get() or "").split() else []
+            Plugin.runEngine(self, args)
+            return
         links = linkTomograms(tomograms, self._getExtraPath("tomograms"))
         args = [
             "export",
-            os.path.abspath(self.coordinatesFile.get()),
+            source,
             self._getOutputCsv(),
             "--tomograms",
             *links.values(),
