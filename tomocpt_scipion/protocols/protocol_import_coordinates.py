@@ -76,22 +76,15 @@ class ProtTomoCPTImportCoordinates(EMProtocol, ProtTomoBase):
             help="Particle objects to import, separated by spaces, in class order (class 1 first); empty = "
             "every particle object of the project.",
         )
-        form.addParam(
-            "copickUser",
-            params.StringParam,
-            default="",
-            condition=f"fileFormat == {self.COPICK}",
-            label="copick user",
-            help="Import only the picks of this copick user id; empty = any user.",
-        )
-        form.addParam(
-            "copickSession",
-            params.StringParam,
-            default="",
-            condition=f"fileFormat == {self.COPICK}",
-            label="copick session",
-            help="Import only the picks of this copick session id; empty = any session.",
-        )
+        for name, what in (("copickUser", "user"), ("copickSession", "session")):
+            form.addParam(
+                name,
+                params.StringParam,
+                default="",
+                condition=f"fileFormat == {self.COPICK}",
+                label=f"copick {what}",
+                help=f"Import only the picks of this copick {what} id; empty = any {what}.",
+            )
         form.addParam(
             "boxSize",
             params.IntParam,
