@@ -63,11 +63,13 @@ if pwem is not None:
         ]
 
     def _supportedPython() -> str:
-        """The first of python3.13 … python3.10 / python3 on the PATH that the engine supports,
-        else Scipion's own interpreter (when recent enough)."""
+        """Scipion's own interpreter when the engine supports it, else the first of python3.13 …
+        python3.10 / python3 on the PATH that it supports (Scipion's installer may use 3.8)."""
         import shutil
         import subprocess
 
+        if sys.version_info[:2] >= ENGINE_MIN_PYTHON:
+            return sys.executable
         candidates = [f"python3.{minor}" for minor in range(13, ENGINE_MIN_PYTHON[1] - 1, -1)] + ["python3"]
         for name in candidates:
             path = shutil.which(name)
@@ -77,16 +79,20 @@ if pwem is not None:
                 ).stdout.split()
                 if version and tuple(map(int, version)) >= ENGINE_MIN_PYTHON:
                     return path
-        return sys.executable
+        raise RuntimeError(
+            f"no Python >= {'.'.join(map(str, ENGINE_MIN_PYTHON))} found for the engine environment; "
+            f"set {TOMOCPT_PYTHON} to one."
+        )
 
     class Plugin(pwem.Plugin):
         """tomocpt_scipion: deep-learning particle picking in tomograms.
 
         The engine runs in its own environment, as the plugins of other deep-learning pickers
         do: ``scipion3 installb tomocpt-engine`` builds a venv (``TOMOCPT_PYTHON``, default
-        the newest python3 ≥ 3.10 on the PATH) with torch (``TOMOCPT_TORCH_INDEX``: the pip
-        index of the CUDA build, e.g. https://download.pytorch.org/whl/cu126; empty = PyPI's
-        default build) and the engine's requirements. ``TOMOCPT_ENV_ACTIVATION`` empty (the
+        Scipion's own Python when ≥ 3.10, else the newest python3 ≥ 3.10 on the PATH) with
+        torch (``TOMOCPT_TORCH_INDEX``: the pip index of the CUDA build, e.g.
+        https://download.pytorch.org/whl/cu126; empty = PyPI's default build) and the engine's
+        requirements. ``TOMOCPT_ENV_ACTIVATION`` empty (the
         default) uses that environment when it is built, else Scipion's own Python (which
         then needs the ``[engine]`` extra); any other value is the activation command of an
         environment of your own. Engine jobs run with no PYTHONPATH.
