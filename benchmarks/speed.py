@@ -37,13 +37,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tomocpt_scipion.engine.specs import BACKBONES, RECIPE_SPECS
+
 sys.path.insert(0, str(Path(__file__).parent))
 RESULTS = Path(__file__).with_name("results")
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"256x256x128": (128, 256, 256), "512x512x200": (200, 512, 512), "1024x1024x400": (400, 1024, 1024)}
 QUICK_SIZES = {"96x96x48": (48, 96, 96)}
 PIXEL_SIZE_A = 10.0
-BACKBONES = ("resunet", "multiresunet", "swinunetr")
+#: the recipe that uses each backbone
+RECIPE_OF_BACKBONE = {spec.backbone: name for name, spec in RECIPE_SPECS.items()}
 
 
 def _device():
@@ -199,7 +202,7 @@ def _inputs_worker(shape, folder: str, backbone: str, noise: bool = False) -> di
     diameter = species_diameter_a("4v94", PIXEL_SIZE_A)
     checkpoint = _checkpoint_path(backbone, folder)
     if not checkpoint.exists():
-        recipe = {"swinunetr": "tomocpt", "resunet": "deepetpicker", "multiresunet": "tomopicker"}[backbone]
+        recipe = RECIPE_OF_BACKBONE[backbone]
         config = recipe_config(recipe, diameter_a=diameter, expected_particles=100)
         config.voxel_size_a = diameter / config.target_diameter_px
         torch.manual_seed(0)
