@@ -58,7 +58,7 @@ def _class_picks(
     for tomo in tomograms:
         scores = run_network(model, config, tomo.volume, device)
         for channel in range(config.n_classes):
-            radius = config.target_diameter_px * config.class_sizes[channel] / 2
+            radius = config.training_diameters_px[channel] / 2
             peaks = find_peaks(scores[channel], DEFAULT_PEAK_METHOD, radius_px=radius, threshold=_FLOOR)
             tables[channel].append(coordinate_table(peaks[:, :3], tomo.name, peaks[:, 3], channel + 1))
     return [pd.concat(parts, ignore_index=True) for parts in tables]
@@ -107,8 +107,7 @@ def calibrate_thresholds(
             threshold = float(scores[min(keep, len(scores)) - 1])
             how = f"{keep} expected particles in {len(tomograms)} validation tomogram(s)"
         else:
-            diameter_px = config.target_diameter_px * config.class_sizes[class_id - 1]
-            sweep = threshold_sweep(picks, truth, diameter_px, grid="fine")
+            sweep = threshold_sweep(picks, truth, config.training_diameters_px[class_id - 1], grid="fine")
             best = sweep.iloc[_smoothed_argmax(sweep["f1"].to_numpy())]
             threshold = float(best["threshold"])
             how = f"F1 {best['f1']:.3f} (precision {best['precision']:.2f}, recall {best['recall']:.2f})"

@@ -254,6 +254,7 @@ def _browse_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _browse(args: argparse.Namespace) -> None:
+    from .inputs import class_diameters
     from .io import read_coordinates, read_mrc
 
     volume, header_pixel = read_mrc(args.tomogram)
@@ -265,14 +266,8 @@ def _browse(args: argparse.Namespace) -> None:
     table = table[table["tomo_name"] == name]
     if table.empty:
         raise ValueError(f"{args.picks}: holds no picks of tomogram {name!r}.")
-    classes = sorted(int(c) for c in table["class_id"].unique())
-    if len(args.diameter) != 1 and len(args.diameter) < classes[-1]:
-        raise ValueError(
-            f"{len(args.diameter)} diameter(s) for classes up to {classes[-1]}; give one, or one per class."
-        )
-    radius = {
-        c: (args.diameter[c - 1] if len(args.diameter) > 1 else args.diameter[0]) / 2 / pixel_size for c in classes
-    }
+    diameters = class_diameters(args.diameter, sorted(int(c) for c in table["class_id"].unique()))
+    radius = {c: d / 2 / pixel_size for c, d in diameters.items()}
     if args.screenshot:
         import matplotlib
 
@@ -367,7 +362,7 @@ def _copick_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _copick_export(args: argparse.Namespace) -> None:
-    from .copick_project import DEFAULT_SESSION, DEFAULT_USER, open_project, write_picks
+    from .copick_project import DEFAULT_SESSION, DEFAULT_USER, write_picks
     from .io import coordinate_pixel_size, read_coordinates
 
     pixel_size = args.pixel_size or coordinate_pixel_size(args.input)
@@ -376,12 +371,11 @@ def _copick_export(args: argparse.Namespace) -> None:
     table = read_coordinates(args.input, args.from_format, pixel_size_a=pixel_size)
     if args.runs:
         table = table[table["tomo_name"].isin(args.runs)]
-    objects = args.objects or [o.name for o in open_project(args.config).config.pickable_objects if o.is_particle]
     written = write_picks(
         args.config,
         table,
         pixel_size,
-        objects,
+        args.objects,
         args.user or DEFAULT_USER,
         args.session or DEFAULT_SESSION,
         args.overwrite,
@@ -708,12 +702,9 @@ def _evaluate(args: argparse.Namespace) -> None:
     )
     print(format_metrics(report.metrics))
     for class_id, threshold in report.class_thresholds.items():
-        rows = report.metrics[
-            (report.metrics.get("class_id", class_id) == class_id) & (report.metrics["tomo_name"] == "all")
-        ]
+        overall = report.class_overall[class_id]
         print(
-            f"class {class_id}: F1max {rows['f1'].iloc[0]:.3f} (F4 {rows['f4'].iloc[0]:.3f}) at score "
-            f"threshold {threshold:.4g}"
+            f"class {class_id}: F1max {overall['f1']:.3f} (F4 {overall['f4']:.3f}) at score threshold {threshold:.4g}"
         )
 
 

@@ -138,6 +138,11 @@ class EngineConfig:
         return [d / self.diameter_a for d in self.diameters_a]
 
     @property
+    def training_diameters_px(self) -> list[float]:
+        """Particle diameter of each class at the training scale, pixels."""
+        return [self.target_diameter_px * size for size in self.class_sizes]
+
+    @property
     def centring_crop_diameter_px(self) -> float:
         """Diameter of the largest class at the centring scale: centring crops are sized by it."""
         return self.centring_diameter_px * max(self.class_sizes)

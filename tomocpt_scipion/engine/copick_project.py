@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import COORDINATE_COLUMNS, coordinate_table, staged_outputs, write_mrc
+from .io import coordinate_table, staged_outputs, write_mrc
 
 __all__ = ["open_project", "read_picks", "write_picks", "export_tomograms", "DEFAULT_USER", "DEFAULT_SESSION"]
 
@@ -112,9 +112,7 @@ def read_picks(
                 scores = np.array([1.0 if p.score is None else p.score for p in picks.points], float)
                 tables.append(coordinate_table(xyz_a / voxel_size_a, run.name, scores, class_id))
     if not tables:
-        return pd.DataFrame(
-            {c: pd.Series(dtype=object if c == "tomo_name" else float) for c in COORDINATE_COLUMNS}
-        ).astype({"class_id": int})
+        return coordinate_table(np.zeros((0, 3)), "")
     return pd.concat(tables, ignore_index=True)
 
 
@@ -122,7 +120,7 @@ def write_picks(
     config: os.PathLike | str,
     table: pd.DataFrame,
     voxel_size_a: float,
-    objects: Sequence[str],
+    objects: Sequence[str] | None = None,
     user_id: str = DEFAULT_USER,
     session_id: str = DEFAULT_SESSION,
     overwrite: bool = False,
@@ -135,7 +133,8 @@ def write_picks(
     table : coordinates with :data:`.io.COORDINATE_COLUMNS`, pixels at ``voxel_size_a``;
         ``tomo_name`` names the run (created when the project lacks it).
     voxel_size_a : pixel size (Å) of the coordinates.
-    objects : the copick object of each class, ``objects[class_id - 1]``.
+    objects : the copick object of each class, ``objects[class_id - 1]``; default: the
+        project's particle objects in the configuration's order.
     user_id, session_id : copick's owner of the new picks.
     overwrite : replace picks of the same run, object, user and session. Default False: such
         picks make the call fail before anything is written.

@@ -32,16 +32,22 @@ def suppress_close(points: np.ndarray, scores: np.ndarray, min_distance: float, 
     if len(order) < 2 or min_distance <= 0:
         return order
     pairs = cKDTree(np.asarray(points)[order]).query_pairs(min_distance - 1e-9, p=p_norm, output_type="ndarray")
-    keep = np.ones(len(order), dtype=bool)
+    return order[_kept_best_first(pairs, len(order))]
+
+
+def _kept_best_first(pairs: np.ndarray, n: int) -> np.ndarray:
+    """Keep mask of ``n`` points ranked best first, given the (i, j) pairs of rank indices that
+    conflict: visited best first, a kept point removes every worse point it conflicts with."""
+    keep = np.ones(n, dtype=bool)
     if len(pairs):
-        pairs.sort(axis=1)  # (better, worse): rows are sorted by score
+        pairs = np.sort(pairs, axis=1)  # (better, worse)
         pairs = pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
-        starts = np.searchsorted(pairs[:, 0], np.arange(len(order) + 1))
-        # only points with a close neighbour are visited, best first; a kept one removes its worse neighbours
+        starts = np.searchsorted(pairs[:, 0], np.arange(n + 1))
+        # only points with a conflict are visited
         for better in np.unique(pairs[:, 0]):
             if keep[better]:
                 keep[pairs[starts[better] : starts[better + 1], 1]] = False
-    return order[keep]
+    return keep
 
 
 def resolve_class_overlaps(table: pd.DataFrame, radius_px: Mapping[int, float]) -> pd.DataFrame:
@@ -62,19 +68,14 @@ def resolve_class_overlaps(table: pd.DataFrame, radius_px: Mapping[int, float]) 
     xyz = ranked[["x", "y", "z"]].to_numpy(float)
     classes = ranked["class_id"].to_numpy(int)
     radii = np.array([radius_px[c] for c in classes], dtype=float)
-    keep = np.ones(len(ranked), dtype=bool)
-    if len(ranked) > 1:
-        pairs = cKDTree(xyz).query_pairs(float(radii.max()), output_type="ndarray")
-        if len(pairs):
-            pairs.sort(axis=1)  # (better, worse)
-            pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]
-            distance = np.linalg.norm(xyz[pairs[:, 0]] - xyz[pairs[:, 1]], axis=1)
-            overlap = (classes[pairs[:, 0]] != classes[pairs[:, 1]]) & (
-                distance < np.minimum(radii[pairs[:, 0]], radii[pairs[:, 1]])
-            )
-            for better, worse in pairs[overlap]:
-                if keep[better]:
-                    keep[worse] = False
+    if len(ranked) < 2:
+        return ranked.reset_index(drop=True)
+    pairs = cKDTree(xyz).query_pairs(float(radii.max()), output_type="ndarray")
+    first, second = pairs.T
+    overlap = (classes[first] != classes[second]) & (
+        np.linalg.norm(xyz[first] - xyz[second], axis=1) < np.minimum(radii[first], radii[second])
+    )
+    keep = _kept_best_first(pairs[overlap], len(ranked))
     if not keep.all():
         logger.info("%d pick(s) lay on a better pick of another class and were dropped", int((~keep).sum()))
     return ranked[keep].reset_index(drop=True)

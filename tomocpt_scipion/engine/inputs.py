@@ -8,11 +8,12 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .io import read_coordinates, read_mrc_header
 
-__all__ = ["tomogram_geometry", "check_mask_count", "check_distinct_tomograms", "read_class_sets"]
+__all__ = ["tomogram_geometry", "check_mask_count", "check_distinct_tomograms", "read_class_sets", "class_diameters"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,3 +82,23 @@ def read_class_sets(
             logger.info("%s: %d coordinate(s) of other tomograms ignored", path, int((~used).sum()))
         tables.append(table[used].assign(class_id=class_id))
     return pd.concat(tables, ignore_index=True), list(names or [Path(p).stem for p in paths])
+
+
+def class_diameters(diameters_a: float | Sequence[float], classes: Sequence[int]) -> dict[int, float]:
+    """{class id: diameter in Å} for ``classes``: one diameter serves every class, several are
+    one per class in class order (class 1 first).
+
+    Raises
+    ------
+    ValueError
+        Fewer diameters than the highest class needs.
+    """
+    diameters = [float(diameters_a)] if np.ndim(diameters_a) == 0 else [float(d) for d in diameters_a]
+    if len(diameters) == 1:
+        return {int(c): diameters[0] for c in classes}
+    if classes and max(classes) > len(diameters):
+        raise ValueError(
+            f"classes {sorted(classes)} but {len(diameters)} diameter(s) were given; give one, or one per class "
+            f"in class order."
+        )
+    return {int(c): diameters[int(c) - 1] for c in classes}

@@ -40,6 +40,7 @@ __all__ = [
     "evaluate_picks",
     "threshold_sweep",
     "f_beta",
+    "detection_scores",
     "Evaluation",
     "CRITERIA",
     "METRIC_COLUMNS",
@@ -108,23 +109,29 @@ def f_beta(precision: float, recall: float, beta: float) -> float:
     return (1 + beta**2) * precision * recall / denominator if denominator else 0.0
 
 
-def _metrics(
-    name: str, tp: int, fp: int, fn: int, distances: np.ndarray, pixel_size_a: float, diameter_px: float
-) -> dict:
+def detection_scores(tp: int, fp: int, fn: int) -> dict:
+    """Counts and the precision, recall, F1 and F4 they give."""
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = f_beta(precision, recall, 1.0)
-    ad = float(distances.mean()) if len(distances) else float("nan")
-    rmse = float(np.sqrt(np.mean(distances**2))) if len(distances) else float("nan")
     return {
-        "tomo_name": name,
         "tp": tp,
         "fp": fp,
         "fn": fn,
         "precision": precision,
         "recall": recall,
-        "f1": f1,
+        "f1": f_beta(precision, recall, 1.0),
         "f4": f_beta(precision, recall, CHALLENGE_BETA),
+    }
+
+
+def _metrics(
+    name: str, tp: int, fp: int, fn: int, distances: np.ndarray, pixel_size_a: float, diameter_px: float
+) -> dict:
+    ad = float(distances.mean()) if len(distances) else float("nan")
+    rmse = float(np.sqrt(np.mean(distances**2))) if len(distances) else float("nan")
+    return {
+        "tomo_name": name,
+        **detection_scores(tp, fp, fn),
         "ad_px": ad,
         "ad_a": ad * pixel_size_a,
         "rmse_over_diameter": rmse / diameter_px,

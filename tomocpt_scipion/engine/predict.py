@@ -103,7 +103,7 @@ def picks_from_scores(
     voxel_a = score_map.pixel_size_a / score_map.zoom
     tables = []
     for channel in range(score_map.scores.shape[0]):
-        diameter_a, size = config.diameters_a[channel], config.class_sizes[channel]
+        diameter_a = config.diameters_a[channel]
         # mp-nms pools over the blobs the network was taught (the label's size); the others over the particle
         radius_px = config.label_radii_px[channel] if method == "mp-nms" else diameter_a / 2 / voxel_a
         min_distance_px = (min_distance_a if min_distance_a is not None else diameter_a) / voxel_a
@@ -115,7 +115,7 @@ def picks_from_scores(
             threshold=config.class_threshold(channel) if threshold is None else threshold,
             max_picks=max_picks,
             refine=refine,
-            refine_radius_px=config.target_diameter_px * size / 2,
+            refine_radius_px=config.training_diameters_px[channel] / 2,
             mask=mask,
             device=device,
         )

@@ -12,12 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from .inputs import class_diameters
 from .io import staged_outputs, write_coordinates
-from .metrics import CHALLENGE_BETA, evaluate_picks, f_beta, threshold_sweep
+from .metrics import detection_scores, evaluate_picks, threshold_sweep
 from .outputs import EVALUATE
 from .plots import plot_evaluation
 
@@ -32,7 +34,7 @@ class EvaluationReport:
     (its own diameter, its own best threshold): ``metrics`` and ``sweep`` then have a
     ``class_id`` column, ``class_thresholds`` one entry per class, and ``overall`` /
     ``best_threshold`` pool the classes (TP, FP, FN summed, each at its own threshold;
-    ``best_threshold`` is NaN).
+    ``best_threshold`` is NaN). ``class_overall`` holds each class's overall metrics.
     """
 
     best_threshold: float
@@ -40,6 +42,7 @@ class EvaluationReport:
     sweep: pd.DataFrame
     overall: dict
     class_thresholds: dict[int, float] = field(default_factory=dict)
+    class_overall: dict[int, dict] = field(default_factory=dict)
 
 
 def format_metrics(metrics: pd.DataFrame) -> str:
@@ -59,20 +62,16 @@ def format_metrics(metrics: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _class_diameters(diameter_a: float | Sequence[float], truth: pd.DataFrame) -> dict[int, float]:
-    """{class id: diameter in Å} of the reference's classes; one diameter serves every class."""
-    classes = sorted(int(c) for c in truth["class_id"].unique()) or [1]
-    if np.ndim(diameter_a) == 0:
-        return {c: float(diameter_a) for c in classes}
-    diameters = [float(d) for d in diameter_a]
-    if len(diameters) == 1:
-        return {c: diameters[0] for c in classes}
-    if classes[-1] > len(diameters):
-        raise ValueError(
-            f"the reference has classes {classes} but {len(diameters)} diameter(s) were given; "
-            f"give one per class, in class order."
-        )
-    return {c: diameters[c - 1] for c in classes}
+class _ClassResult(NamedTuple):
+    """One class evaluated on its own: its picks, best threshold, metrics rows at it, sweep,
+    overall metrics and which picks hit at any threshold."""
+
+    picks: pd.DataFrame
+    best: float
+    metrics: pd.DataFrame
+    sweep: pd.DataFrame
+    overall: dict
+    hit: pd.Series
 
 
 def _evaluate_class(
@@ -83,8 +82,7 @@ def _evaluate_class(
     criterion: str,
     distance_px: float,
     grid: str,
-):
-    """(best threshold, metrics rows, sweep, overall, hit per pick at any threshold) of one class."""
+) -> _ClassResult:
     if not diameter_a > 0 or not pixel_size_a > 0:
         raise ValueError(f"diameter ({diameter_a} Å) and pixel size ({pixel_size_a} Å) must be > 0.")
     diameter_px = diameter_a / pixel_size_a
@@ -94,26 +92,15 @@ def _evaluate_class(
     evaluation = evaluate_picks(picks, truth, diameter_px, pixel_size_a, criterion, distance_px, threshold=best)
     metrics = pd.concat([evaluation.per_tomogram, pd.DataFrame([evaluation.overall])], ignore_index=True)
     hit = evaluate_picks(picks, truth, diameter_px, pixel_size_a, criterion, distance_px).hit
-    return best, metrics, sweep, evaluation.overall, hit
+    return _ClassResult(picks, best, metrics, sweep, evaluation.overall, hit)
 
 
 def _pooled(overalls: Sequence[dict], pixel_size_a: float) -> dict:
-    tp, fp, fn = (int(sum(o[k] for o in overalls)) for k in ("tp", "fp", "fn"))
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
+    """The classes together: counts summed, AD weighted by hits."""
+    tp = int(sum(o["tp"] for o in overalls))
     ad = sum(o["ad_px"] * o["tp"] for o in overalls if o["tp"]) / tp if tp else float("nan")
-    return {
-        "tomo_name": "all",
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-        "precision": precision,
-        "recall": recall,
-        "f1": f_beta(precision, recall, 1.0),
-        "f4": f_beta(precision, recall, CHALLENGE_BETA),
-        "ad_px": ad,
-        "ad_a": ad * pixel_size_a,
-    }
+    counts = (tp, *(int(sum(o[k] for o in overalls)) for k in ("fp", "fn")))
+    return {"tomo_name": "all", **detection_scores(*counts), "ad_px": ad, "ad_a": ad * pixel_size_a}
 
 
 def evaluation_report(
@@ -144,43 +131,52 @@ def evaluation_report(
     Files: ``metrics.csv``, ``sweep.csv`` and ``evaluation.png`` (one plot per class,
     ``evaluation_class<k>.png``, when the reference has several classes).
     """
-    diameters = _class_diameters(diameter_a, truth)
+    diameters = class_diameters(diameter_a, sorted(int(c) for c in truth["class_id"].unique()) or [1])
     per_class = len(diameters) > 1
-    results = {}
-    for class_id, diameter in diameters.items():
-        class_picks = picks[picks["class_id"] == class_id] if per_class else picks
-        class_truth = truth[truth["class_id"] == class_id] if per_class else truth
-        results[class_id] = (
-            class_picks,
-            *_evaluate_class(class_picks, class_truth, diameter, pixel_size_a, criterion, distance_px, grid),
+    results = {
+        class_id: _evaluate_class(
+            picks[picks["class_id"] == class_id] if per_class else picks,
+            truth[truth["class_id"] == class_id] if per_class else truth,
+            diameter,
+            pixel_size_a,
+            criterion,
+            distance_px,
+            grid,
         )
+        for class_id, diameter in diameters.items()
+    }
+    thresholds = {c: r.best for c, r in results.items()}
+    overalls = {c: r.overall for c, r in results.items()}
     if per_class:
-        metrics = pd.concat([m.assign(class_id=c) for c, (_, _, m, _, _, _) in results.items()], ignore_index=True)
-        overall = _pooled([o for _, _, _, _, o, _ in results.values()], pixel_size_a)
-        metrics = pd.concat([metrics, pd.DataFrame([{**overall, "class_id": "all"}])], ignore_index=True)
-        metrics = metrics[["class_id", *[c for c in metrics.columns if c != "class_id"]]]
-        sweep = pd.concat([sw.assign(class_id=c) for c, (_, _, _, sw, _, _) in results.items()], ignore_index=True)
-        report = EvaluationReport(
-            float("nan"), metrics, sweep, overall, {c: best for c, (_, best, _, _, _, _) in results.items()}
+        overall = _pooled(list(overalls.values()), pixel_size_a)
+        metrics = pd.concat(
+            [
+                *(r.metrics.assign(class_id=c) for c, r in results.items()),
+                pd.DataFrame([{**overall, "class_id": "all"}]),
+            ],
+            ignore_index=True,
         )
+        metrics = metrics[["class_id", *[c for c in metrics.columns if c != "class_id"]]]
+        sweep = pd.concat([r.sweep.assign(class_id=c) for c, r in results.items()], ignore_index=True)
+        report = EvaluationReport(float("nan"), metrics, sweep, overall, thresholds, overalls)
     else:
-        [(class_id, (_, best, metrics, sweep, overall, _))] = results.items()
-        report = EvaluationReport(best, metrics, sweep, overall, {class_id: best})
+        [result] = results.values()
+        report = EvaluationReport(result.best, result.metrics, result.sweep, result.overall, thresholds, overalls)
     if out_dir is not None:
         plots = {c: EVALUATE.class_plot(c) if per_class else EVALUATE.plot for c in results}
         names = [EVALUATE.metrics, EVALUATE.sweep, *plots.values()] + ([EVALUATE.filtered] if write_filtered else [])
         with staged_outputs(out_dir, overwrite, expected=names) as staging:
             for name, table in ((EVALUATE.metrics, report.metrics), (EVALUATE.sweep, report.sweep)):
                 table.to_csv(staging / name, index=False, float_format="%.6g")
-            for class_id, (class_picks, _, _, sweep_c, _, hit) in results.items():
+            for class_id, r in results.items():
                 plot_evaluation(
-                    sweep_c,
-                    class_picks["score"][hit].to_numpy(),
-                    class_picks["score"][~hit].to_numpy(),
+                    r.sweep,
+                    r.picks["score"][r.hit].to_numpy(),
+                    r.picks["score"][~r.hit].to_numpy(),
                     staging / plots[class_id],
                 )
             if write_filtered:
-                kept = pd.concat([p[p["score"] >= best] for p, best, *_ in results.values()])
+                kept = pd.concat([r.picks[r.picks["score"] >= r.best] for r in results.values()])
                 write_coordinates(staging / EVALUATE.filtered, kept, pixel_size_a=pixel_size_a)
     return report
 
