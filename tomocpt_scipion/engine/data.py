@@ -7,7 +7,13 @@ Patch samplings (``EngineConfig.sampling``):
 - ``centred`` (DeepETPicker): one patch per labelled particle, centred on it with a
   uniform random shift of up to ``jitter_px`` per axis, drawn anew every epoch.
 - ``all`` (TomoPicker PU): every grid cube; unlabeled voxels stay unlabeled (label 0 is
-  "unlabeled" for the PU losses, not "negative").
+  "unlabeled" for the PU losses, not "negative"). When the labels of a tomogram are fewer
+  than its expected particles, each labelled particle also gets centred patches (as
+  ``centred``), ``round(expected / labelled) - 1`` of them per epoch, so an epoch shows as
+  many labelled particles as a complete annotation would. Without them most batches of a
+  sparse annotation hold no positive voxel and the non-negative PU risk teaches the network
+  to call everything unlabelled: with 10 % of the labels (3 per tomogram) RuBisCO's best F1
+  went from 0.06 to 0.22 and the ribosome's from 0.59 to 0.70 (README, label efficiency).
 
 Patch positions are corners (z, y, x) in pixels of the prepared (rescaled) tomogram. All
 randomness derives from ``(seed, epoch, index)``, so an interrupted run resumes to the
@@ -131,6 +137,24 @@ def _grid(shape_zyx, patch: int, stride: int) -> np.ndarray:
     return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
 
 
+def _centred_corners(
+    tomo: PreparedTomogram, config: EngineConfig, rng: np.random.Generator, shape: np.ndarray, repeats: int
+) -> np.ndarray:
+    """``repeats`` corners per labelled particle, each centring the patch on it with its own
+    uniform random shift of up to ``jitter_px`` per axis; (N * repeats, 3) z, y, x."""
+    patch = config.patch_size
+    centres = np.repeat(np.rint(tomo.xyz_px[:, ::-1]).astype(int), repeats, axis=0)
+    jitter = rng.integers(-config.jitter_px, config.jitter_px + 1, centres.shape)
+    return np.clip(centres + jitter - patch // 2, 0, shape - patch)
+
+
+def _missing_label_repeats(n_labelled: int, expected_particles: float | None) -> int:
+    """Centred patches per labelled particle that make up for the unlabelled ones."""
+    if not n_labelled or not expected_particles:
+        return 0
+    return max(0, int(round(expected_particles / n_labelled)) - 1)
+
+
 def sample_patches(
     tomograms: list[PreparedTomogram], config: EngineConfig, epoch: int = 0, seed: int | None = None
 ) -> np.ndarray:
@@ -146,12 +170,13 @@ def sample_patches(
     for index, tomo in enumerate(tomograms):
         shape = np.array(tomo.volume.shape)
         if config.sampling == "centred":
-            centres = np.rint(tomo.xyz_px[:, ::-1]).astype(int)
-            jitter = rng.integers(-config.jitter_px, config.jitter_px + 1, centres.shape)
-            corners = np.clip(centres + jitter - patch // 2, 0, shape - patch)
+            corners = _centred_corners(tomo, config, rng, shape, repeats=1)
         else:
             corners = _grid(shape, patch, config.stride)
-            if config.sampling == "cubes":
+            if config.sampling == "all":
+                repeats = _missing_label_repeats(len(tomo.xyz_px), config.expected_particles)
+                corners = np.concatenate([corners, _centred_corners(tomo, config, rng, shape, repeats)])
+            elif config.sampling == "cubes":
                 positive = tomo.positive_mask
                 has_label = np.array(
                     [positive[z : z + patch, y : y + patch, x : x + patch].any() for z, y, x in corners], dtype=bool
