@@ -36,7 +36,14 @@ from .config import EngineConfig
 from .labels import CLASS_INDEX_LABELS, make_label
 from .preprocess import load_at_training_scale, scale_coordinates
 
-__all__ = ["PreparedTomogram", "prepare_tomogram", "sample_patches", "PatchDataset", "split_validation"]
+__all__ = [
+    "PreparedTomogram",
+    "prepare_tomogram",
+    "sample_patches",
+    "missing_label_patches",
+    "PatchDataset",
+    "split_validation",
+]
 
 _AFFINE_MAX_DEG = 15.0
 _AFFINE_SCALE = (0.95, 1.05)
@@ -148,8 +155,9 @@ def _centred_corners(
     return np.clip(centres + jitter - patch // 2, 0, shape - patch)
 
 
-def _missing_label_repeats(n_labelled: int, expected_particles: float | None) -> int:
-    """Centred patches per labelled particle that make up for the unlabelled ones."""
+def missing_label_patches(n_labelled: int, expected_particles: float | None) -> int:
+    """Centred patches per labelled particle and epoch that make up for the unlabelled particles
+    of a tomogram (``all`` sampling); 0 for a complete annotation or no expected count."""
     if not n_labelled or not expected_particles:
         return 0
     return max(0, int(round(expected_particles / n_labelled)) - 1)
@@ -174,7 +182,7 @@ def sample_patches(
         else:
             corners = _grid(shape, patch, config.stride)
             if config.sampling == "all":
-                repeats = _missing_label_repeats(len(tomo.xyz_px), config.expected_particles)
+                repeats = missing_label_patches(len(tomo.xyz_px), config.expected_particles)
                 corners = np.concatenate([corners, _centred_corners(tomo, config, rng, shape, repeats)])
             elif config.sampling == "cubes":
                 positive = tomo.positive_mask

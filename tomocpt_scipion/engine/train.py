@@ -46,7 +46,7 @@ from .calibrate import calibrate_thresholds
 from .centring import centring_diameter_px, train_centring
 from .checkpoint import load_model, read_checkpoint, save_checkpoint, write_model_summary
 from .config import EngineConfig
-from .data import PatchDataset, prepare_tomogram, sample_patches, split_validation
+from .data import PatchDataset, missing_label_patches, prepare_tomogram, sample_patches, split_validation
 from .device import autocast, place_batch, place_model, select_device
 from .io import atomic_path, read_mrc, staged_outputs
 from .labels import label_voxel_count
@@ -121,6 +121,20 @@ def _priors(config: EngineConfig, tomograms) -> dict[str, float] | None:
         total / len(tomograms),
         _labelled_particles(tomograms),
     )
+
+
+def _log_missing_label_patches(tomograms, expected_particles: float | None) -> None:
+    for tomo in tomograms:
+        extra = missing_label_patches(len(tomo.xyz_px), expected_particles)
+        if extra:
+            logger.info(
+                "%s: %d labelled of %g expected particles; each labelled particle also gets %d centred "
+                "patches per epoch, as many as a complete annotation would show",
+                tomo.name,
+                len(tomo.xyz_px),
+                expected_particles,
+                extra,
+            )
 
 
 def _labelled_particles(tomograms) -> float:
@@ -392,6 +406,8 @@ def train(
         logger.info(
             "Resuming %s after epoch %d (best validation loss %.4g)", out_dir, progress.epoch, progress.best_loss
         )
+    if config.sampling == "all":
+        _log_missing_label_patches(training, config.expected_particles)
     network = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     scaler = _grad_scaler(torch_device)
     val_loader = DataLoader(
