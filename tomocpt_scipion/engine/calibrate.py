@@ -8,7 +8,9 @@ against the validation particles (Hungarian matching, hit within half the diamet
 fine grid of thresholds. The curve is not smoothed: averaging it over 5 neighbouring
 thresholds moved the DeepETPicker recipe's 1bxn threshold from the test optimum (0.98) to
 0.94 and left its default F1 0.07 below the best; unsmoothed, the gap is 0.02, and 4v94
-and 3d2f did not change (WBP benchmark, README).
+and 3d2f did not change. The TomoPicker recipe's 1bxn went the other way (gap 0.02 → 0.07):
+one validation tomogram of 30 particles places a steep F1 cliff no better than a particle
+or two either way (WBP benchmark, README).
 
 Positive-unlabelled losses are trained on partial annotations, and their validation
 particles are usually partial too: F1 against them would punish the true picks nobody

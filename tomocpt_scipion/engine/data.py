@@ -156,12 +156,13 @@ def _centred_corners(
     return np.clip(centres + jitter - patch // 2, 0, shape - patch)
 
 
-def missing_label_patches(n_labelled: int, expected_particles: float | None) -> int:
+def missing_label_patches(tomo: PreparedTomogram, config: EngineConfig) -> int:
     """Centred patches per labelled particle and epoch that make up for the unlabelled particles
-    of a tomogram (``all`` sampling); 0 for a complete annotation or no expected count."""
-    if not n_labelled or not expected_particles:
+    of ``tomo``: 0 unless the sampling is ``all`` and its labels are fewer than expected."""
+    n_labelled = len(tomo.xyz_px)
+    if config.sampling != "all" or not n_labelled or not config.expected_particles:
         return 0
-    return max(0, int(round(expected_particles / n_labelled)) - 1)
+    return max(0, int(round(config.expected_particles / n_labelled)) - 1)
 
 
 def sample_patches(
@@ -183,8 +184,8 @@ def sample_patches(
         else:
             corners = _grid(shape, patch, config.stride)
             if config.sampling == "all":
-                repeats = missing_label_patches(len(tomo.xyz_px), config.expected_particles)
-                corners = np.concatenate([corners, _centred_corners(tomo, config, rng, shape, repeats)])
+                extra = _centred_corners(tomo, config, rng, shape, missing_label_patches(tomo, config))
+                corners = np.concatenate([corners, extra])
             elif config.sampling == "cubes":
                 positive = tomo.positive_mask
                 has_label = np.array(

@@ -123,16 +123,16 @@ def _priors(config: EngineConfig, tomograms) -> dict[str, float] | None:
     )
 
 
-def _log_missing_label_patches(tomograms, expected_particles: float | None) -> None:
+def _log_missing_label_patches(tomograms, config: EngineConfig) -> None:
     for tomo in tomograms:
-        extra = missing_label_patches(len(tomo.xyz_px), expected_particles)
+        extra = missing_label_patches(tomo, config)
         if extra:
             logger.info(
                 "%s: %d labelled of %g expected particles; each labelled particle also gets %d centred "
                 "patches per epoch, as many as a complete annotation would show",
                 tomo.name,
                 len(tomo.xyz_px),
-                expected_particles,
+                config.expected_particles,
                 extra,
             )
 
@@ -406,8 +406,7 @@ def train(
         logger.info(
             "Resuming %s after epoch %d (best validation loss %.4g)", out_dir, progress.epoch, progress.best_loss
         )
-    if config.sampling == "all":
-        _log_missing_label_patches(training, config.expected_particles)
+    _log_missing_label_patches(training, config)
     network = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     scaler = _grad_scaler(torch_device)
     val_loader = DataLoader(
