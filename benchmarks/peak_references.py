@@ -1,4 +1,4 @@
-"""Reference peak extractors the speed benchmark measures ours against (measured, never shipped).
+"""References the speed benchmark measures the engine against (measured, never shipped).
 
 - :func:`deepetpicker_mp_nms`: DeepETPicker's own post-processing as its ``test.py`` and
   ``utils/misc.py`` describe it, re-implemented here from that description: binarise,
@@ -9,6 +9,8 @@
 - :func:`previous_engine_peaks`: this engine's ``peaks`` module as it was at
   :data:`PREVIOUS_COMMIT` (the release before the torch local-max and the scan greedy),
   loaded from the git history so "before" and "after" run in the same process.
+- :func:`previous_engine_tree`: the whole package of that release, for the training
+  measurements, which run in their own processes.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["deepetpicker_mp_nms", "previous_engine_peaks", "PREVIOUS_COMMIT"]
+__all__ = ["deepetpicker_mp_nms", "previous_engine_peaks", "previous_engine_tree", "PREVIOUS_COMMIT"]
 
 PREVIOUS_COMMIT = "38d4866"
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,3 +64,20 @@ def previous_engine_peaks() -> types.ModuleType | None:
     module = types.ModuleType("previous_peaks")
     exec(compile(source, f"{PREVIOUS_COMMIT}:peaks.py", "exec"), module.__dict__)  # noqa: S102 - our own history
     return module
+
+
+def previous_engine_tree(folder: Path) -> Path | None:
+    """The package of :data:`PREVIOUS_COMMIT`, unpacked under ``folder`` (put the returned
+    folder first on ``sys.path`` to import it), or None outside a git checkout."""
+    tree = Path(folder) / f"engine_{PREVIOUS_COMMIT}"
+    if (tree / "tomocpt_scipion" / "engine").is_dir():
+        return tree
+    tree.mkdir(parents=True, exist_ok=True)
+    try:
+        archive = subprocess.run(
+            ["git", "archive", PREVIOUS_COMMIT, "tomocpt_scipion"], cwd=ROOT, capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return tree

@@ -63,6 +63,7 @@ def test_the_calibrated_threshold_round_trips_through_checkpoint_json_and_inspec
     assert config.thresholds == result.config.thresholds
     summary = json.loads((tmp_path / "model.json").read_text())
     assert summary["config"]["thresholds"] == config.thresholds
+    assert summary["config"]["score_temperature"] == config.score_temperature >= 1
     assert main(["inspect", str(result.checkpoint)]) == 0
     assert f"score threshold particle {config.thresholds[0]:.3g}" in capsys.readouterr().out
 

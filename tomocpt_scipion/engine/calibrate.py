@@ -24,7 +24,9 @@ count rule left TomoPicker's F1 at the default threshold 0.03-0.22 below its bes
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -37,15 +39,18 @@ from .infer import run_network
 from .io import coordinate_table
 from .metrics import threshold_sweep
 from .peaks import find_peaks
-from .specs import DEFAULT_PEAK_METHOD, FALLBACK_THRESHOLD, PU_LOSSES
+from .specs import DEFAULT_PEAK_METHOD, FALLBACK_THRESHOLD, LOSS_SPECS, PU_LOSSES
 
-__all__ = ["calibrate_thresholds", "COMPLETE_ANNOTATION"]
+__all__ = ["calibrate_thresholds", "fit_score_temperature", "COMPLETE_ANNOTATION", "SATURATED_SCORE"]
 
 logger = logging.getLogger(__name__)
 
 _FLOOR = 0.02
 #: validation annotations holding this part of the expected particles are calibrated by F1
 COMPLETE_ANNOTATION = 0.8
+#: sigmoid(12): float32 still tells about 100 scores apart above it, and none above sigmoid(16.6)
+SATURATED_SCORE = 1.0 / (1.0 + math.exp(-12.0))
+_MAX_TEMPERATURE = 1024.0
 
 
 def _class_picks(
@@ -66,6 +71,33 @@ def _truth(tomograms: Sequence[PreparedTomogram], class_id: int) -> pd.DataFrame
     return pd.concat(
         [coordinate_table(t.xyz_px[t.class_ids == class_id], t.name) for t in tomograms], ignore_index=True
     )
+
+
+def fit_score_temperature(
+    model: nn.Module, config: EngineConfig, tomograms: Sequence[PreparedTomogram], device: torch.device | str = "cpu"
+) -> float:
+    """The smallest power of two that keeps every validation score below :data:`SATURATED_SCORE`.
+
+    A sigmoid or softmax in float32 rounds every logit above about 16.6 to a score of exactly
+    1: the positive-unlabelled losses drive the logits of clear particles to 30-70 (WBP
+    benchmark), so the best picks tie at 1, their order is lost and a score plateau puts
+    each pick on the plateau's first voxel. Dividing the logits by this temperature keeps
+    them apart; the threshold is calibrated afterwards, on the scores it gives. 1 for a
+    network whose scores never come that close, and for a regression (clipped) output.
+    """
+    device = torch.device(device)
+    temperature = 1.0
+    if LOSS_SPECS[config.loss].activation == "clip":
+        return temperature
+    while temperature < _MAX_TEMPERATURE:
+        trial = replace(config, score_temperature=temperature)
+        highest = max(float(run_network(model, trial, t.volume, device, tta=False).max()) for t in tomograms)
+        if highest < SATURATED_SCORE:
+            break
+        temperature *= 2
+    if temperature > 1:
+        logger.info("Scores divided by a temperature of %g: at 1 the best ones round to exactly 1", temperature)
+    return temperature
 
 
 def calibrate_thresholds(

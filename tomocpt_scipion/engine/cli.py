@@ -769,7 +769,8 @@ def _thresholds_text(config) -> str:
 
     if not config.thresholds:
         return f"{FALLBACK_THRESHOLD} (not calibrated)"
-    return ", ".join(f"{name} {value:.3g}" for name, value in zip(config.classes, config.thresholds))
+    text = ", ".join(f"{name} {value:.3g}" for name, value in zip(config.classes, config.thresholds))
+    return text if config.score_temperature == 1 else f"{text} (logits / {config.score_temperature:g})"
 
 
 def _inspect(args: argparse.Namespace) -> None:
@@ -843,6 +844,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    from .threads import limit_threads
+
+    limit_threads()
     try:
         _COMMANDS[args.command][1](args)
     except (ValueError, OSError) as error:  # OSError: missing, existing, read-only, full disk

@@ -62,6 +62,9 @@ class EngineConfig:
     centring_diameter_px : particle diameter at the centring scale, pixels (set by training).
     thresholds : score threshold per class, calibrated on the validation tomograms after
         training (empty: not calibrated, :data:`.specs.FALLBACK_THRESHOLD` applies).
+    score_temperature : the logits are divided by it before the sigmoid or softmax, so that
+        the best particles' scores stay apart below 1 in float32 (set by calibration, see
+        :func:`.calibrate.fit_score_temperature`; 1 = plain probabilities).
     engine_version : engine version that trained the model.
     """
 
@@ -98,6 +101,7 @@ class EngineConfig:
     voxel_size_a: float = 0.0
     centring_diameter_px: float = 0.0
     thresholds: list[float] = field(default_factory=list)
+    score_temperature: float = 1.0
     engine_version: str = __version__
 
     def __post_init__(self) -> None:

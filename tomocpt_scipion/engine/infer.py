@@ -65,8 +65,9 @@ def _predictor(model: nn.Module, config: EngineConfig, device: torch.device, tta
     def activated(batch: torch.Tensor) -> torch.Tensor:
         logits = model(batch).float()
         if isinstance(model, Ensemble):  # (members, B, C, …): activate each member, then average
-            return activation(config.loss, logits.flatten(0, 1)).unflatten(0, logits.shape[:2]).mean(0)
-        return activation(config.loss, logits)
+            members = activation(config.loss, logits.flatten(0, 1), config.score_temperature)
+            return members.unflatten(0, logits.shape[:2]).mean(0)
+        return activation(config.loss, logits, config.score_temperature)
 
     def predict(batch: torch.Tensor) -> torch.Tensor:
         batch = place_batch(batch, config.backbone, device)

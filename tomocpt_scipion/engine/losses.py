@@ -281,11 +281,15 @@ def build_loss(
     return LOSSES[name]()
 
 
-def activation(loss_name: str, logits: torch.Tensor) -> torch.Tensor:
-    """Per-class scores in [0, 1] from logits: (B, C, ...) → (B, n_classes, ...)."""
+def activation(loss_name: str, logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Per-class scores in [0, 1] from logits: (B, C, ...) → (B, n_classes, ...).
+
+    ``temperature`` divides the logits of a sigmoid or softmax first (a regression output is
+    only clipped): float32 rounds a sigmoid to exactly 1 above a logit of about 16.6.
+    """
     kind = LOSS_SPECS[loss_name].activation
     if kind == "softmax":
-        return torch.softmax(logits, dim=1)[:, 1:]
+        return torch.softmax(logits / temperature, dim=1)[:, 1:]
     if kind == "sigmoid":
-        return torch.sigmoid(logits)
+        return torch.sigmoid(logits / temperature)
     return logits.clamp(0, 1)

@@ -42,7 +42,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .calibrate import calibrate_thresholds
+from .calibrate import calibrate_thresholds, fit_score_temperature
 from .centring import centring_diameter_px, train_centring
 from .checkpoint import load_model, read_checkpoint, save_checkpoint, write_model_summary
 from .config import EngineConfig
@@ -64,7 +64,7 @@ logger = logging.getLogger(__name__)
 _LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "lr", "seconds")
 #: settings a resumed run may change (more epochs, more patience); every other one must match
 RESUMABLE_SETTINGS = ("epochs", "patience")
-_UNCOMPARED = ("thresholds", "engine_version")
+_UNCOMPARED = ("thresholds", "score_temperature", "engine_version")
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -414,6 +414,10 @@ def train(
         batch_size=config.batch_size,
         num_workers=workers,
     )
+    if world > 1:
+        parallel = f", {world} processes"
+    else:
+        parallel = f" ({torch.get_num_threads()} threads)" if torch_device.type == "cpu" else ""
     logger.info(
         "Training %s (%s, %s labels, %s loss) on %d tomogram(s), validating on %d patch(es); "
         "%.2f Å/px at the training scale, device %s%s",
@@ -425,7 +429,7 @@ def train(
         len(val_corners),
         config.voxel_size_a,
         torch_device,
-        f", {world} processes" if world > 1 else "",
+        parallel,
     )
 
     run = _Run(
@@ -577,6 +581,7 @@ def _calibrate_and_save(
     """Calibrate the score thresholds of the finished model (in eval mode) on the validation
     tomograms, then write ``model.pt`` (with the centring network, when given) and ``model.json``
     (and the log of all ensemble members, when given) together."""
+    config.score_temperature = fit_score_temperature(model, config, validation, device)
     config.thresholds = calibrate_thresholds(model, config, validation, device)
     with staged_outputs(out_dir, overwrite=True) as staging:
         save_checkpoint(staging / TRAIN.model, model, config, best_epoch, best_loss, centring=centring)
