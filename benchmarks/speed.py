@@ -12,7 +12,8 @@ Each table is printed as soon as it is measured; every measurement runs in its o
    backbone at 64³ (and ResUNet small at 32³), next to MONAI's ``BasicUNet`` in eager fp32;
    and the same ResUNet small next to the engine of ``PREVIOUS_COMMIT``, without and (where a
    control group can be made: root, cgroup CPU controller) under a CPU quota of one core,
-   as containers and cluster schedulers impose one (CPU runs only);
+   as containers and cluster schedulers impose one, idle and with a neighbour process busy
+   on one core (a shared node) (CPU runs only);
 2. inference voxels/s of every backbone, one pass: our batched sliding window next to a plain
    (batch 1, fp32) MONAI sliding window;
 3. each peak method on a planted 200 × 512 × 512 score map with 3000 particles, next to
@@ -29,6 +30,7 @@ Writes ``speed.csv`` and ``speed.md`` (``speed_gpu.*`` with ``--gpu``) in ``--ou
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -495,11 +497,26 @@ def _memory_table(run: _Run) -> None:
     )
 
 
+@contextlib.contextmanager
+def _busy_neighbour(busy: bool):
+    """A process outside the measured one that keeps one core busy, as another job on a shared
+    node does (nothing when ``busy`` is False)."""
+    neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+    try:
+        yield
+    finally:
+        if neighbour:
+            neighbour.kill()
+            neighbour.wait()
+
+
 def _quota_table(run: _Run) -> None:
     """ResUNet small training, the engine of ``PREVIOUS_COMMIT`` with torch's default threads
     (one per visible core) next to this one, whose threads follow the CPU quota: without a
-    quota, then under a quota of :data:`QUOTA_CPUS` core(s), as containers and cluster
-    schedulers set one (skipped, with a line saying why, where no control group can be made)."""
+    quota; under a quota of :data:`QUOTA_CPUS` core(s), as containers and cluster schedulers
+    set one; and under that quota while a neighbour process keeps one core busy, as on a
+    shared node. The quota rows are skipped, with a line saying why, where no control group
+    can be made."""
     from peak_references import PREVIOUS_COMMIT, previous_engine_tree
 
     previous = previous_engine_tree(run.scratch)
@@ -513,19 +530,21 @@ def _quota_table(run: _Run) -> None:
         "this engine": dict(layout="engine", threads="engine"),
     }
     cgroup = _quota_cgroup(QUOTA_CPUS)
+    conditions = [("none", None, False)]
     if cgroup is None:
         print(f"CPU quota of {QUOTA_CPUS:g} core: skipped, no control group could be made (needs root)", flush=True)
+    else:
+        quota = f"{QUOTA_CPUS:g} core"
+        conditions += [(quota, cgroup, False), (f"{quota}, a neighbour busy on one core", cgroup, True)]
     rows = []
-    for quota, group in [("none", None), *([(f"{QUOTA_CPUS:g} core", cgroup)] if cgroup else [])]:
+    for condition, group, busy in conditions:
         before = None
         for name, values in engines.items():
-            row = {
-                "cpu_quota": quota,
-                "engine": name,
-                **run.measure(
+            with _busy_neighbour(busy):
+                measured = run.measure(
                     "train", group, backbone="resunet", size="small", patch=32, batch=4, steps=run.steps, **values
-                ),
-            }
+                )
+            row = {"cpu_quota": condition, "engine": name, **measured}
             before = before or row
             row["ratio_to_previous"] = row.get("patches_per_s", np.nan) / before.get("patches_per_s", np.nan)
             rows.append(row)
