@@ -187,12 +187,16 @@ def train_centring(
     grid = _grid(crop, device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
     started, best = time.time(), (np.inf, None)
+    # each validation crop is centred on its offset pick (voxel crop // 2): the distance to beat
+    start_distance = float((val_targets - crop // 2).norm(dim=1).mean())
     logger.info(
-        "Centring network: %d steps on %d particle(s), crops of %d px at %.1f px per particle diameter",
+        "Centring network: %d steps on %d particle(s), crops of %d px at %.1f px per particle diameter; "
+        "the validation crops start %.2f px from the centres",
         steps,
         len(train_particles),
         crop,
         diameter_px,
+        start_distance,
     )
     for step in range(1, steps + 1):
         net.train()
