@@ -51,7 +51,7 @@ def test_pu_thresholds_use_f1_when_the_validation_annotations_are_complete(annot
 
 
 class _ScaledLogits(nn.Module):
-    """Logits that are the input times ``gain``: PU networks reach logits of 30-70."""
+    """Logits that are the input times ``gain``: PU networks reach logits far above 16.6."""
 
     def __init__(self, gain: float):
         super().__init__()

@@ -79,11 +79,12 @@ def fit_score_temperature(
     """The smallest power of two that keeps every validation score below :data:`SATURATED_SCORE`.
 
     A sigmoid or softmax in float32 rounds every logit above about 16.6 to a score of exactly
-    1: the positive-unlabelled losses drive the logits of clear particles to 30-70 (WBP
-    benchmark), so the best picks tie at 1, their order is lost and a pick can land
-    anywhere on its plateau of 1s. Dividing the logits by this temperature keeps
-    them apart; the threshold is calibrated afterwards, on the scores it gives. 1 for a
-    network whose scores never come that close, and for a regression (clipped) output.
+    1: the positive-unlabelled losses drive the logits of clear particles far beyond that (a
+    best threshold of exactly 1 on the WBP benchmark, README), so the best picks tie at 1,
+    their order is lost and a pick can land anywhere on its plateau of 1s. Dividing the
+    logits by this temperature keeps them apart; the threshold is calibrated afterwards, on
+    the scores it gives. 1 for a network whose scores never come that close, and for a
+    regression (clipped) output.
     """
     device = torch.device(device)
     temperature = 1.0

@@ -4,9 +4,11 @@ Torch starts one OpenMP thread per visible core. Containers, Kubernetes and many
 schedulers give a job fewer cores than it sees, through a CFS bandwidth quota of its
 control group (cgroup v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``, v2 ``cpu.max``).
 With more threads than the quota, the kernel stops them all for the rest of each period
-while OpenMP waits for the stopped ones: under a one-core quota on a two-core machine,
-ResUNet training ran 18 × slower with two threads than with one, and its first step took
-11 s instead of 0.6 s (``benchmarks/speed.py``, README).
+while OpenMP waits for the stopped ones: under a one-core quota on a two-core machine whose
+other core was busy, engine 38d4866 (one thread per visible core) trained ResUNet small at
+0.35 patches/s with a first step of 11.8 s; with the threads set here, 8.3 patches/s and
+0.67 s (``benchmarks/speed.py --tables quota``, README; without a quota the two differ by
+1.6 ×, the memory layout).
 
 The quota is read from ``/proc/self/mountinfo`` and ``/proc/self/cgroup``, the way the JDK
 reads it: the limit of this process's control group and of every parent, the smallest wins.
@@ -120,8 +122,10 @@ def _visible_cpus() -> int:
 def usable_cpus(proc_self: Path = Path("/proc/self")) -> int:
     """The cores this process can run on at once: its CPU affinity, capped by its CFS quota
     rounded down (a thread beyond the quota waits for the others), at least 1."""
-    visible = _visible_cpus()
-    quota = cpu_quota(proc_self)
+    return _capped(_visible_cpus(), cpu_quota(proc_self))
+
+
+def _capped(visible: int, quota: float | None) -> int:
     return max(1, min(visible, math.floor(quota) if quota is not None else visible))
 
 
@@ -139,7 +143,8 @@ def limit_threads(proc_self: Path = Path("/proc/self")) -> int | None:
     """
     if any(os.environ.get(name) for name in _USER_THREAD_VARIABLES):
         return None
-    usable, visible = usable_cpus(proc_self), _visible_cpus()
+    visible, quota = _visible_cpus(), cpu_quota(proc_self)
+    usable = _capped(visible, quota)
     if usable >= visible:
         return None
     os.environ["OMP_NUM_THREADS"] = str(usable)
@@ -149,6 +154,6 @@ def limit_threads(proc_self: Path = Path("/proc/self")) -> int | None:
         "Using %d CPU thread(s), not %d: this process has a CPU quota of %g core(s) (OMP_NUM_THREADS overrides)",
         usable,
         visible,
-        cpu_quota(proc_self),
+        quota,
     )
     return usable
