@@ -14,7 +14,8 @@ model's calibrated threshold.
 
 Reported per picker and species: F1 at the shipped default threshold, the best F1 over
 thresholds (Hungarian matching, hit within half the diameter), and AD, the mean hit
-distance in pixels of the tomogram, at the default threshold. Template matching has no
+distance in pixels of the tomogram, at the default threshold (the CSV files also give it for
+the picks on the score map alone, before the centring network, and whether the model kept one). Template matching has no
 default threshold (only its best F1 is reported): pyTME (the real package, CPU backend,
 ``FLCSphericalMask`` score, the exact template, missing wedge from the tilt angles, CTF
 phase-flip model, its own ``PeakCallerMaximumFilter``) run as a separate program (``--pytme``),
@@ -91,6 +92,10 @@ RECIPES = {
     "tomoCPT": ("tomocpt", dict(model_size="small", patch_size=64, batch_size=2, epochs=15)),
     "DeepETPicker": ("deepetpicker", dict(model_size="small", patch_size=32, batch_size=4, epochs=100)),
     "TomoPicker": ("tomopicker", dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="nnpu")),
+    "TomoPicker small spheres": (
+        "tomopicker",
+        dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="nnpu", label_radius_fraction=0.25),
+    ),
     "DeepETPicker x2": ("deepetpicker", dict(model_size="small", patch_size=32, batch_size=4, epochs=100, ensemble=2)),
 }
 #: recipes run when none is named (the ensemble doubles the time of its recipe: ask for it)
@@ -194,20 +199,15 @@ def _recipe_rows(
     )
     model, model_config = load_model(result.checkpoint)
     centring = load_centring(result.checkpoint)
+    on_score_map = [
+        picks_from_scores(predict_scores(model, model_config, path), model_config, path.stem, threshold=PICK_FLOOR)
+        for path in dataset.test_paths
+    ]
     picks = pd.concat(
-        [
-            centre_picks(
-                picks_from_scores(
-                    predict_scores(model, model_config, path), model_config, path.stem, threshold=PICK_FLOOR
-                ),
-                path,
-                model_config,
-                centring,
-            )
-            for path in dataset.test_paths
-        ],
+        [centre_picks(p, path, model_config, centring) for p, path in zip(on_score_map, dataset.test_paths)],
         ignore_index=True,
     )
+    on_score_map = pd.concat(on_score_map, ignore_index=True)
     seconds = time.time() - started
     rows = []
     for class_id, species in enumerate(task.classes, start=1):
@@ -219,7 +219,25 @@ def _recipe_rows(
             dataset.pixel_size_a,
             model_config.class_threshold(class_id - 1),
         )
-        rows.append({"picker": name, "species": species, "labels": fraction, "seconds": seconds, **scores})
+        diameter_px = dataset.diameters_a[species] / dataset.pixel_size_a
+        before_centring = evaluate_picks(
+            on_score_map[on_score_map["class_id"] == class_id],
+            truth,
+            diameter_px,
+            dataset.pixel_size_a,
+            threshold=model_config.class_threshold(class_id - 1),
+        ).overall
+        rows.append(
+            {
+                "picker": name,
+                "species": species,
+                "labels": fraction,
+                "seconds": seconds,
+                "centring": centring is not None,
+                **scores,
+                "ad_score_map_px": before_centring["ad_px"],
+            }
+        )
     return rows
 
 
@@ -358,9 +376,10 @@ def _bar_chart(table: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    full = table[table["labels"].isna() | (table["labels"] == 1.0)]
-    value = full["f1"].where(full["f1"].notna(), full["best_f1"])
-    pivot = full.assign(value=value).pivot_table(index="species", columns="picker", values="value", sort=False)
+    value = table["f1"].where(table["f1"].notna(), table["best_f1"])
+    partial = table["labels"].notna() & (table["labels"] < 1.0)
+    bar = table["picker"].where(~partial, table["picker"] + ", " + table["labels"].map("{:.0%} labels".format))
+    pivot = table.assign(value=value, bar=bar).pivot_table(index="species", columns="bar", values="value", sort=False)
     axis = pivot.plot.bar(figsize=(11, 4.5), rot=0)
     axis.set(
         ylabel="F1 (default threshold; template matching: best)", ylim=(0, 1), title="Held-out WBP tomograms, 10 Å/px"
@@ -422,7 +441,9 @@ def main(argv=None) -> int:
                             f"seed {seed} {task.name:<10} {row['species']:<5} labels {fraction:>4.0%} "
                             f"{name:<14} F1 {row['f1']:.3f} (best {row['best_f1']:.3f} at "
                             f"{row['best_threshold']:.3f}, default {row['threshold']:.3f}) AD "
-                            f"{row['ad_px']:.2f} px  {row['seconds']:.0f} s",
+                            f"{row['ad_px']:.2f} px ({'centring network' if row['centring'] else 'score map'}; "
+                            f"score map alone {row['ad_score_map_px']:.2f} px)"
+                            f"  {row['seconds']:.0f} s",
                             flush=True,
                         )
             if args.no_template_matching:
@@ -448,7 +469,17 @@ def main(argv=None) -> int:
     keys = ["task", "species", "picker", "labels"]
     table = (
         raw.groupby(keys, sort=False, dropna=False)[
-            ["f1", "best_f1", "ad_px", "precision", "recall", "threshold", "best_threshold", "seconds"]
+            [
+                "f1",
+                "best_f1",
+                "ad_px",
+                "ad_score_map_px",
+                "precision",
+                "recall",
+                "threshold",
+                "best_threshold",
+                "seconds",
+            ]
         ]
         .mean()
         .reset_index()

@@ -1,15 +1,25 @@
-"""Calibration: F1 on complete validation annotations, the particle count on partial ones, and a
-score temperature that keeps the best scores apart below 1."""
+"""Calibration: F1 on complete validation annotations, the particle count on partial ones, a
+score temperature that keeps the best scores apart below 1, and a centring network kept only
+where it helps."""
+
+import logging
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from tomocpt_scipion.engine.calibrate import SATURATED_SCORE, calibrate_thresholds, fit_score_temperature
+from tomocpt_scipion.engine.calibrate import (
+    CENTRING_EVIDENCE,
+    SATURATED_SCORE,
+    calibrate_thresholds,
+    centring_helps,
+    fit_score_temperature,
+)
 from tomocpt_scipion.engine.config import recipe_config
-from tomocpt_scipion.engine.data import PreparedTomogram
+from tomocpt_scipion.engine.data import PreparedTomogram, prepare_tomogram
 from tomocpt_scipion.engine.infer import run_network
+from tomocpt_scipion.engine.io import coordinate_table, write_mrc
 
 TRUE_XYZ = np.array([[x, y, z] for z in (12, 28, 44) for y in (12, 28, 44) for x in (12, 28)], float)[:12]
 FALSE_XYZ = np.array([[44, y, z] for z in (12, 28, 44) for y in (12, 28, 44)], float)[:6]
@@ -86,3 +96,38 @@ def test_scores_that_never_saturate_and_regression_outputs_keep_temperature_one(
     config = recipe_config(recipe, diameter_a=100.0, expected_particles=12, patch_size=32)
     with torch.no_grad():
         assert fit_score_temperature(_ScaledLogits(gain), config, [_validation(_tomogram())]) == 1.0
+
+
+class _Smoothing(nn.Module):
+    """A picking network that sees blobs and overlooks single bright voxels."""
+
+    def forward(self, x):
+        return nn.functional.avg_pool3d(x, 5, stride=1, padding=2, count_include_pad=False) + 6.0
+
+
+@pytest.mark.parametrize(
+    "truth_on_the_dot,annotated,kept",
+    [(True, 8, True), (False, 8, False), (True, CENTRING_EVIDENCE - 1, False)],
+)
+def test_a_centring_network_is_kept_only_where_enough_validation_picks_show_it_brings_them_closer(
+    tmp_path, caplog, truth_on_the_dot, annotated, kept
+):
+    # every particle is a blob with a bright dot 3 px along x; the score map finds the blob, the
+    # centring network (the tomogram itself as heatmap) the dot
+    rng = np.random.default_rng(0)
+    zz, yy, xx = np.mgrid[:64, :64, :64]
+    volume = rng.normal(-8.0, 0.1, (64, 64, 64)).astype(np.float32)
+    blobs = TRUE_XYZ[:8] + [2, 4, 4]
+    for x, y, z in blobs:
+        volume = np.maximum(volume, 6.0 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2 + (zz - z) ** 2) / 8.0) - 8.0)
+        volume[int(z), int(y), int(x) + 3] = 20.0
+    path = write_mrc(tmp_path / "val.mrc", volume, 10.0)
+    truth = (blobs + [3, 0, 0] if truth_on_the_dot else blobs)[:annotated]
+    config = recipe_config("tomopicker", diameter_a=100.0, patch_size=32, normalisation="none")
+    config.thresholds, config.centring_diameter_px = [0.3], 10.0
+    tomogram = prepare_tomogram(path, coordinate_table(truth, "val"), config)
+
+    with caplog.at_level(logging.INFO):
+        assert centring_helps(_Smoothing(), config, _VolumeAsLogits(), [tomogram]) == kept
+
+    assert f"{annotated} matched" in caplog.text or f"{annotated} validation pick(s) matched" in caplog.text

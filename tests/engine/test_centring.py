@@ -1,9 +1,14 @@
-"""The centring network learns to put picks back on planted off-grid centres, and travels in the checkpoint."""
+"""The centring network learns to put picks back on planted off-grid centres, travels in the
+checkpoint, and is left out where the validation particles are too few to check it."""
+
+import logging
 
 import numpy as np
 import pytest
 import torch
 
+from tomocpt_scipion.engine import io
+from tomocpt_scipion.engine.calibrate import CENTRING_EVIDENCE
 from tomocpt_scipion.engine.centring import (
     build_centring_network,
     centre_positions,
@@ -11,7 +16,8 @@ from tomocpt_scipion.engine.centring import (
     crop_size,
     train_centring,
 )
-from tomocpt_scipion.engine.checkpoint import load_centring, save_checkpoint
+from tomocpt_scipion.engine.checkpoint import load_centring, read_checkpoint, save_checkpoint
+from tomocpt_scipion.engine.cli import main
 from tomocpt_scipion.engine.config import recipe_config
 from tomocpt_scipion.engine.models import build_model
 
@@ -93,3 +99,41 @@ def test_negative_centring_steps_are_refused():
         recipe_config("deepetpicker", diameter_a=200.0, centring_steps=-1).validate()
     with pytest.raises(ValueError, match="steps must be > 0"):
         train_centring([_planted(1, n=2)], [], DIAMETER_PX, steps=0)
+
+
+def test_no_centring_network_is_trained_where_the_validation_particles_could_not_show_it_helps(
+    tiny_dataset, tmp_path, caplog
+):
+    out, summary = tiny_dataset
+    truth = io.read_coordinates(out / "coordinates" / "4v94" / "tomo_001.txt")
+    io.write_coordinates(tmp_path / "val.txt", truth.iloc[: CENTRING_EVIDENCE - 1])
+    argv = [
+        "train",
+        "--tomograms",
+        out / "tomograms" / "tomo_000.mrc",
+        "--coordinates",
+        out / "coordinates" / "4v94" / "tomo_000.txt",
+        "--val-tomograms",
+        out / "tomograms" / "tomo_001.mrc",
+        "--val-coordinates",
+        tmp_path / "val.txt",
+        "--diameter",
+        summary["diameters_a"]["4v94"],
+        "--recipe",
+        "deepetpicker",
+        "--model-size",
+        "small",
+        "--patch-size",
+        "32",
+        "--epochs",
+        "1",
+        "--centring-steps",
+        "20",
+        "--out",
+        tmp_path / "model",
+    ]
+    with caplog.at_level(logging.INFO):
+        assert main([str(a) for a in argv]) == 0
+    assert f"validation tomograms hold {CENTRING_EVIDENCE - 1} particle(s)" in caplog.text
+    assert load_centring(tmp_path / "model" / "model.pt") is None
+    assert read_checkpoint(tmp_path / "model" / "model.pt")["config"]["centring_diameter_px"] == 0.0

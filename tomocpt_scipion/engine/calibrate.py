@@ -19,6 +19,14 @@ expected number of particles (the prior the loss was trained with), unless the v
 annotations hold at least :data:`COMPLETE_ANNOTATION` of the expected particles: then they
 are complete enough for F1, which places the threshold better (on the WBP benchmark the
 count rule left TomoPicker's F1 at the default threshold 0.03-0.22 below its best).
+
+The centring network (:mod:`.centring`) is kept only where it brings the validation picks
+closer to their particles than the score map's centroid does, shown on at least
+:data:`CENTRING_EVIDENCE` matched validation particles (:func:`centring_helps`). It is
+trained on the labelled particles alone, and nothing else tells whether a network trained on
+a handful of them learned to centre: on the WBP benchmark, TomoPicker models trained on 6
+labelled ribosomes (3 validation particles) lost F1 to their centring network, which moved
+picks off their particles and merged them (README).
 """
 
 from __future__ import annotations
@@ -37,17 +45,27 @@ from .config import EngineConfig
 from .data import PreparedTomogram
 from .infer import run_network
 from .io import coordinate_table
-from .metrics import threshold_sweep
+from .metrics import match_points, threshold_sweep
 from .peaks import find_peaks
-from .specs import DEFAULT_PEAK_METHOD, FALLBACK_THRESHOLD, LOSS_SPECS, PU_LOSSES
+from .predict import centre_picks, pick_tomogram
+from .specs import DEFAULT_PEAK_METHOD, FALLBACK_THRESHOLD, LOSS_SPECS, PU_LOSSES, SCORE_MAP_REFINEMENTS
 
-__all__ = ["calibrate_thresholds", "fit_score_temperature", "COMPLETE_ANNOTATION", "SATURATED_SCORE"]
+__all__ = [
+    "calibrate_thresholds",
+    "fit_score_temperature",
+    "centring_helps",
+    "COMPLETE_ANNOTATION",
+    "CENTRING_EVIDENCE",
+    "SATURATED_SCORE",
+]
 
 logger = logging.getLogger(__name__)
 
 _FLOOR = 0.02
 #: validation annotations holding this part of the expected particles are calibrated by F1
 COMPLETE_ANNOTATION = 0.8
+#: matched validation particles needed to keep a centring network
+CENTRING_EVIDENCE = 5
 #: sigmoid(12): float32 still tells about 100 scores apart above it, and none above sigmoid(16.6)
 SATURATED_SCORE = 1.0 / (1.0 + math.exp(-12.0))
 _MAX_TEMPERATURE = 1024.0
@@ -145,3 +163,74 @@ def calibrate_thresholds(
         thresholds.append(threshold)
         logger.info("Class %s: calibrated score threshold %.3f, %s", config.classes[class_id - 1], threshold, how)
     return thresholds
+
+
+def _hit_distances(picks: pd.DataFrame, tomogram: PreparedTomogram, config: EngineConfig) -> np.ndarray:
+    """Distances, pixels of the file, of the picks matched one-to-one to the tomogram's
+    particles of their class within half the diameter."""
+    truth_xyz = tomogram.xyz_px / tomogram.zoom
+    distances = [np.zeros(0)]
+    for class_id in range(1, config.n_classes + 1):
+        found = picks.loc[picks["class_id"] == class_id, ["x", "y", "z"]].to_numpy(float)
+        radius_px = config.diameters_a[class_id - 1] / 2 / tomogram.pixel_size_a
+        distances.append(match_points(found, truth_xyz[tomogram.class_ids == class_id], radius_px)[2])
+    return np.concatenate(distances)
+
+
+def centring_helps(
+    model: nn.Module,
+    config: EngineConfig,
+    centring: nn.Module,
+    tomograms: Sequence[PreparedTomogram],
+    device: torch.device | str = "cpu",
+) -> bool:
+    """Whether the centring network brings the validation picks closer to their particles.
+
+    Every validation tomogram (read again from its file) is picked at the calibrated
+    thresholds and refined on the score map (``centroid``), then moved by ``centring``; the
+    mean distance of the picks matched to a validation particle (one-to-one, within half the
+    diameter, pixels of the file) decides. Fewer than :data:`CENTRING_EVIDENCE` matched picks
+    are no evidence that it helps: it is dropped. Where the validation tomograms were split
+    off the training ones, the centring network has seen their particles and the check
+    favours it.
+
+    Parameters
+    ----------
+    model : the trained picking network, in eval mode on ``device``; ``config`` has its thresholds.
+    centring : the centring network, in eval mode on ``device``.
+    tomograms : validation tomograms with their particles and files (:func:`.data.prepare_tomogram`).
+    device : torch device.
+    """
+    on_score_map, centred = [np.zeros(0)], [np.zeros(0)]
+    for tomogram in tomograms:
+        picks, _ = pick_tomogram(
+            model,
+            config,
+            tomogram.path,
+            pixel_size_a=tomogram.pixel_size_a,
+            refine=SCORE_MAP_REFINEMENTS[0],
+            device=device,
+        )
+        on_score_map.append(_hit_distances(picks, tomogram, config))
+        moved = centre_picks(picks, tomogram.path, config, centring, tomogram.pixel_size_a, device)
+        centred.append(_hit_distances(moved, tomogram, config))
+    on_score_map, centred = np.concatenate(on_score_map), np.concatenate(centred)
+    if min(len(on_score_map), len(centred)) < CENTRING_EVIDENCE:
+        logger.info(
+            "Centring network dropped, picks stay refined on the score map: %d validation pick(s) matched a "
+            "particle, fewer than the %d needed to show that it helps",
+            min(len(on_score_map), len(centred)),
+            CENTRING_EVIDENCE,
+        )
+        return False
+    helps = centred.mean() < on_score_map.mean()
+    logger.info(
+        "Centring network %s: validation picks %.2f px from their particles after it (%d matched), "
+        "%.2f px on the score map alone (%d matched)",
+        "kept" if helps else "dropped, picks stay refined on the score map",
+        centred.mean(),
+        len(centred),
+        on_score_map.mean(),
+        len(on_score_map),
+    )
+    return bool(helps)

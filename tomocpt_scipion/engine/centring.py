@@ -39,6 +39,7 @@ __all__ = [
     "centring_diameter_px",
     "crop_size",
     "build_centring_network",
+    "centring_network",
     "train_centring",
     "centre_positions",
 ]
@@ -74,6 +75,19 @@ def build_centring_network() -> nn.Module:
     from monai.networks.nets import UNet
 
     return UNet(spatial_dims=3, in_channels=1, out_channels=1, channels=(16, 32, 64), strides=(2, 2), num_res_units=1)
+
+
+def centring_network(weights: dict[str, torch.Tensor], device: torch.device | str = "cpu") -> nn.Module:
+    """A centring network with ``weights`` (from :func:`train_centring`), in eval mode on ``device``.
+
+    Raises
+    ------
+    RuntimeError
+        Weights that do not fit the network.
+    """
+    net = build_centring_network()
+    net.load_state_dict(weights)
+    return net.to(torch.device(device)).eval()
 
 
 def _grid(crop: int, device: torch.device) -> torch.Tensor:

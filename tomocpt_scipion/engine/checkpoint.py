@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .centring import build_centring_network
+from .centring import centring_network
 from .config import EngineConfig
 from .device import place_model
 from .io import atomic_path
@@ -118,13 +118,11 @@ def load_centring(path: str | Path, device: torch.device | str = "cpu") -> nn.Mo
     payload = read_checkpoint(path)
     if "centring" not in payload:
         return None
-    net = build_centring_network()
     try:
-        net.load_state_dict(payload["centring"])
+        return centring_network(payload["centring"], device)
     except (RuntimeError, AttributeError, TypeError) as error:
         first_line = str(error).strip().splitlines()[0]
         raise ValueError(f"{path}: its centring weights do not fit the centring network: {first_line}") from None
-    return net.to(torch.device(device)).eval()
 
 
 def write_model_summary(path: str | Path, config: EngineConfig, epoch: int, val_loss: float) -> Path:

@@ -63,6 +63,8 @@ class PreparedTomogram:
     xyz_px : (N, 3) labelled centres, x, y, z in pixels of ``volume``.
     class_ids : (N,) 1-based classes.
     zoom : rescale factor from the file's grid to ``volume``'s.
+    path : the MRC file it was read from (None when made in memory).
+    pixel_size_a : the file's pixel size, Å, as used (None when made in memory).
     """
 
     name: str
@@ -71,6 +73,8 @@ class PreparedTomogram:
     xyz_px: np.ndarray
     class_ids: np.ndarray
     zoom: float
+    path: Path | None = None
+    pixel_size_a: float | None = None
 
     @property
     def positive_mask(self) -> np.ndarray:
@@ -132,6 +136,8 @@ def prepare_tomogram(
         xyz,
         class_ids,
         zoom,
+        Path(path),
+        tomogram.pixel_size_a,
     )
 
 

@@ -42,8 +42,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .calibrate import calibrate_thresholds, fit_score_temperature
-from .centring import centring_diameter_px, train_centring
+from .calibrate import CENTRING_EVIDENCE, calibrate_thresholds, centring_helps, fit_score_temperature
+from .centring import centring_diameter_px, centring_network, train_centring
 from .checkpoint import load_model, read_checkpoint, save_checkpoint, write_model_summary
 from .config import EngineConfig
 from .data import PatchDataset, missing_label_patches, prepare_tomogram, sample_patches, split_validation
@@ -314,6 +314,19 @@ def train(
     state_path = out_dir / TRAIN.state
     if not resume and not overwrite and (out_dir / TRAIN.model).exists():
         raise FileExistsError(f"{out_dir / TRAIN.model}: a trained model exists; resume or overwrite it.")
+
+    def centring(torch_device: torch.device, validation_particles: int) -> dict | None:
+        return _centring_network(
+            tomograms,
+            coordinates,
+            config,
+            validation_tomograms,
+            validation_coordinates,
+            pixel_size_a,
+            torch_device,
+            validation_particles,
+        )
+
     if config.ensemble > 1:
 
         def train_member(member_config: EngineConfig, member_dir: Path, resume_member: bool) -> TrainingResult:
@@ -337,11 +350,6 @@ def train(
             return _prepared_data(
                 tomograms, coordinates, config, validation_tomograms, validation_coordinates, pixel_size_a
             )[1]
-
-        def centring(torch_device: torch.device) -> dict | None:
-            return _centring_network(
-                tomograms, coordinates, config, validation_tomograms, validation_coordinates, pixel_size_a, torch_device
-            )
 
         return _train_ensemble(config, out_dir, resume, train_member, validation, centring, device)
     if resume and not state_path.exists():
@@ -462,9 +470,6 @@ def train(
             )
         if rank == 0:
             model.load_state_dict(progress.best_weights)
-            centring = _centring_network(
-                tomograms, coordinates, config, validation_tomograms, validation_coordinates, pixel_size_a, torch_device
-            )
             _calibrate_and_save(
                 model.eval(),
                 config,
@@ -473,7 +478,7 @@ def train(
                 out_dir,
                 progress.best_epoch,
                 progress.best_loss,
-                centring=centring,
+                centring=centring(torch_device, sum(len(t.xyz_px) for t in validation)),
             )
     if world > 1:
         dist.barrier()
@@ -519,7 +524,7 @@ def _train_ensemble(
     resume: bool,
     train_member: Callable[[EngineConfig, Path, bool], TrainingResult],
     validation: Callable[[], list],
-    centring: Callable[[torch.device], dict | None],
+    centring: Callable[[torch.device, int], dict | None],
     device: str | None,
 ) -> TrainingResult:
     """Train the members one after the other (see the module doc), then one centring network,
@@ -551,16 +556,17 @@ def _train_ensemble(
     if rank == 0:
         ensemble = Ensemble([load_model(result.checkpoint)[0] for result in results])
         place_model(ensemble, config.backbone, torch_device)
+        validation_set = validation()
         _calibrate_and_save(
             ensemble,
             config,
-            validation(),
+            validation_set,
             torch_device,
             out_dir,
             best_epoch,
             best_loss,
             history,
-            centring(torch_device),
+            centring(torch_device, sum(len(t.xyz_px) for t in validation_set)),
         )
     if world > 1:
         dist.barrier()
@@ -579,10 +585,15 @@ def _calibrate_and_save(
     centring: dict | None = None,
 ) -> None:
     """Calibrate the score thresholds of the finished model (in eval mode) on the validation
-    tomograms, then write ``model.pt`` (with the centring network, when given) and ``model.json``
-    (and the log of all ensemble members, when given) together."""
+    tomograms, keep the centring network only where it helps there (:mod:`.calibrate`), then
+    write ``model.pt`` (with the centring network, when kept) and ``model.json`` (and the log
+    of all ensemble members, when given) together."""
     config.score_temperature = fit_score_temperature(model, config, validation, device)
     config.thresholds = calibrate_thresholds(model, config, validation, device)
+    if centring is not None and not centring_helps(
+        model, config, centring_network(centring, device), validation, device
+    ):
+        centring, config.centring_diameter_px = None, 0.0
     with staged_outputs(out_dir, overwrite=True) as staging:
         save_checkpoint(staging / TRAIN.model, model, config, best_epoch, best_loss, centring=centring)
         write_model_summary(staging / TRAIN.summary, config, best_epoch, best_loss)
@@ -598,10 +609,20 @@ def _centring_network(
     validation_coordinates,
     pixel_size_a: float | None,
     device: torch.device,
+    validation_particles: int,
 ) -> dict | None:
     """Train the centring network on the labelled centres (:mod:`.centring`) and set
-    ``config.centring_diameter_px``; None when ``config.centring_steps`` is 0."""
+    ``config.centring_diameter_px``; None when ``config.centring_steps`` is 0, or when the
+    validation tomograms hold too few particles to show that it helps (:func:`.calibrate.centring_helps`)."""
     if not config.centring_steps:
+        return None
+    if validation_particles < CENTRING_EVIDENCE:
+        logger.info(
+            "Centring network not trained: the validation tomograms hold %d particle(s), fewer than the %d "
+            "needed to show that it helps; picks stay refined on the score map",
+            validation_particles,
+            CENTRING_EVIDENCE,
+        )
         return None
     _, header_pixel = read_mrc(tomograms[0])
     file_diameter_px = config.diameter_a / tomogram_pixel_size(tomograms[0], header_pixel, pixel_size_a)

@@ -1,0 +1,163 @@
+"""Score-threshold calibration rules compared on the models ``accuracy.py`` trained.
+
+    .venv/bin/python benchmarks/calibration.py benchmarks/results/centring_pu benchmarks/results/temperature
+
+Every ``scratch/seed_<n>/<species>/<picker>_<labels>/model.pt`` under the given ``accuracy.py``
+result folders (single-class tasks) picks its validation tomogram (``tomo_002``) and its
+held-out test tomogram (``tomo_003``) down to a score of 0.02, refined on the score map. Each
+rule places a threshold from the validation picks and their (for partial labels: partial)
+annotation; the table gives the test F1 at that threshold and its gap to the best test F1
+over every threshold. The rules:
+
+- ``fine``: the F1-best of 50 even thresholds between the lowest and highest score (the
+  engine's rule for complete annotations);
+- ``every-score``: the F1-best threshold over every pick's score;
+- ``count``: keep as many picks as the expected particles (the engine's rule for partial
+  annotations of positive-unlabelled models);
+- ``labelled-recall``: with partial annotations, F1 estimated from the recall of the
+  annotated particles r(t) and the expected count N as 2 r N / (picks + N).
+
+Writes ``calibration.csv`` and ``calibration.md`` in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).parent))
+from accuracy import ALL_SPECIES, Dataset, Task, _annotated  # noqa: E402
+
+from tomocpt_scipion.engine import io  # noqa: E402
+from tomocpt_scipion.engine.checkpoint import load_model  # noqa: E402
+from tomocpt_scipion.engine.infer import predict_scores  # noqa: E402
+from tomocpt_scipion.engine.metrics import evaluate_picks, match_points, threshold_sweep  # noqa: E402
+from tomocpt_scipion.engine.predict import picks_from_scores  # noqa: E402
+
+RESULTS = Path(__file__).with_name("results")
+_FLOOR = 0.02
+_RUN = re.compile(r"(?P<picker>.+)_(?P<labels>[0-9.]+)$")
+
+
+def _f1_at(picks: pd.DataFrame, truth: pd.DataFrame, diameter_px: float, threshold: float) -> float:
+    return evaluate_picks(picks, truth, diameter_px, threshold=threshold).overall["f1"]
+
+
+def _every_score(picks: pd.DataFrame, truth: pd.DataFrame, diameter_px: float) -> pd.DataFrame:
+    """Recall and F1 with every pick's score as the threshold (best first), each matched anew."""
+    ordered = picks.sort_values("score", ascending=False, kind="stable")
+    xyz, true_xyz = ordered[["x", "y", "z"]].to_numpy(float), truth[["x", "y", "z"]].to_numpy(float)
+    kept = np.arange(1, len(ordered) + 1)
+    tp = np.array([len(match_points(xyz[:k], true_xyz, diameter_px / 2)[0]) for k in kept])
+    return pd.DataFrame(
+        {
+            "threshold": ordered["score"].to_numpy(float),
+            "f1": 2 * tp / (kept + len(truth)),
+            "recall": tp / max(len(truth), 1),
+            "kept": kept,
+        }
+    )
+
+
+def _rules(picks: pd.DataFrame, truth: pd.DataFrame, diameter_px: float, expected: int, partial: bool) -> dict:
+    scores = np.sort(picks["score"].to_numpy(float))[::-1]
+    fine = threshold_sweep(picks, truth, diameter_px, grid="fine")
+    every = _every_score(picks, truth, diameter_px)
+    rules = {
+        "fine": float(fine.loc[fine["f1"].idxmax(), "threshold"]),
+        "every-score": float(every.loc[every["f1"].idxmax(), "threshold"]),
+        "count": float(scores[min(expected, len(scores)) - 1]),
+    }
+    if partial:
+        estimate = 2 * every["recall"] * expected / (every["kept"] + expected)
+        rules["labelled-recall"] = float(every.loc[estimate.idxmax(), "threshold"])
+    return rules
+
+
+def _markdown(pivot: pd.DataFrame) -> str:
+    """The gaps per model, then their mean and largest per rule."""
+    rules = list(pivot.columns)
+    lines = ["| run | " + " | ".join(rules) + " |", "|---|" + "---|" * len(rules)]
+    for key, gaps in pivot.iterrows():
+        folder, seed, species, picker, labels = key
+        cells = " | ".join("—" if np.isnan(g) else f"{g:.3f}" for g in gaps)
+        lines.append(f"| {folder} seed {seed} {species} {picker} {labels:.0%} labels | {cells} |")
+    for name, values in (("mean", pivot.mean()), ("largest", pivot.max())):
+        lines.append(f"| **{name}** | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+    return "\n".join(lines)
+
+
+def _runs(folders: list[Path]):
+    for folder in folders:
+        for model in sorted(folder.glob("scratch/seed_*/*/*/model.pt")):
+            run, species, seed = model.parent, model.parent.parent.name, int(model.parents[2].name.split("_")[1])
+            match = _RUN.match(run.name)
+            if species in ALL_SPECIES and match:
+                yield folder, seed, species, match["picker"], float(match["labels"]), model
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", help="accuracy.py result folders (with their scratch/)")
+    parser.add_argument("--out", default=str(RESULTS / "calibration"), help="results folder")
+    args = parser.parse_args(argv)
+    rows = []
+    for folder, seed, species, picker, labels, model_path in _runs([Path(f) for f in args.folders]):
+        data = folder / "scratch" / f"seed_{seed}" / "data"
+        paths = sorted((data / "tomograms").glob("*.mrc"))
+        truth = {s: io.read_coordinates(data / "coordinates" / f"{s}.star") for s in ALL_SPECIES}
+        summary = json.loads((data / "simulation.json").read_text())
+        dataset = Dataset(paths, truth, [], float(summary["config"]["pixel_size_a"]), summary["diameters_a"])
+        model, config = load_model(model_path)
+        diameter_px = dataset.diameters_a[species] / dataset.pixel_size_a
+        val_truth = _annotated(dataset, Task(species, (species,)), labels, [paths[2].stem], seed)
+        test_truth = truth[species][truth[species]["tomo_name"] == paths[3].stem]
+        val_picks, test_picks = (
+            picks_from_scores(predict_scores(model, config, p), config, p.stem, threshold=_FLOOR) for p in paths[2:4]
+        )
+        expected = int(round(config.expected_particles or len(test_truth)))
+        best = float(_every_score(test_picks, test_truth, diameter_px)["f1"].max())
+        for rule, threshold in _rules(val_picks, val_truth, diameter_px, expected, labels < 1).items():
+            f1 = _f1_at(test_picks, test_truth, diameter_px, threshold)
+            rows.append(
+                dict(
+                    folder=folder.name,
+                    seed=seed,
+                    species=species,
+                    picker=picker,
+                    labels=labels,
+                    rule=rule,
+                    threshold=threshold,
+                    f1=f1,
+                    best_f1=best,
+                    gap=best - f1,
+                )
+            )
+            print(
+                f"{folder.name:<20} seed {seed} {species} {picker:<14} labels {labels:>4.0%} {rule:<16} "
+                f"threshold {threshold:.4f} F1 {f1:.3f} (best {best:.3f}, gap {best - f1:.3f})",
+                flush=True,
+            )
+    table = pd.DataFrame(rows)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "calibration.csv", index=False)
+    pivot = table.pivot_table(
+        index=["folder", "seed", "species", "picker", "labels"], columns="rule", values="gap", sort=False
+    )
+    markdown = _markdown(pivot)
+    (out / "calibration.md").write_text(
+        f"Gap of the test F1 at each rule's threshold to the best test F1 (lower is better).\n\n{markdown}\n"
+    )
+    print(f"\n{markdown}\n\nWrote {out / 'calibration.md'} and {out / 'calibration.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
