@@ -68,6 +68,17 @@ def test_the_calibrated_threshold_round_trips_through_checkpoint_json_and_inspec
     assert f"score threshold particle {config.thresholds[0]:.3g}" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("labelled,radius_fraction", [(3, 0.25), (12, 0.5)])
+def test_a_pu_recipe_on_sparse_labels_trains_on_its_sparse_label_radius_and_records_it(
+    tiny_dataset, tmp_path, labelled, radius_fraction
+):
+    tomograms, coordinates, diameter = _inputs(tiny_dataset)
+    config = _config("tomopicker", diameter, epochs=1)
+    assert (config.label_radius_fraction, config.sparse_label_radius_fraction) == (0.5, 0.25)
+    result = train(tomograms, coordinates.groupby("tomo_name").head(labelled), config, tmp_path)
+    assert load_model(result.checkpoint)[1].label_radius_fraction == radius_fraction
+
+
 class _Interrupt(Exception):
     pass
 

@@ -431,6 +431,12 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
         help="particle diameter after rescaling, pixels (tomoCPT: 10)",
     )
     parser.add_argument("--label-radius-fraction", type=_POSITIVE, help="label radius / rescaled diameter")
+    parser.add_argument(
+        "--sparse-label-radius-fraction",
+        type=_POSITIVE,
+        help="label radius / rescaled diameter where a PU loss trains on sparse labels (fewer "
+        "labelled particles per tomogram than 80 %% of --expected-particles; TomoPicker: 0.25)",
+    )
     parser.add_argument("--augment", nargs="*", choices=AUGMENTATIONS, help="augmentations to use")
     parser.add_argument("--epochs", type=_POSITIVE_INT)
     parser.add_argument("--patience", type=_POSITIVE_INT, help="early-stopping patience in epochs")
@@ -470,6 +476,7 @@ _TRAIN_OVERRIDES = (
     "stride",
     "target_diameter_px",
     "label_radius_fraction",
+    "sparse_label_radius_fraction",
     "augment",
     "epochs",
     "patience",

@@ -42,7 +42,13 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .calibrate import CENTRING_EVIDENCE, calibrate_thresholds, centring_helps, fit_score_temperature
+from .calibrate import (
+    CENTRING_EVIDENCE,
+    COMPLETE_ANNOTATION,
+    calibrate_thresholds,
+    centring_helps,
+    fit_score_temperature,
+)
 from .centring import centring_diameter_px, centring_network, train_centring
 from .checkpoint import load_model, read_checkpoint, save_checkpoint, write_model_summary
 from .config import EngineConfig
@@ -55,7 +61,7 @@ from .models import Ensemble, build_model, encoder_prefixes
 from .outputs import TRAIN
 from .plots import plot_learning_curve
 from .preprocess import load_at_training_scale, tomogram_pixel_size
-from .specs import LOSS_SPECS
+from .specs import LOSS_SPECS, PU_LOSSES
 
 __all__ = ["train", "TrainingResult", "TrainingInterrupted", "RESUMABLE_SETTINGS"]
 
@@ -121,6 +127,25 @@ def _priors(config: EngineConfig, tomograms) -> dict[str, float] | None:
         total / len(tomograms),
         _labelled_particles(tomograms),
     )
+
+
+def _label_radius_for_annotation(config: EngineConfig, coordinates: pd.DataFrame, n_tomograms: int) -> None:
+    """Switch ``config`` to its sparse label radius where a PU loss trains on sparse annotations."""
+    sparse_fraction = config.sparse_label_radius_fraction
+    if sparse_fraction is None or config.loss not in PU_LOSSES or config.label_radius_fraction == sparse_fraction:
+        return
+    labelled = len(coordinates) / n_tomograms
+    if labelled >= COMPLETE_ANNOTATION * config.expected_particles:
+        return
+    logger.info(
+        "Sparse annotation (%.1f labelled of %g expected particles per tomogram): labels of radius %g "
+        "instead of %g particle diameters",
+        labelled,
+        config.expected_particles,
+        sparse_fraction,
+        config.label_radius_fraction,
+    )
+    config.label_radius_fraction = sparse_fraction
 
 
 def _log_missing_label_patches(tomograms, config: EngineConfig) -> None:
@@ -311,6 +336,7 @@ def train(
     out_dir = Path(out_dir)
     config.voxel_size_a = config.diameter_a / config.target_diameter_px if config.diameter_a else 0.0
     config.validate()
+    _label_radius_for_annotation(config, coordinates, len(tomograms))
     state_path = out_dir / TRAIN.state
     if not resume and not overwrite and (out_dir / TRAIN.model).exists():
         raise FileExistsError(f"{out_dir / TRAIN.model}: a trained model exists; resume or overwrite it.")
