@@ -10,20 +10,40 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.mark.parametrize(
-    "script,tables",
-    [("speed.py", ["speed.csv", "speed.md"]), ("accuracy.py", ["accuracy.csv", "accuracy.md", "accuracy.png"])],
-)
-def test_benchmark_runs_quick_and_writes_its_tables(tmp_path, script, tables):
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / script), "--quick", "--out", str(tmp_path)],
+def _run(script: str, *arguments) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *map(str, arguments)],
         capture_output=True,
         text=True,
         timeout=600,
     )
+
+
+def _check_tables(result: subprocess.CompletedProcess, folder: Path, tables: list[str]) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     for name in tables:
-        assert (tmp_path / name).stat().st_size > 0, name
-    table = pd.read_csv(tmp_path / tables[0])
+        assert (folder / name).stat().st_size > 0, name
+    table = pd.read_csv(folder / tables[0])
     assert len(table) and table.notna().any(axis=None)
     assert "Wrote" in result.stdout
+
+
+@pytest.fixture(scope="module")
+def quick_accuracy(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("accuracy")
+    return folder, _run("accuracy.py", "--quick", "--out", folder)
+
+
+def test_speed_runs_quick_and_writes_its_tables(tmp_path):
+    _check_tables(_run("speed.py", "--quick", "--out", tmp_path), tmp_path, ["speed.csv", "speed.md"])
+
+
+def test_accuracy_runs_quick_and_writes_its_tables(quick_accuracy):
+    folder, result = quick_accuracy
+    _check_tables(result, folder, ["accuracy.csv", "accuracy.md", "accuracy.png"])
+
+
+def test_calibration_compares_the_rules_on_the_models_accuracy_trained(quick_accuracy, tmp_path):
+    folder, _ = quick_accuracy
+    _check_tables(_run("calibration.py", folder, "--out", tmp_path), tmp_path, ["calibration.csv", "calibration.md"])
+    assert set(pd.read_csv(tmp_path / "calibration.csv")["rule"]) == {"fine", "every-score", "count"}
