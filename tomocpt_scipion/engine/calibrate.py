@@ -25,8 +25,7 @@ closer to their particles than the score map's centroid does, shown on at least
 :data:`CENTRING_EVIDENCE` matched validation particles (:func:`centring_helps`). It is
 trained on the labelled particles alone, and nothing else tells whether a network trained on
 a handful of them learned to centre: on the WBP benchmark, TomoPicker models trained on 6
-labelled ribosomes (3 validation particles) lost F1 to their centring network, which moved
-picks off their particles and merged them (README).
+labelled ribosomes (3 validation particles) lost F1 to their centring network (README).
 """
 
 from __future__ import annotations
