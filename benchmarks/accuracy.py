@@ -66,6 +66,18 @@ SIMULATION = dict(
 )
 QUICK_SIMULATION = {**SIMULATION, "shape_zyx": (64, 128, 128), "n_target": 10, "n_distractors": 25}
 N_TOMOGRAMS = 4  # train, train, validate, test
+#: the per-seed figures averaged over seeds in ``accuracy.csv``
+MEASURES = [
+    "f1",
+    "best_f1",
+    "ad_px",
+    "ad_score_map_px",
+    "precision",
+    "recall",
+    "threshold",
+    "best_threshold",
+    "seconds",
+]
 #: the floor down to which picks are kept, so the best threshold can be found above it
 PICK_FLOOR = 0.02
 
@@ -330,13 +342,19 @@ def _pytme_row(species: str, dataset: Dataset, pytme: str, angular_sampling: flo
     }
 
 
-def _cell(row) -> str:
+def _seeds_note(row, seeds: int) -> str:
+    """Marks a mean over fewer seeds than the table's others."""
+    return f" ({row.seeds} of {seeds} seeds)" if row.seeds < seeds else ""
+
+
+def _cell(row, seeds: int) -> str:
     default = "—" if np.isnan(row.f1) else f"{row.f1:.2f}"
-    return f"{default} / {row.best_f1:.2f} / {row.ad_px:.1f}"
+    return f"{default} / {row.best_f1:.2f} / {row.ad_px:.1f}{_seeds_note(row, seeds)}"
 
 
 def _markdown(table: pd.DataFrame) -> str:
     full = table[table["labels"].isna() | (table["labels"] == 1.0)]
+    seeds = int(table["seeds"].max())
     species = list(dict.fromkeys(full["species"]))
     lines = [
         "F1 at the default threshold / best F1 / AD (px), held-out tomogram(s), mean over seeds.",
@@ -345,7 +363,7 @@ def _markdown(table: pd.DataFrame) -> str:
         "|---|" + "---|" * len(species),
     ]
     for picker, rows in full.groupby("picker", sort=False):
-        cells = {row.species: _cell(row) for row in rows.itertuples()}
+        cells = {row.species: _cell(row, seeds) for row in rows.itertuples()}
         lines.append(f"| {picker} | " + " | ".join(cells.get(s, "") for s in species) + " |")
     few = table[table["labels"] < 1.0]
     if len(few):
@@ -361,11 +379,8 @@ def _markdown(table: pd.DataFrame) -> str:
             cells = []
             for row in rows.itertuples():
                 ref = full[(full["picker"] == picker) & (full["species"] == row.species)]
-                cells.append(
-                    f"{row.f1:.2f} / {row.best_f1:.2f} ({ref['f1'].iloc[0]:.2f})"
-                    if len(ref)
-                    else f"{row.f1:.2f} / {row.best_f1:.2f}"
-                )
+                reference = f" ({ref['f1'].iloc[0]:.2f})" if len(ref) else ""
+                cells.append(f"{row.f1:.2f} / {row.best_f1:.2f}{reference}{_seeds_note(row, seeds)}")
             lines.append(f"| {picker} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -390,6 +405,34 @@ def _bar_chart(table: pd.DataFrame, path: Path) -> None:
     plt.close()
 
 
+def _write_tables(raw: pd.DataFrame, out: Path, header: str) -> None:
+    """The per-seed rows, their mean over seeds (CSV, Markdown) and the bar chart, in ``out``."""
+    raw.to_csv(out / "accuracy_per_seed.csv", index=False)
+    keys = ["task", "species", "picker", "labels"]
+    table = raw.groupby(keys, sort=False, dropna=False)[MEASURES].mean().reset_index()
+    table = table.assign(seeds=raw.groupby(keys, sort=False, dropna=False)["seed"].nunique().to_numpy())
+    table.to_csv(out / "accuracy.csv", index=False)
+    markdown = _markdown(table)
+    (out / "accuracy.md").write_text(f"{header}\n\n{markdown}\n")
+    _bar_chart(table, out / "accuracy.png")
+    print(f"\n{markdown}\n\nWrote {out / 'accuracy.md'}, {out / 'accuracy.csv'} and {out / 'accuracy.png'}")
+
+
+def combine(folders: list[Path], out: Path) -> pd.DataFrame:
+    """The per-seed rows of earlier runs as one table; a row of a later folder replaces the
+    same seed, task, species, picker and label fraction of an earlier one."""
+    missing = [str(f) for f in folders if not (f / "accuracy_per_seed.csv").is_file()]
+    if missing:
+        raise FileNotFoundError(f"no accuracy_per_seed.csv in {', '.join(missing)}: run accuracy.py with --out there")
+    raw = pd.concat([pd.read_csv(f / "accuracy_per_seed.csv") for f in folders], ignore_index=True)
+    raw = raw.drop_duplicates(["seed", "task", "species", "picker", "labels"], keep="last")
+    out.mkdir(parents=True, exist_ok=True)
+    _write_tables(
+        raw, out, f"Seeds {sorted(raw['seed'].unique().tolist())}, combined from {', '.join(map(str, folders))}."
+    )
+    return raw
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one small set, one recipe (smoke test)")
@@ -411,8 +454,18 @@ def main(argv=None) -> int:
         nargs="+",
         help="run only these label fractions of each task (default: the task's, 1.0 and 0.1)",
     )
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="FOLDER",
+        help="train nothing: write the mean tables of these earlier runs' per-seed rows in --out "
+        "(a later folder's row replaces an earlier one's for the same seed, task, picker and labels)",
+    )
     parser.add_argument("--out", default=str(RESULTS), help="results folder")
     args = parser.parse_args(argv)
+    if args.combine:
+        combine([Path(f) for f in args.combine], Path(args.out))
+        return 0
     logging.basicConfig(level=logging.WARNING)
     simulation = QUICK_SIMULATION if args.quick else SIMULATION
     tasks = QUICK_TASKS if args.quick else [t for t in TASKS if not args.tasks or t.name in args.tasks]
@@ -464,31 +517,8 @@ def main(argv=None) -> int:
                         f"{row['best_f1']:.3f} AD {row['ad_px']:.2f} px  {row['seconds']:.0f} s",
                         flush=True,
                     )
-    raw = pd.DataFrame(rows)
-    raw.to_csv(out / "accuracy_per_seed.csv", index=False)
-    keys = ["task", "species", "picker", "labels"]
-    table = (
-        raw.groupby(keys, sort=False, dropna=False)[
-            [
-                "f1",
-                "best_f1",
-                "ad_px",
-                "ad_score_map_px",
-                "precision",
-                "recall",
-                "threshold",
-                "best_threshold",
-                "seconds",
-            ]
-        ]
-        .mean()
-        .reset_index()
-    )
-    table.to_csv(out / "accuracy.csv", index=False)
-    markdown = _markdown(table)
-    (out / "accuracy.md").write_text(f"Seeds {seeds}; simulation {simulation}.\n\n{markdown}\n")
-    _bar_chart(table, out / "accuracy.png")
-    print(f"\n{markdown}\n\nWrote {out / 'accuracy.md'}, {out / 'accuracy.csv'} and {out / 'accuracy.png'}")
+    header = f"Seeds {seeds}; simulation {simulation}."
+    _write_tables(pd.DataFrame(rows), out, header)
     return 0
 
 

@@ -12,10 +12,14 @@ over every threshold. The rules:
 - ``fine``: the F1-best of 50 even thresholds between the lowest and highest score (the
   engine's rule for complete annotations);
 - ``every-score``: the F1-best threshold over every pick's score;
-- ``count``: keep as many picks as the expected particles (the engine's rule for partial
-  annotations of positive-unlabelled models);
+- ``count``: keep as many picks as the expected particles (TomoPicker's rule);
 - ``labelled-recall``: with partial annotations, F1 estimated from the recall of the
-  annotated particles r(t) and the expected count N as 2 r N / (picks + N).
+  annotated particles r(t) and the expected count N as 2 r N / (picks + N);
+- ``score-sum``: no annotation at all, the scores read as the probability that a pick is a
+  particle, so the k best picks hold their scores' sum of particles and F1 is estimated as
+  2 (s_1 + … + s_k) / (k + N);
+- ``count×score-sum``: keep the geometric mean of the two counts above (the engine's rule
+  for partial annotations of positive-unlabelled models, ``calibrate.partial_annotation_keep``).
 
 Writes ``calibration.csv`` and ``calibration.md`` in ``--out``.
 """
@@ -35,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from accuracy import ALL_SPECIES, Dataset, Task, _annotated  # noqa: E402
 
 from tomocpt_scipion.engine import io  # noqa: E402
+from tomocpt_scipion.engine.calibrate import partial_annotation_keep  # noqa: E402
 from tomocpt_scipion.engine.checkpoint import load_model  # noqa: E402
 from tomocpt_scipion.engine.infer import predict_scores  # noqa: E402
 from tomocpt_scipion.engine.metrics import evaluate_picks, match_points, threshold_sweep  # noqa: E402
@@ -77,6 +82,9 @@ def _rules(picks: pd.DataFrame, truth: pd.DataFrame, diameter_px: float, expecte
     if partial:
         estimate = 2 * every["recall"] * expected / (every["kept"] + expected)
         rules["labelled-recall"] = float(every.loc[estimate.idxmax(), "threshold"])
+    from_scores = 2 * np.cumsum(scores) / (np.arange(1, len(scores) + 1) + expected)
+    rules["score-sum"] = float(scores[int(np.argmax(from_scores))])
+    rules["count×score-sum"] = float(scores[partial_annotation_keep(scores, expected) - 1])
     return rules
 
 
@@ -105,10 +113,13 @@ def _runs(folders: list[Path]):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", help="accuracy.py result folders (with their scratch/)")
+    parser.add_argument("--labels", type=float, nargs="+", help="only the models trained on these label fractions")
     parser.add_argument("--out", default=str(RESULTS / "calibration"), help="results folder")
     args = parser.parse_args(argv)
     rows = []
     for folder, seed, species, picker, labels, model_path in _runs([Path(f) for f in args.folders]):
+        if args.labels and labels not in args.labels:
+            continue
         data = folder / "scratch" / f"seed_{seed}" / "data"
         paths = sorted((data / "tomograms").glob("*.mrc"))
         truth = {s: io.read_coordinates(data / "coordinates" / f"{s}.star") for s in ALL_SPECIES}

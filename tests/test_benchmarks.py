@@ -46,4 +46,26 @@ def test_accuracy_runs_quick_and_writes_its_tables(quick_accuracy):
 def test_calibration_compares_the_rules_on_the_models_accuracy_trained(quick_accuracy, tmp_path):
     folder, _ = quick_accuracy
     _check_tables(_run("calibration.py", folder, "--out", tmp_path), tmp_path, ["calibration.csv", "calibration.md"])
-    assert set(pd.read_csv(tmp_path / "calibration.csv")["rule"]) == {"fine", "every-score", "count"}
+    assert set(pd.read_csv(tmp_path / "calibration.csv")["rule"]) == {
+        "fine",
+        "every-score",
+        "count",
+        "score-sum",
+        "count×score-sum",
+    }
+
+
+def test_accuracy_combines_earlier_runs_and_a_later_run_replaces_the_same_row(quick_accuracy, tmp_path):
+    folder, _ = quick_accuracy
+    rows = pd.read_csv(folder / "accuracy_per_seed.csv")
+    rerun, other_seed, out = tmp_path / "rerun", tmp_path / "other_seed", tmp_path / "combined"
+    for path, changed in ((rerun, rows.assign(f1=0.25)), (other_seed, rows.assign(seed=rows["seed"] + 1, f1=0.75))):
+        path.mkdir()
+        changed.to_csv(path / "accuracy_per_seed.csv", index=False)
+    result = _run("accuracy.py", "--combine", folder, rerun, other_seed, "--out", out)
+    _check_tables(result, out, ["accuracy.csv", "accuracy.md", "accuracy.png"])
+    learned = pd.read_csv(out / "accuracy.csv").dropna(subset=["labels"])
+    assert learned["f1"].tolist() == pytest.approx([0.5] * len(learned))
+    assert (learned["seeds"] == 2).all()
+    missing = _run("accuracy.py", "--combine", tmp_path / "nowhere", "--out", out)
+    assert missing.returncode != 0 and "no accuracy_per_seed.csv in" in missing.stderr

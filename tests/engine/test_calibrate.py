@@ -1,4 +1,4 @@
-"""Calibration: F1 on complete validation annotations, the particle count on partial ones, a
+"""Calibration: F1 on complete validation annotations, a particle count on partial ones, a
 score temperature that keeps the best scores apart below 1, and a centring network kept only
 where it helps."""
 
@@ -15,6 +15,7 @@ from tomocpt_scipion.engine.calibrate import (
     calibrate_thresholds,
     centring_helps,
     fit_score_temperature,
+    partial_annotation_keep,
 )
 from tomocpt_scipion.engine.config import recipe_config
 from tomocpt_scipion.engine.data import PreparedTomogram, prepare_tomogram
@@ -58,6 +59,21 @@ def test_pu_thresholds_use_f1_when_the_validation_annotations_are_complete(annot
         assert false_score + 1e-3 < threshold <= true_score
     else:  # as many picks as the 18 expected particles: the look-alikes are kept too
         assert threshold <= false_score + 1e-3
+
+
+@pytest.mark.parametrize(
+    "scores,kept",
+    [
+        # every particle above every look-alike: the expected count
+        (np.r_[np.full(30, 0.99), np.full(200, 0.05)], 30),
+        # a weak ranker, 150 picks alike: F1 from the scores rises to the last; sqrt(30 * 150)
+        (np.full(150, 0.3), 67),
+        # fewer picks than the geometric mean: all of them
+        (np.full(20, 0.3), 20),
+    ],
+)
+def test_partial_annotations_keep_the_geometric_mean_of_the_expected_and_the_score_sum_counts(scores, kept):
+    assert partial_annotation_keep(scores, 30) == kept
 
 
 class _ScaledLogits(nn.Module):

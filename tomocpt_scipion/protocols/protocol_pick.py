@@ -105,7 +105,8 @@ class ProtTomoCPTPick(EMProtocol, ProtTomoBase):
             label="Use the model's score threshold?",
             help="Yes: each class uses the threshold calibrated on the validation tomograms at "
             "the end of training (the one with the best F1 there; for positive-unlabelled "
-            f"training, the one that keeps the expected number of particles); {FALLBACK_THRESHOLD} "
+            "training on partial labels, one set from the expected number of particles and the "
+            f"scores); {FALLBACK_THRESHOLD} "
             "for a model trained by an older version. No: give your own.",
         )
         form.addParam(
