@@ -356,12 +356,14 @@ def _markdown(table: pd.DataFrame) -> str:
     full = table[table["labels"].isna() | (table["labels"] == 1.0)]
     seeds = int(table["seeds"].max())
     species = list(dict.fromkeys(full["species"]))
-    lines = [
-        "F1 at the default threshold / best F1 / AD (px), held-out tomogram(s), mean over seeds.",
-        "",
-        "| picker | " + " | ".join(species) + " |",
-        "|---|" + "---|" * len(species),
-    ]
+    lines = []
+    if len(full):
+        lines += [
+            "F1 at the default threshold / best F1 / AD (px), held-out tomogram(s), mean over seeds.",
+            "",
+            "| picker | " + " | ".join(species) + " |",
+            "|---|" + "---|" * len(species),
+        ]
     for picker, rows in full.groupby("picker", sort=False):
         cells = {row.species: _cell(row, seeds) for row in rows.itertuples()}
         lines.append(f"| {picker} | " + " | ".join(cells.get(s, "") for s in species) + " |")
