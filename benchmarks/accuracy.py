@@ -108,6 +108,10 @@ RECIPES = {
         "tomopicker",
         dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="nnpu", label_radius_fraction=0.25),
     ),
+    "TomoPicker x2": (
+        "tomopicker",
+        dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="nnpu", ensemble=2),
+    ),
     "DeepETPicker x2": ("deepetpicker", dict(model_size="small", patch_size=32, batch_size=4, epochs=100, ensemble=2)),
 }
 #: recipes run when none is named (the ensemble doubles the time of its recipe: ask for it)
