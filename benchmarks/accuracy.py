@@ -424,7 +424,7 @@ def _write_tables(raw: pd.DataFrame, out: Path, header: str) -> None:
     print(f"\n{markdown}\n\nWrote {out / 'accuracy.md'}, {out / 'accuracy.csv'} and {out / 'accuracy.png'}")
 
 
-def combine(folders: list[Path], out: Path) -> pd.DataFrame:
+def combine(folders: list[Path], out: Path) -> None:
     """The per-seed rows of earlier runs as one table; a row of a later folder replaces the
     same seed, task, species, picker and label fraction of an earlier one."""
     missing = [str(f) for f in folders if not (f / "accuracy_per_seed.csv").is_file()]
@@ -436,7 +436,6 @@ def combine(folders: list[Path], out: Path) -> pd.DataFrame:
     _write_tables(
         raw, out, f"Seeds {sorted(raw['seed'].unique().tolist())}, combined from {', '.join(map(str, folders))}."
     )
-    return raw
 
 
 def main(argv=None) -> int:

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from accuracy import ALL_SPECIES, Dataset, Task, _annotated  # noqa: E402
 
 from tomocpt_scipion.engine import io  # noqa: E402
-from tomocpt_scipion.engine.calibrate import partial_annotation_keep  # noqa: E402
+from tomocpt_scipion.engine.calibrate import partial_annotation_keep, score_sum_count  # noqa: E402
 from tomocpt_scipion.engine.checkpoint import load_model  # noqa: E402
 from tomocpt_scipion.engine.infer import predict_scores  # noqa: E402
 from tomocpt_scipion.engine.metrics import evaluate_picks, match_points, threshold_sweep  # noqa: E402
@@ -82,8 +82,7 @@ def _rules(picks: pd.DataFrame, truth: pd.DataFrame, diameter_px: float, expecte
     if partial:
         estimate = 2 * every["recall"] * expected / (every["kept"] + expected)
         rules["labelled-recall"] = float(every.loc[estimate.idxmax(), "threshold"])
-    from_scores = 2 * np.cumsum(scores) / (np.arange(1, len(scores) + 1) + expected)
-    rules["score-sum"] = float(scores[int(np.argmax(from_scores))])
+    rules["score-sum"] = float(scores[score_sum_count(scores, expected) - 1])
     rules["count×score-sum"] = float(scores[partial_annotation_keep(scores, expected) - 1])
     return rules
 

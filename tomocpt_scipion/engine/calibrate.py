@@ -64,6 +64,8 @@ from .specs import DEFAULT_PEAK_METHOD, FALLBACK_THRESHOLD, LOSS_SPECS, PU_LOSSE
 
 __all__ = [
     "calibrate_thresholds",
+    "is_partial_annotation",
+    "score_sum_count",
     "partial_annotation_keep",
     "fit_score_temperature",
     "centring_helps",
@@ -98,6 +100,19 @@ def _class_picks(
     return [pd.concat(parts, ignore_index=True) for parts in tables]
 
 
+def is_partial_annotation(labelled: float, expected: float) -> bool:
+    """Whether ``labelled`` particles are fewer than :data:`COMPLETE_ANNOTATION` of the
+    ``expected`` ones (counted over the same tomograms)."""
+    return labelled < COMPLETE_ANNOTATION * expected
+
+
+def score_sum_count(scores: np.ndarray, expected: int) -> int:
+    """The count k that maximises 2 (s_1 + … + s_k) / (k + expected): the F1 expected if the
+    scores ``s`` (best first) were the probabilities that the picks are particles."""
+    ranks = np.arange(1, len(scores) + 1)
+    return int(np.argmax(np.cumsum(scores) / (ranks + expected))) + 1
+
+
 def partial_annotation_keep(scores: np.ndarray, expected: int) -> int:
     """How many of the best picks a partially annotated validation set keeps (module doc).
 
@@ -108,12 +123,10 @@ def partial_annotation_keep(scores: np.ndarray, expected: int) -> int:
 
     Returns
     -------
-    The geometric mean of ``expected`` and the count k that maximises
-    2 (s_1 + … + s_k) / (k + expected), rounded, between 1 and the number of picks.
+    The geometric mean of ``expected`` and :func:`score_sum_count`, rounded, between 1 and
+    the number of picks.
     """
-    ranks = np.arange(1, len(scores) + 1)
-    from_scores = int(np.argmax(np.cumsum(scores) / (ranks + expected))) + 1
-    return int(np.clip(round(math.sqrt(expected * from_scores)), 1, len(scores)))
+    return int(np.clip(round(math.sqrt(expected * score_sum_count(scores, expected))), 1, len(scores)))
 
 
 def _truth(tomograms: Sequence[PreparedTomogram], class_id: int) -> pd.DataFrame:
@@ -182,7 +195,7 @@ def calibrate_thresholds(
             )
             continue
         expected = int(round(config.expected_particles * len(tomograms))) if config.expected_particles else 0
-        if config.loss in PU_LOSSES and len(truth) < COMPLETE_ANNOTATION * expected:
+        if config.loss in PU_LOSSES and is_partial_annotation(len(truth), expected):
             scores = np.sort(picks["score"].to_numpy())[::-1]
             kept = partial_annotation_keep(scores, expected)
             threshold = float(scores[kept - 1])

@@ -44,10 +44,10 @@ from torch.utils.data import DataLoader
 
 from .calibrate import (
     CENTRING_EVIDENCE,
-    COMPLETE_ANNOTATION,
     calibrate_thresholds,
     centring_helps,
     fit_score_temperature,
+    is_partial_annotation,
 )
 from .centring import centring_diameter_px, centring_network, train_centring
 from .checkpoint import load_model, read_checkpoint, save_checkpoint, write_model_summary
@@ -135,7 +135,7 @@ def _label_radius_for_annotation(config: EngineConfig, coordinates: pd.DataFrame
     if sparse_fraction is None or config.loss not in PU_LOSSES or config.label_radius_fraction == sparse_fraction:
         return
     labelled = len(coordinates) / n_tomograms
-    if labelled >= COMPLETE_ANNOTATION * config.expected_particles:
+    if not is_partial_annotation(labelled, config.expected_particles):
         return
     logger.info(
         "Sparse annotation (%.1f labelled of %g expected particles per tomogram): labels of radius %g "
