@@ -14,11 +14,12 @@ model's calibrated threshold.
 
 Reported per picker and species: F1 at the shipped default threshold, the best F1 over
 thresholds (Hungarian matching, hit within half the diameter), and AD, the mean hit
-distance in pixels of the tomogram, at the default threshold (the CSV files also give it for
-the picks on the score map alone, before the centring network, and whether the model kept one). Template matching has no
-default threshold (only its best F1 is reported): pyTME (the real package, CPU backend,
-``FLCSphericalMask`` score, the exact template, missing wedge from the tilt angles, CTF
-phase-flip model, its own ``PeakCallerMaximumFilter``) run as a separate program (``--pytme``),
+distance in pixels of the tomogram, at the default threshold (the CSV files also give the
+median hit distance, the mean for the picks on the score map alone, before the centring
+network, and whether the model kept one). Template matching has no default threshold (only
+its best F1 is reported): pyTME (the real package, CPU backend, ``FLCSphericalMask`` score,
+the exact template, missing wedge from the tilt angles, CTF phase-flip model, its own
+``PeakCallerMaximumFilter``) run as a separate program (``--pytme``),
 and the engine-free NCC of ``template_matching.py`` (60 random orientations) beside it.
 
 Writes ``accuracy_per_seed.csv``, ``accuracy.csv`` (mean over seeds), ``accuracy.md`` and
@@ -71,6 +72,7 @@ MEASURES = [
     "f1",
     "best_f1",
     "ad_px",
+    "median_px",
     "ad_score_map_px",
     "precision",
     "recall",
@@ -176,6 +178,7 @@ def _scores(
             "precision": np.nan,
             "recall": np.nan,
             "ad_px": best.overall["ad_px"],
+            "median_px": best.overall["median_px"],
             "threshold": np.nan,
         }
     at_default = evaluate_picks(
@@ -187,6 +190,7 @@ def _scores(
         "precision": at_default["precision"],
         "recall": at_default["recall"],
         "ad_px": at_default["ad_px"],
+        "median_px": at_default["median_px"],
         "threshold": default_threshold,
     }
 
@@ -412,7 +416,9 @@ def _bar_chart(table: pd.DataFrame, path: Path) -> None:
 
 
 def _write_tables(raw: pd.DataFrame, out: Path, header: str) -> None:
-    """The per-seed rows, their mean over seeds (CSV, Markdown) and the bar chart, in ``out``."""
+    """The per-seed rows, their mean over seeds (CSV, Markdown) and the bar chart, in ``out``.
+    A measure that older runs did not record is empty for their rows."""
+    raw = raw.reindex(columns=list(dict.fromkeys([*raw.columns, *MEASURES])))
     raw.to_csv(out / "accuracy_per_seed.csv", index=False)
     keys = ["task", "species", "picker", "labels"]
     table = raw.groupby(keys, sort=False, dropna=False)[MEASURES].mean().reset_index()
@@ -499,7 +505,8 @@ def main(argv=None) -> int:
                             f"seed {seed} {task.name:<10} {row['species']:<5} labels {fraction:>4.0%} "
                             f"{name:<14} F1 {row['f1']:.3f} (best {row['best_f1']:.3f} at "
                             f"{row['best_threshold']:.3f}, default {row['threshold']:.3f}) AD "
-                            f"{row['ad_px']:.2f} px ({'centring network' if row['centring'] else 'score map'}; "
+                            f"{row['ad_px']:.2f} px (median {row['median_px']:.2f}; "
+                            f"{'centring network' if row['centring'] else 'score map'}; "
                             f"score map alone {row['ad_score_map_px']:.2f} px)"
                             f"  {row['seconds']:.0f} s",
                             flush=True,
@@ -519,7 +526,8 @@ def main(argv=None) -> int:
                     rows.append({"seed": seed, "task": task.name, **row})
                     print(
                         f"seed {seed} {task.name:<10} {species:<5} {row['picker']:<22} best F1 "
-                        f"{row['best_f1']:.3f} AD {row['ad_px']:.2f} px  {row['seconds']:.0f} s",
+                        f"{row['best_f1']:.3f} AD {row['ad_px']:.2f} px (median {row['median_px']:.2f})  "
+                        f"{row['seconds']:.0f} s",
                         flush=True,
                     )
     header = f"Seeds {seeds}; simulation {simulation}."

@@ -61,6 +61,14 @@ def test_metrics_match_a_hand_computed_table():
     assert list(result.hit) == [True, True, False, True, False]
 
 
+def test_one_far_hit_moves_the_mean_hit_distance_but_not_the_median():
+    truth = coordinate_table([[10, 10, 10], [30, 10, 10], [50, 10, 10]], "A")
+    picks = coordinate_table([[11, 10, 10], [31, 10, 10], [50, 16, 10]], "A", [0.9, 0.8, 0.7])
+    overall = evaluate_picks(picks, truth, diameter_px=16).overall
+    assert overall["ad_px"] == pytest.approx(8 / 3)
+    assert overall["median_px"] == pytest.approx(1.0)
+
+
 def test_sweep_finds_the_threshold_that_drops_the_false_picks(tmp_path):
     truth = coordinate_table([[10, 10, 10], [30, 10, 10]], "A")
     picks = coordinate_table([[10, 10, 10], [30, 10, 10], [50, 50, 10], [70, 50, 10]], "A", [0.9, 0.8, 0.3, 0.2])

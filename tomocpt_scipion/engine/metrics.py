@@ -18,7 +18,9 @@ particle costs an averaging project more than a false pick that classification r
 Like the challenge, the ``all`` row sums hits, false picks and misses over the tomograms
 before computing the ratios.
 
-AD is the mean hit distance (px and Å). ``rmse_over_diameter`` is the root-mean-square hit
+AD is the mean hit distance (px and Å), ``median_px`` the median (px): a few hits of particles cut
+by the tomogram's faces, whose centres no picker places well, move the mean but not the
+median. ``rmse_over_diameter`` is the root-mean-square hit
 distance divided by the diameter (tomoCPT eq. 13 normalises by the particle size; the
 equation as printed averages distances, which is AD).
 """
@@ -59,6 +61,7 @@ METRIC_COLUMNS = (
     "f4",
     "ad_px",
     "ad_a",
+    "median_px",
     "rmse_over_diameter",
 )
 #: β of the F-beta score the CryoET object-identification challenge ranks by (column ``f4``)
@@ -128,12 +131,14 @@ def _metrics(
     name: str, tp: int, fp: int, fn: int, distances: np.ndarray, pixel_size_a: float, diameter_px: float
 ) -> dict:
     ad = float(distances.mean()) if len(distances) else float("nan")
+    median = float(np.median(distances)) if len(distances) else float("nan")
     rmse = float(np.sqrt(np.mean(distances**2))) if len(distances) else float("nan")
     return {
         "tomo_name": name,
         **detection_scores(tp, fp, fn),
         "ad_px": ad,
         "ad_a": ad * pixel_size_a,
+        "median_px": median,
         "rmse_over_diameter": rmse / diameter_px,
     }
 
