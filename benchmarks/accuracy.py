@@ -447,7 +447,7 @@ def combine(folders: list[Path], out: Path) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one small set, one recipe (smoke test)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="simulation seeds (default 1 2)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="simulation seeds (default 1 2 3)")
     parser.add_argument("--tasks", nargs="*", help="task names to run (default all)")
     parser.add_argument(
         "--recipes", nargs="*", help=f"recipe names to run, of {list(RECIPES)} (default: {' '.join(DEFAULT_RECIPES)})"
