@@ -18,11 +18,11 @@ particle costs an averaging project more than a false pick that classification r
 Like the challenge, the ``all`` row sums hits, false picks and misses over the tomograms
 before computing the ratios.
 
-AD is the mean hit distance (px and Å), ``median_px`` the median (px): a few hits of particles cut
-by the tomogram's faces, whose centres no picker places well, move the mean but not the
-median. ``rmse_over_diameter`` is the root-mean-square hit
-distance divided by the diameter (tomoCPT eq. 13 normalises by the particle size; the
-equation as printed averages distances, which is AD).
+AD is the mean hit distance (px and Å), ``median_px`` the median (px): a few hits far off,
+such as particles cut by the tomogram's faces, move the mean but not the median.
+``rmse_over_diameter`` is the root-mean-square hit distance divided by the diameter
+(tomoCPT eq. 13 normalises by the particle size; the equation as printed averages
+distances, which is AD).
 """
 
 from __future__ import annotations
