@@ -9,10 +9,11 @@ at the tomogram itself, at a finer scale: a crop around each pick, with the part
 It outputs a heatmap over the crop; the softmax-weighted mean position (soft-argmax) is the
 particle's centre, at sub-voxel precision.
 
-Training (after the picking network, on the same labelled centres): crops around each centre
-moved by a Gaussian offset (σ = 0.1 particle diameter per axis, beyond the picking network's
-errors), flipped at random along every axis (the missing wedge stays where it was), intensity
-scaled and shifted; loss = cross-entropy of the heatmap against a Gaussian of σ = 1 px at the
+Training (after the picking network, on the same labelled centres): crops (zero beyond the
+tomogram's faces, so a particle the face cuts is seen cut) around each centre moved by a
+Gaussian offset (σ = 0.1 particle diameter per axis, beyond the picking network's errors),
+flipped at random along every axis (the missing wedge stays where it was), intensity scaled
+and shifted; loss = cross-entropy of the heatmap against a Gaussian of σ = 1 px at the
 true centre + 0.1 × smooth-L1 of the soft-argmax position. AdamW, batches of 8, the weights
 with the lowest validation distance are kept.
 
@@ -106,11 +107,16 @@ def _soft_argmax(logits: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 
 
 class _Volumes:
-    """Volumes at the centring scale, reflect-padded by one crop so every crop is whole."""
+    """Volumes at the centring scale, padded by one crop so every crop is whole.
+
+    The padding is zero, the normalised tomogram's background level: a particle cut by a face
+    of the tomogram stays cut, and the network learns where its centre lies beyond the face.
+    Reflecting would mirror it into a whole particle centred on the face, so the network could
+    not tell the two apart and pulled cut particles onto the face."""
 
     def __init__(self, volumes: list[np.ndarray], crop: int) -> None:
         self.crop = crop
-        self.padded = [np.pad(v, crop, mode="reflect") for v in volumes]
+        self.padded = [np.pad(v, crop, mode="constant") for v in volumes]
 
     def crops(self, index: int, centres_zyx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Crops of volume ``index`` whose centre voxel is the rounded centre, and their corners (z, y, x)."""
