@@ -27,7 +27,7 @@ import torch
 
 from .centring import centre_positions
 from .config import EngineConfig
-from .filtering import read_mask, resolve_class_overlaps, suppress_close
+from .filtering import filter_picks, read_mask, resolve_class_overlaps, suppress_close
 from .infer import ScoreMap, predict_scores, score_map_at_original_grid
 from .io import coordinate_table, read_mrc, write_coordinates, write_mrc
 from .outputs import PREDICT
@@ -229,6 +229,8 @@ def pick_tomogram(
     )
     if refine == "learned":
         table = centre_picks(table, tomogram, config, centring, pixel_size_a, device, min_distance_a)
+        if mask:  # centring can move a pick across the mask's edge
+            table = filter_picks(table, masks={Path(tomogram).stem: read_mask(mask, score_map.original_shape)})
     if config.n_classes > 1:
         file_pixel_a = score_map.pixel_size_a
         table = resolve_class_overlaps(table, {c + 1: d / 2 / file_pixel_a for c, d in enumerate(config.diameters_a)})
