@@ -63,16 +63,9 @@ def output_names(
     return names
 
 
-def mask_at_training_grid(mask_path: str | Path, score_map: ScoreMap) -> np.ndarray:
-    """(z, y, x) bool mask on the score map's grid, from a mask MRC of the tomogram's shape or
-    binned from it by a whole factor (the binning is logged).
-
-    Raises
-    ------
-    ValueError
-        The mask is not 3-D, or its shape is neither (the message names the mask).
-    """
-    mask, _ = read_mask(mask_path, score_map.original_shape)
+def mask_at_training_grid(mask: np.ndarray, score_map: ScoreMap) -> np.ndarray:
+    """(z, y, x) bool mask on the score map's grid, from a mask of the tomogram's shape or
+    binned from it by a whole factor (:func:`.filtering.read_mask` reads and checks it)."""
     ratio = np.array(mask.shape) / np.array(score_map.original_shape)
     indices = [
         np.clip(np.rint(np.arange(n) / score_map.zoom * r).astype(int), 0, m - 1)
@@ -223,14 +216,15 @@ def pick_tomogram(
     The coordinate table and the score map.
     """
     score_map = predict_scores(model, config, tomogram, pixel_size_a, device, **network_options)
-    mask_array = mask_at_training_grid(mask, score_map) if mask else None
+    read = read_mask(mask, score_map.original_shape) if mask else None
+    mask_array = mask_at_training_grid(read[0], score_map) if read else None
     table = picks_from_scores(
         score_map, config, Path(tomogram).stem, method, threshold, min_distance_a, max_picks, refine, mask_array, device
     )
     if refine == "learned":
         table = centre_picks(table, tomogram, config, centring, pixel_size_a, device, min_distance_a)
-        if mask:  # centring can move a pick across the mask's edge
-            table = filter_picks(table, masks={Path(tomogram).stem: read_mask(mask, score_map.original_shape)})
+        if read:  # centring can move a pick across the mask's edge
+            table = filter_picks(table, masks={Path(tomogram).stem: read})
     if config.n_classes > 1:
         file_pixel_a = score_map.pixel_size_a
         table = resolve_class_overlaps(table, {c + 1: d / 2 / file_pixel_a for c, d in enumerate(config.diameters_a)})
