@@ -149,3 +149,43 @@ def test_no_centring_network_is_trained_where_the_validation_particles_could_not
     assert f"validation tomograms hold {CENTRING_EVIDENCE - 1} particle(s)" in caplog.text
     assert load_centring(tmp_path / "model" / "model.pt") is None
     assert read_checkpoint(tmp_path / "model" / "model.pt")["config"]["centring_diameter_px"] == 0.0
+
+
+class _BrightestVoxel(torch.nn.Module):
+    """A stand-in centring network whose heatmap is the crop itself: it finds the brightest voxel."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return 50.0 * images
+
+
+def test_a_second_pass_that_would_jump_onto_another_feature_keeps_the_first_answer():
+    # crops are 16 px (diameter 12): from the pick at x = 20 the first pass sees A (x = 26) only;
+    # from A the second sees the brighter B (x = 33), 7 px away, beyond 0.15 diameter (1.8 px)
+    volume = np.zeros((32, 32, 48), np.float32)
+    volume[16, 16, 26], volume[16, 16, 33] = 1.0, 2.0
+    pick = np.array([[20.0, 16.0, 16.0]])
+    first = centre_positions(_BrightestVoxel(), volume, 1.0, pick, DIAMETER_PX, passes=1)
+    np.testing.assert_allclose(first, [[26.0, 16.0, 16.0]], atol=1e-3)
+    np.testing.assert_allclose(centre_positions(_BrightestVoxel(), volume, 1.0, pick, DIAMETER_PX), first)
+    assert centre_positions(_BrightestVoxel(), volume, 1.0, pick, DIAMETER_PX, passes=3)[0, 0] == pytest.approx(26.0)
+    with pytest.raises(ValueError, match="passes must be >= 1"):
+        centre_positions(_BrightestVoxel(), volume, 1.0, pick, DIAMETER_PX, passes=0)
+
+
+def test_the_refining_pass_removes_the_pull_back_towards_picks_that_started_far_off(trained_net):
+    net, _ = trained_net
+    volume, centres = _planted(4)
+    rng = np.random.default_rng(7)
+    direction = rng.normal(size=centres.shape)
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    picks_xyz = (centres + 0.3 * DIAMETER_PX * direction)[:, ::-1]  # the edge of the training offsets
+    towards_pick = [
+        float(
+            ((centre_positions(net, volume, 1.0, picks_xyz, DIAMETER_PX, passes=n)[:, ::-1] - centres) * direction)
+            .sum(1)
+            .mean()
+        )
+        for n in (1, 2)
+    ]
+    # one pass leaves them 0.38 px on the pick's side, the second 0.14 px
+    assert towards_pick[1] < towards_pick[0] - 0.1, towards_pick
