@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     work = out / "scratch" / f"ablation_{args.seed}"
-    dataset = _simulate(args.seed, work / "data", SIMULATION)
+    dataset = _simulate(args.seed, work / "data", SIMULATION, n_test=1)
     task = Task(args.species, (args.species,))
     test = dataset.test_paths[0]
     truth = dataset.truth[args.species][dataset.truth[args.species]["tomo_name"] == test.stem]

@@ -3,14 +3,16 @@
     .venv/bin/python benchmarks/accuracy.py                  # the suite (see README for its duration)
     .venv/bin/python benchmarks/accuracy.py --quick          # one small set, one recipe: the smoke test
 
-Per seed, four tomograms of 128 × 256 × 256 voxels at 10 Å/px are simulated in ``wbp`` mode
+Per seed, five tomograms of 128 × 256 × 256 voxels at 10 Å/px are simulated in ``wbp`` mode
 (tilt series ±60° in 3° steps, CTF, 120 e/Å², Poisson noise, weighted back-projection) with
-all six SHREC species, crowded. Tomograms 0 and 1 train, 2 validates (and calibrates the
-score threshold), 3 is the held-out test. Per species (and one two-class run), every recipe
-is trained with the CPU-sized networks on all the particles and on 10 % of them (training
-and validation labels alike), and picks the test tomogram with the engine's defaults: the
-default peak method, the centroid on the score map then the model's centring network, and the
-model's calibrated threshold.
+all six SHREC species, crowded; tomogram i of seed s is drawn with seed s + i, so consecutive
+seeds share tomograms in other roles. Tomograms 0 and 1 train, 2 validates (and calibrates
+the score threshold), 3 and 4 are held out (``--quick``: 3 only). Per species (and one
+two-class run, which the one-class PU losses skip), every recipe is trained with the
+CPU-sized networks on all the particles and on 10 % of them (training and validation labels
+alike), and picks the held-out tomograms with the engine's defaults: the default peak
+method, the centroid on the score map then the model's centring network, and the model's
+calibrated threshold.
 
 Reported per picker and species: F1 at the shipped default threshold, the best F1 over
 thresholds (Hungarian matching, hit within half the diameter), and AD, the mean hit
@@ -21,6 +23,10 @@ its best F1 is reported): pyTME (the real package, CPU backend, ``FLCSphericalMa
 the exact template, missing wedge from the tilt angles, CTF phase-flip model, its own
 ``PeakCallerMaximumFilter``) run as a separate program (``--pytme``),
 and the engine-free NCC of ``template_matching.py`` (60 random orientations) beside it.
+
+``--reuse-models`` evaluates the models earlier runs trained (same seed, task, recipe and
+label fraction) instead of training them again: training is what takes the time, and it
+gives the same model for the same tomograms, code and thread count.
 
 Writes ``accuracy_per_seed.csv``, ``accuracy.csv`` (mean over seeds), ``accuracy.md`` and
 ``accuracy.png`` in ``--out``.
@@ -47,11 +53,13 @@ from tomocpt_scipion.engine import io  # noqa: E402
 from tomocpt_scipion.engine.checkpoint import load_centring, load_model  # noqa: E402
 from tomocpt_scipion.engine.config import recipe_config  # noqa: E402
 from tomocpt_scipion.engine.infer import predict_scores  # noqa: E402
-from tomocpt_scipion.engine.metrics import evaluate_picks  # noqa: E402
+from tomocpt_scipion.engine.metrics import Evaluation, evaluate_picks  # noqa: E402
+from tomocpt_scipion.engine.outputs import TRAIN  # noqa: E402
 from tomocpt_scipion.engine.peaks import find_peaks  # noqa: E402
 from tomocpt_scipion.engine.predict import centre_picks, picks_from_scores  # noqa: E402
 from tomocpt_scipion.engine.report import evaluation_report  # noqa: E402
 from tomocpt_scipion.engine.simulate import SimulationConfig, simulate_dataset, species_density  # noqa: E402
+from tomocpt_scipion.engine.specs import LOSS_SPECS  # noqa: E402
 from tomocpt_scipion.engine.train import train  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results")
@@ -66,7 +74,10 @@ SIMULATION = dict(
     n_distractors=150,
 )
 QUICK_SIMULATION = {**SIMULATION, "shape_zyx": (64, 128, 128), "n_target": 10, "n_distractors": 25}
-N_TOMOGRAMS = 4  # train, train, validate, test
+#: tomograms 0 and 1 train, 2 validates, the rest are held out
+N_TRAIN_VALIDATE = 3
+N_TEST = 2
+QUICK_N_TEST = 1
 #: the per-seed figures averaged over seeds in ``accuracy.csv``
 MEASURES = [
     "f1",
@@ -106,6 +117,10 @@ RECIPES = {
     "tomoCPT": ("tomocpt", dict(model_size="small", patch_size=64, batch_size=2, epochs=15)),
     "DeepETPicker": ("deepetpicker", dict(model_size="small", patch_size=32, batch_size=4, epochs=100)),
     "TomoPicker": ("tomopicker", dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="nnpu")),
+    "TomoPicker PN": (
+        "tomopicker",
+        dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="bce"),
+    ),
     "TomoPicker small spheres": (
         "tomopicker",
         dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="nnpu", label_radius_fraction=0.25),
@@ -138,12 +153,16 @@ class Dataset:
 
     @property
     def test_paths(self) -> list[Path]:
-        return self.paths[3:]
+        return self.paths[N_TRAIN_VALIDATE:]
+
+    @property
+    def test_tilt_angle_files(self) -> list[Path]:
+        return self.tilt_angle_files[N_TRAIN_VALIDATE:]
 
 
-def _simulate(seed: int, folder: Path, simulation: dict) -> Dataset:
+def _simulate(seed: int, folder: Path, simulation: dict, n_test: int) -> Dataset:
     config = SimulationConfig(**simulation)
-    summary = simulate_dataset(folder, N_TOMOGRAMS, config, seed=seed, overwrite=True)
+    summary = simulate_dataset(folder, N_TRAIN_VALIDATE + n_test, config, seed=seed, overwrite=True)
     paths = [folder / p for p in summary["tomograms"].values()]
     truth = {s: io.read_coordinates(folder / "coordinates" / f"{s}.star") for s in ALL_SPECIES}
     return Dataset(
@@ -195,9 +214,33 @@ def _scores(
     }
 
 
-def _recipe_rows(
+def _class_evaluation(
+    picks: pd.DataFrame, class_id: int, truth: pd.DataFrame, diameter_px: float, pixel_size_a: float, threshold: float
+) -> Evaluation:
+    """The picks of one class matched to its particles, above the threshold."""
+    return evaluate_picks(picks[picks["class_id"] == class_id], truth, diameter_px, pixel_size_a, threshold=threshold)
+
+
+def _multi_class(recipe: tuple[str, dict]) -> bool:
+    """Whether the (engine recipe, overrides) pair trains one model for several classes."""
+    return LOSS_SPECS[recipe_config(recipe[0], **recipe[1]).loss].target != "binary"
+
+
+def _model_folder(name: str, fraction: float) -> str:
+    return f"{name}_{fraction:g}"
+
+
+def _earlier_model(reuse: list[Path], seed: int, task: Task, name: str, fraction: float) -> Path | None:
+    """The model the last of the ``reuse`` runs trained for this seed, task, recipe and label
+    fraction, or None."""
+    found = [f / "scratch" / f"seed_{seed}" / task.name / _model_folder(name, fraction) / TRAIN.model for f in reuse]
+    found = [p for p in found if p.is_file()]
+    return found[-1] if found else None
+
+
+def _trained_model(
     name: str, recipes: dict, task: Task, fraction: float, dataset: Dataset, seed: int, work: Path
-) -> list[dict]:
+) -> Path:
     recipe, overrides = recipes[name]
     diameter = float(np.mean([dataset.diameters_a[s] for s in task.classes]))
     names = [p.stem for p in dataset.paths]
@@ -207,18 +250,40 @@ def _recipe_rows(
     config = recipe_config(
         recipe, diameter_a=diameter, classes=list(task.classes), expected_particles=expected, seed=seed, **overrides
     )
-    started = time.time()
     result = train(
         dataset.paths[:2],
         train_rows,
         config,
-        work / f"{name}_{fraction:g}",
+        work / _model_folder(name, fraction),
         [dataset.paths[2]],
         val_rows,
         overwrite=True,
     )
-    model, model_config = load_model(result.checkpoint)
-    centring = load_centring(result.checkpoint)
+    return result.checkpoint
+
+
+def _recipe_rows(
+    name: str,
+    recipes: dict,
+    task: Task,
+    fraction: float,
+    dataset: Dataset,
+    seed: int,
+    work: Path,
+    reuse: list[Path],
+) -> list[dict]:
+    started = time.time()
+    checkpoint = _earlier_model(reuse, seed, task, name, fraction)
+    trained = checkpoint is None
+    if trained:
+        checkpoint = _trained_model(name, recipes, task, fraction, dataset, seed, work)
+    model, model_config = load_model(checkpoint)
+    if model_config.classes != list(task.classes) or model_config.recipe != recipes[name][0]:
+        raise ValueError(
+            f"{checkpoint} is a {model_config.recipe} model of {model_config.classes}; "
+            f"expected {recipes[name][0]} of {list(task.classes)} for {name} on task {task.name}."
+        )
+    centring = load_centring(checkpoint)
     on_score_map = [
         picks_from_scores(predict_scores(model, model_config, path), model_config, path.stem, threshold=PICK_FLOOR)
         for path in dataset.test_paths
@@ -232,27 +297,22 @@ def _recipe_rows(
     rows = []
     for class_id, species in enumerate(task.classes, start=1):
         truth = dataset.truth[species][dataset.truth[species]["tomo_name"].isin([p.stem for p in dataset.test_paths])]
-        scores = _scores(
-            picks[picks["class_id"] == class_id],
-            truth,
-            dataset.diameters_a[species],
-            dataset.pixel_size_a,
-            model_config.class_threshold(class_id - 1),
-        )
+        threshold = model_config.class_threshold(class_id - 1)
         diameter_px = dataset.diameters_a[species] / dataset.pixel_size_a
-        before_centring = evaluate_picks(
-            on_score_map[on_score_map["class_id"] == class_id],
-            truth,
-            diameter_px,
-            dataset.pixel_size_a,
-            threshold=model_config.class_threshold(class_id - 1),
-        ).overall
+        scores = _scores(
+            picks[picks["class_id"] == class_id], truth, dataset.diameters_a[species], dataset.pixel_size_a, threshold
+        )
+        evaluation = (class_id, truth, diameter_px, dataset.pixel_size_a, threshold)
+        before_centring = _class_evaluation(on_score_map, *evaluation).overall
+        per_test = _class_evaluation(picks, *evaluation).per_tomogram
         rows.append(
             {
                 "picker": name,
                 "species": species,
                 "labels": fraction,
                 "seconds": seconds,
+                "trained": trained,
+                "test_f1s": " ".join(f"{f:.3f}" for f in per_test["f1"]),
                 "centring": centring is not None,
                 **scores,
                 "ad_score_map_px": before_centring["ad_px"],
@@ -292,7 +352,7 @@ def _pytme_row(species: str, dataset: Dataset, pytme: str, angular_sampling: flo
     )
     diameter = dataset.diameters_a[species]
     tables = []
-    for path, angles in zip(dataset.test_paths, dataset.tilt_angle_files[3:]):
+    for path, angles in zip(dataset.test_paths, dataset.test_tilt_angle_files):
         result = work / f"{path.stem}_{species}.pickle"
         prefix = work / f"{path.stem}_{species}"
         commands = [
@@ -360,6 +420,14 @@ def _cell(row, seeds: int) -> str:
     return f"{default} / {row.best_f1:.2f} / {row.ad_px:.1f}{_seeds_note(row, seeds)}"
 
 
+def _shown_pickers(table: pd.DataFrame) -> pd.DataFrame:
+    """The table with each multi-class model's picker named apart from the one-class models'."""
+    multi_class = table["task"] != table["species"]
+    return table.assign(
+        picker=table["picker"].where(~multi_class, table["picker"] + ", one " + table["task"] + " model")
+    )
+
+
 def _markdown(table: pd.DataFrame) -> str:
     full = table[table["labels"].isna() | (table["labels"] == 1.0)]
     seeds = int(table["seeds"].max())
@@ -409,7 +477,7 @@ def _bar_chart(table: pd.DataFrame, path: Path) -> None:
     axis.set(
         ylabel="F1 (default threshold; template matching: best)", ylim=(0, 1), title="Held-out WBP tomograms, 10 Å/px"
     )
-    axis.legend(ncol=3, fontsize=8, loc="lower right")
+    axis.legend(ncol=3, fontsize=8, loc="upper right")
     plt.tight_layout()
     plt.savefig(path, dpi=100)
     plt.close()
@@ -424,9 +492,9 @@ def _write_tables(raw: pd.DataFrame, out: Path, header: str) -> None:
     table = raw.groupby(keys, sort=False, dropna=False)[MEASURES].mean().reset_index()
     table = table.assign(seeds=raw.groupby(keys, sort=False, dropna=False)["seed"].nunique().to_numpy())
     table.to_csv(out / "accuracy.csv", index=False)
-    markdown = _markdown(table)
+    markdown = _markdown(_shown_pickers(table))
     (out / "accuracy.md").write_text(f"{header}\n\n{markdown}\n")
-    _bar_chart(table, out / "accuracy.png")
+    _bar_chart(_shown_pickers(table), out / "accuracy.png")
     print(f"\n{markdown}\n\nWrote {out / 'accuracy.md'}, {out / 'accuracy.csv'} and {out / 'accuracy.png'}")
 
 
@@ -450,7 +518,10 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="simulation seeds (default 1 2 3)")
     parser.add_argument("--tasks", nargs="*", help="task names to run (default all)")
     parser.add_argument(
-        "--recipes", nargs="*", help=f"recipe names to run, of {list(RECIPES)} (default: {' '.join(DEFAULT_RECIPES)})"
+        "--recipes",
+        nargs="*",
+        help=f"recipe names to run, of {list(RECIPES)} (default: {' '.join(DEFAULT_RECIPES)}; "
+        "none after the option: template matching only)",
     )
     parser.add_argument(
         "--pytme",
@@ -472,34 +543,55 @@ def main(argv=None) -> int:
         help="train nothing: write the mean tables of these earlier runs' per-seed rows in --out "
         "(a later folder's row replaces an earlier one's for the same seed, task, picker and labels)",
     )
+    parser.add_argument(
+        "--reuse-models",
+        nargs="+",
+        metavar="FOLDER",
+        default=[],
+        help="evaluate the models these earlier runs (their --out) trained for the same seed, task, recipe "
+        "and label fraction instead of training again (a later folder's model replaces an earlier one's)",
+    )
     parser.add_argument("--out", default=str(RESULTS), help="results folder")
     args = parser.parse_args(argv)
     if args.combine:
         combine([Path(f) for f in args.combine], Path(args.out))
         return 0
+    out = Path(args.out)
+    reuse = [Path(f) for f in args.reuse_models]
+    if any(f.resolve() == out.resolve() for f in reuse):
+        parser.error(f"--reuse-models {out} is the --out folder, whose scratch this run replaces: give another --out.")
     logging.basicConfig(level=logging.WARNING)
     simulation = QUICK_SIMULATION if args.quick else SIMULATION
     tasks = QUICK_TASKS if args.quick else [t for t in TASKS if not args.tasks or t.name in args.tasks]
     recipes = (
-        QUICK_RECIPES if args.quick else {k: v for k, v in RECIPES.items() if k in (args.recipes or DEFAULT_RECIPES)}
+        QUICK_RECIPES
+        if args.quick
+        else {k: v for k, v in RECIPES.items() if k in (DEFAULT_RECIPES if args.recipes is None else args.recipes)}
     )
     seeds = args.seeds[:1] if args.quick else args.seeds
     use_pytme = not args.quick and not args.no_template_matching and Path(args.pytme).exists()
     if not args.quick and not use_pytme and not args.no_template_matching:
         print(f"pyTME not found at {args.pytme}: `make install-bench` installs it; running without it.")
-    out = Path(args.out)
+    n_test = QUICK_N_TEST if args.quick else N_TEST
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in seeds:
         work = out / "scratch" / f"seed_{seed}"
         shutil.rmtree(work, ignore_errors=True)
         started = time.time()
-        dataset = _simulate(seed, work / "data", simulation)
-        print(f"seed {seed}: simulated {N_TOMOGRAMS} tomograms in {time.time() - started:.0f} s", flush=True)
+        dataset = _simulate(seed, work / "data", simulation, n_test)
+        print(
+            f"seed {seed}: simulated {len(dataset.paths)} tomograms ({n_test} held out) in "
+            f"{time.time() - started:.0f} s",
+            flush=True,
+        )
         for task in tasks:
             for fraction in [f for f in task.label_fractions if not args.label_fractions or f in args.label_fractions]:
                 for name in recipes:
-                    for row in _recipe_rows(name, recipes, task, fraction, dataset, seed, work / task.name):
+                    if len(task.classes) > 1 and not _multi_class(recipes[name]):
+                        print(f"seed {seed} {task.name}: {name} skipped, its loss takes one class", flush=True)
+                        continue
+                    for row in _recipe_rows(name, recipes, task, fraction, dataset, seed, work / task.name, reuse):
                         rows.append({"seed": seed, "task": task.name, **row})
                         print(
                             f"seed {seed} {task.name:<10} {row['species']:<5} labels {fraction:>4.0%} "
@@ -508,7 +600,8 @@ def main(argv=None) -> int:
                             f"{row['ad_px']:.2f} px (median {row['median_px']:.2f}; "
                             f"{'centring network' if row['centring'] else 'score map'}; "
                             f"score map alone {row['ad_score_map_px']:.2f} px)"
-                            f"  {row['seconds']:.0f} s",
+                            f" F1 per test tomogram {row['test_f1s']}"
+                            f"  {row['seconds']:.0f} s{'' if row['trained'] else ' (model reused)'}",
                             flush=True,
                         )
             if args.no_template_matching:
@@ -530,7 +623,7 @@ def main(argv=None) -> int:
                         f"{row['seconds']:.0f} s",
                         flush=True,
                     )
-    header = f"Seeds {seeds}; simulation {simulation}."
+    header = f"Seeds {seeds}; simulation {simulation}; {n_test} held-out tomogram(s) per seed."
     _write_tables(pd.DataFrame(rows), out, header)
     return 0
 

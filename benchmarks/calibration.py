@@ -4,7 +4,7 @@
 
 Every ``scratch/seed_<n>/<species>/<picker>_<labels>/model.pt`` under the given ``accuracy.py``
 result folders (single-class tasks) picks its validation tomogram (``tomo_002``) and its
-held-out test tomogram (``tomo_003``) down to a score of 0.02, refined on the score map. Each
+held-out test tomograms (``tomo_003`` and after) down to a score of 0.02, refined on the score map. Each
 rule places a threshold from the validation picks and their (for partial labels: partial)
 annotation; the table gives the test F1 at that threshold and its gap to the best test F1
 over every threshold. The rules:
@@ -55,11 +55,17 @@ def _f1_at(picks: pd.DataFrame, truth: pd.DataFrame, diameter_px: float, thresho
 
 
 def _every_score(picks: pd.DataFrame, truth: pd.DataFrame, diameter_px: float) -> pd.DataFrame:
-    """Recall and F1 with every pick's score as the threshold (best first), each matched anew."""
+    """Recall and F1 with every pick's score as the threshold (best first), each matched anew
+    within its tomogram."""
     ordered = picks.sort_values("score", ascending=False, kind="stable")
-    xyz, true_xyz = ordered[["x", "y", "z"]].to_numpy(float), truth[["x", "y", "z"]].to_numpy(float)
     kept = np.arange(1, len(ordered) + 1)
-    tp = np.array([len(match_points(xyz[:k], true_xyz, diameter_px / 2)[0]) for k in kept])
+    tp = np.zeros(len(ordered), dtype=int)
+    for name, true_rows in truth.groupby("tomo_name"):
+        in_tomogram = (ordered["tomo_name"] == name).to_numpy()
+        xyz = ordered.loc[in_tomogram, ["x", "y", "z"]].to_numpy(float)
+        true_xyz = true_rows[["x", "y", "z"]].to_numpy(float)
+        hits = np.array([len(match_points(xyz[:k], true_xyz, diameter_px / 2)[0]) for k in range(len(xyz) + 1)])
+        tp += hits[np.cumsum(in_tomogram)]
     return pd.DataFrame(
         {
             "threshold": ordered["score"].to_numpy(float),
@@ -127,11 +133,13 @@ def main(argv=None) -> int:
         model, config = load_model(model_path)
         diameter_px = dataset.diameters_a[species] / dataset.pixel_size_a
         val_truth = _annotated(dataset, Task(species, (species,)), labels, [paths[2].stem], seed)
-        test_truth = truth[species][truth[species]["tomo_name"] == paths[3].stem]
-        val_picks, test_picks = (
-            picks_from_scores(predict_scores(model, config, p), config, p.stem, threshold=_FLOOR) for p in paths[2:4]
+        test_truth = truth[species][truth[species]["tomo_name"].isin([p.stem for p in dataset.test_paths])]
+        val_picks, *test_picks = (
+            picks_from_scores(predict_scores(model, config, p), config, p.stem, threshold=_FLOOR)
+            for p in [paths[2], *dataset.test_paths]
         )
-        expected = int(round(config.expected_particles or len(test_truth)))
+        test_picks = pd.concat(test_picks, ignore_index=True)
+        expected = int(round(config.expected_particles or len(test_truth) / len(dataset.test_paths)))
         best = float(_every_score(test_picks, test_truth, diameter_px)["f1"].max())
         for rule, threshold in _rules(val_picks, val_truth, diameter_px, expected, labels < 1).items():
             f1 = _f1_at(test_picks, test_truth, diameter_px, threshold)

@@ -69,3 +69,30 @@ def test_accuracy_combines_earlier_runs_and_a_later_run_replaces_the_same_row(qu
     assert (learned["seeds"] == 2).all()
     missing = _run("accuracy.py", "--combine", tmp_path / "nowhere", "--out", out)
     assert missing.returncode != 0 and "no accuracy_per_seed.csv in" in missing.stderr
+
+
+def test_accuracy_reuses_an_earlier_runs_model_and_gets_its_figures(quick_accuracy, tmp_path):
+    folder, _ = quick_accuracy
+    result = _run("accuracy.py", "--quick", "--reuse-models", folder, "--out", tmp_path)
+    _check_tables(result, tmp_path, ["accuracy_per_seed.csv"])
+    assert "(model reused)" in result.stdout
+    earlier, again = (pd.read_csv(f / "accuracy_per_seed.csv") for f in (folder, tmp_path))
+    assert not again["trained"].any()
+    columns = ["f1", "best_f1", "best_threshold", "ad_px", "threshold"]
+    assert again[columns].to_numpy() == pytest.approx(earlier[columns].to_numpy(), nan_ok=True)
+
+
+def test_accuracy_refuses_to_reuse_the_models_of_the_folder_it_would_replace(quick_accuracy):
+    folder, _ = quick_accuracy
+    result = _run("accuracy.py", "--quick", "--reuse-models", folder, "--out", folder)
+    assert result.returncode != 0 and "is the --out folder" in result.stderr
+
+
+def test_accuracy_runs_the_two_class_task_only_with_recipes_whose_loss_takes_several_classes(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import accuracy
+
+    assert accuracy._multi_class(accuracy.RECIPES["DeepETPicker"]) and accuracy._multi_class(
+        accuracy.RECIPES["tomoCPT"]
+    )
+    assert not accuracy._multi_class(accuracy.RECIPES["TomoPicker"])
