@@ -53,7 +53,7 @@ from tomocpt_scipion.engine import io  # noqa: E402
 from tomocpt_scipion.engine.checkpoint import load_centring, load_model  # noqa: E402
 from tomocpt_scipion.engine.config import recipe_config  # noqa: E402
 from tomocpt_scipion.engine.infer import predict_scores  # noqa: E402
-from tomocpt_scipion.engine.metrics import Evaluation, evaluate_picks  # noqa: E402
+from tomocpt_scipion.engine.metrics import evaluate_picks  # noqa: E402
 from tomocpt_scipion.engine.outputs import TRAIN  # noqa: E402
 from tomocpt_scipion.engine.peaks import find_peaks  # noqa: E402
 from tomocpt_scipion.engine.predict import centre_picks, picks_from_scores  # noqa: E402
@@ -200,11 +200,11 @@ def _scores(
             "median_px": best.overall["median_px"],
             "threshold": np.nan,
         }
-    at_default = evaluate_picks(
-        picks, truth, diameter_a / pixel_size_a, pixel_size_a, threshold=default_threshold
-    ).overall
+    evaluation = evaluate_picks(picks, truth, diameter_a / pixel_size_a, pixel_size_a, threshold=default_threshold)
+    at_default = evaluation.overall
     return {
         **row,
+        "test_f1s": " ".join(f"{f:.3f}" for f in evaluation.per_tomogram["f1"]),
         "f1": at_default["f1"],
         "precision": at_default["precision"],
         "recall": at_default["recall"],
@@ -214,16 +214,9 @@ def _scores(
     }
 
 
-def _class_evaluation(
-    picks: pd.DataFrame, class_id: int, truth: pd.DataFrame, diameter_px: float, pixel_size_a: float, threshold: float
-) -> Evaluation:
-    """The picks of one class matched to its particles, above the threshold."""
-    return evaluate_picks(picks[picks["class_id"] == class_id], truth, diameter_px, pixel_size_a, threshold=threshold)
-
-
 def _multi_class(recipe: tuple[str, dict]) -> bool:
     """Whether the (engine recipe, overrides) pair trains one model for several classes."""
-    return LOSS_SPECS[recipe_config(recipe[0], **recipe[1]).loss].target != "binary"
+    return LOSS_SPECS[recipe_config(recipe[0], **recipe[1]).loss].multi_class
 
 
 def _model_folder(name: str, fraction: float) -> str:
@@ -302,9 +295,10 @@ def _recipe_rows(
         scores = _scores(
             picks[picks["class_id"] == class_id], truth, dataset.diameters_a[species], dataset.pixel_size_a, threshold
         )
-        evaluation = (class_id, truth, diameter_px, dataset.pixel_size_a, threshold)
-        before_centring = _class_evaluation(on_score_map, *evaluation).overall
-        per_test = _class_evaluation(picks, *evaluation).per_tomogram
+        of_class = on_score_map[on_score_map["class_id"] == class_id]
+        before_centring = evaluate_picks(
+            of_class, truth, diameter_px, dataset.pixel_size_a, threshold=threshold
+        ).overall
         rows.append(
             {
                 "picker": name,
@@ -312,7 +306,6 @@ def _recipe_rows(
                 "labels": fraction,
                 "seconds": seconds,
                 "trained": trained,
-                "test_f1s": " ".join(f"{f:.3f}" for f in per_test["f1"]),
                 "centring": centring is not None,
                 **scores,
                 "ad_score_map_px": before_centring["ad_px"],

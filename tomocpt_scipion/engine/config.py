@@ -211,7 +211,7 @@ class EngineConfig:
                 f"loss {self.loss!r} does not fit label {self.label!r}: huber-gradient "
                 f"learns Gaussian centre labels, the others classify voxels."
             )
-        if spec.target == "binary" and self.n_classes > 1:
+        if not spec.multi_class and self.n_classes > 1:
             raise ValueError(f"loss {self.loss!r} is binary; got {self.n_classes} classes.")
         if spec.partial_labels and not self.expected_particles:
             raise ValueError(f"loss {self.loss!r} needs the expected number of particles per tomogram.")

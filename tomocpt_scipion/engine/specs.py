@@ -123,6 +123,11 @@ class LossSpec:
     partial_labels: bool
     help: str
 
+    @property
+    def multi_class(self) -> bool:
+        """Whether one network of this loss can learn several particle classes."""
+        return self.target != "binary"
+
     def out_channels(self, n_classes: int) -> int:
         """Network outputs for ``n_classes`` particle classes."""
         if self.activation == "softmax":
