@@ -47,6 +47,8 @@ from tomocpt_scipion.engine.predict import picks_from_scores  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results")
 _FLOOR = 0.02
+COUNT_WINDOWS = (1.25, 1.5)
+_MAX_PICKS_PER_PARTICLE = 8
 _RUN = re.compile(r"(?P<picker>.+)_(?P<labels>[0-9.]+)$")
 
 
@@ -54,10 +56,11 @@ def _f1_at(picks: pd.DataFrame, truth: pd.DataFrame, diameter_px: float, thresho
     return evaluate_picks(picks, truth, diameter_px, threshold=threshold).overall["f1"]
 
 
-def _every_score(picks: pd.DataFrame, truth: pd.DataFrame, diameter_px: float) -> pd.DataFrame:
+def _every_score(picks: pd.DataFrame, truth: pd.DataFrame, diameter_px: float, particles: int) -> pd.DataFrame:
     """Recall and F1 with every pick's score as the threshold (best first), each matched anew
-    within its tomogram."""
-    ordered = picks.sort_values("score", ascending=False, kind="stable")
+    within its tomogram, down to :data:`_MAX_PICKS_PER_PARTICLE` picks per one of the
+    ``particles`` the tomograms hold (below, F1 stays under 2 / 9: no rule's best lies there)."""
+    ordered = picks.sort_values("score", ascending=False, kind="stable").head(_MAX_PICKS_PER_PARTICLE * particles)
     kept = np.arange(1, len(ordered) + 1)
     tp = np.zeros(len(ordered), dtype=int)
     for name, true_rows in truth.groupby("tomo_name"):
@@ -76,18 +79,49 @@ def _every_score(picks: pd.DataFrame, truth: pd.DataFrame, diameter_px: float) -
     )
 
 
-def _rules(picks: pd.DataFrame, truth: pd.DataFrame, diameter_px: float, expected: int, partial: bool) -> dict:
-    scores = np.sort(picks["score"].to_numpy(float))[::-1]
+def _count_window_best(every: pd.DataFrame, width: float) -> int:
+    """Row of ``every`` whose F1, averaged over the pick counts within a factor ``width`` of
+    its own, is highest."""
+    kept, f1 = every["kept"].to_numpy(), every["f1"].to_numpy()
+    low = np.searchsorted(kept, kept / width, side="left")
+    high = np.searchsorted(kept, kept * width, side="right")
+    total = np.concatenate([[0.0], np.cumsum(f1)])
+    return int(np.argmax((total[high] - total[low]) / (high - low)))
+
+
+def _fine_best(picks: pd.DataFrame, truth: pd.DataFrame, diameter_px: float) -> float:
     fine = threshold_sweep(picks, truth, diameter_px, grid="fine")
-    every = _every_score(picks, truth, diameter_px)
+    return float(fine.loc[fine["f1"].idxmax(), "threshold"])
+
+
+def _rules(
+    picks: pd.DataFrame,
+    truth: pd.DataFrame,
+    diameter_px: float,
+    expected: int,
+    partial: bool,
+    training: tuple[pd.DataFrame, pd.DataFrame],
+) -> dict:
+    """Each rule's threshold from the validation ``picks`` and ``truth`` (and, for the
+    ``fine+training`` rule, the ``training`` tomograms' picks and annotations too)."""
+    scores = np.sort(picks["score"].to_numpy(float))[::-1]
+    every = _every_score(picks, truth, diameter_px, max(len(truth), expected))
     rules = {
-        "fine": float(fine.loc[fine["f1"].idxmax(), "threshold"]),
+        "fine": _fine_best(picks, truth, diameter_px),
         "every-score": float(every.loc[every["f1"].idxmax(), "threshold"]),
         "count": float(scores[min(expected, len(scores)) - 1]),
     }
+    if not partial:
+        rules["fine+training"] = _fine_best(
+            pd.concat([picks, training[0]], ignore_index=True),
+            pd.concat([truth, training[1]], ignore_index=True),
+            diameter_px,
+        )
     if partial:
         estimate = 2 * every["recall"] * expected / (every["kept"] + expected)
         rules["labelled-recall"] = float(every.loc[estimate.idxmax(), "threshold"])
+    for width in COUNT_WINDOWS:
+        rules[f"count-window ×{width:g}"] = float(every["threshold"].iloc[_count_window_best(every, width)])
     rules["score-sum"] = float(scores[score_sum_count(scores, expected) - 1])
     rules["count×score-sum"] = float(scores[partial_annotation_keep(scores, expected) - 1])
     return rules
@@ -134,14 +168,19 @@ def main(argv=None) -> int:
         diameter_px = dataset.diameters_a[species] / dataset.pixel_size_a
         val_truth = _annotated(dataset, Task(species, (species,)), labels, [paths[2].stem], seed)
         test_truth = truth[species][truth[species]["tomo_name"].isin([p.stem for p in dataset.test_paths])]
-        val_picks, *test_picks = (
-            picks_from_scores(predict_scores(model, config, p), config, p.stem, threshold=_FLOOR)
-            for p in [paths[2], *dataset.test_paths]
+        train_truth = _annotated(dataset, Task(species, (species,)), labels, [p.stem for p in paths[:2]], seed)
+        train_picks, val_picks, *test_picks = (
+            pd.concat(
+                [picks_from_scores(predict_scores(model, config, p), config, p.stem, threshold=_FLOOR) for p in group],
+                ignore_index=True,
+            )
+            for group in [paths[:2], [paths[2]], *[[p] for p in dataset.test_paths]]
         )
         test_picks = pd.concat(test_picks, ignore_index=True)
         expected = int(round(config.expected_particles or len(test_truth) / len(dataset.test_paths)))
-        best = float(_every_score(test_picks, test_truth, diameter_px)["f1"].max())
-        for rule, threshold in _rules(val_picks, val_truth, diameter_px, expected, labels < 1).items():
+        best = float(_every_score(test_picks, test_truth, diameter_px, len(test_truth))["f1"].max())
+        rules = _rules(val_picks, val_truth, diameter_px, expected, labels < 1, (train_picks, train_truth))
+        for rule, threshold in rules.items():
             f1 = _f1_at(test_picks, test_truth, diameter_px, threshold)
             rows.append(
                 dict(
