@@ -26,7 +26,10 @@ and the engine-free NCC of ``template_matching.py`` (60 random orientations) bes
 
 ``--reuse-models`` evaluates the models earlier runs trained (same seed, task, recipe and
 label fraction) instead of training them again: training is what takes the time, and it
-gives the same model for the same tomograms, code and thread count.
+gives the same model for the same tomograms, code and thread count. With ``--recalibrate``
+their score thresholds are calibrated again by the engine's current rule
+(:func:`calibrate.calibrate_thresholds`, on the validation tomogram and its annotated
+fraction) instead of the ones stored when they were trained.
 
 Writes ``accuracy_per_seed.csv``, ``accuracy.csv`` (mean over seeds), ``accuracy.md`` and
 ``accuracy.png`` in ``--out``.
@@ -50,8 +53,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from template_matching import template_matching_scores  # noqa: E402
 
 from tomocpt_scipion.engine import io  # noqa: E402
+from tomocpt_scipion.engine.calibrate import calibrate_thresholds  # noqa: E402
 from tomocpt_scipion.engine.checkpoint import load_centring, load_model  # noqa: E402
 from tomocpt_scipion.engine.config import recipe_config  # noqa: E402
+from tomocpt_scipion.engine.data import prepare_tomogram  # noqa: E402
 from tomocpt_scipion.engine.infer import predict_scores  # noqa: E402
 from tomocpt_scipion.engine.metrics import evaluate_picks  # noqa: E402
 from tomocpt_scipion.engine.outputs import TRAIN  # noqa: E402
@@ -231,6 +236,11 @@ def _earlier_model(reuse: list[Path], seed: int, task: Task, name: str, fraction
     return found[-1] if found else None
 
 
+def _validation_rows(dataset: Dataset, task: Task, fraction: float, seed: int) -> pd.DataFrame:
+    """The annotated particles of the validation tomogram (the third)."""
+    return _annotated(dataset, task, fraction, [dataset.paths[2].stem], seed)
+
+
 def _trained_model(
     name: str, recipes: dict, task: Task, fraction: float, dataset: Dataset, seed: int, work: Path
 ) -> Path:
@@ -238,7 +248,7 @@ def _trained_model(
     diameter = float(np.mean([dataset.diameters_a[s] for s in task.classes]))
     names = [p.stem for p in dataset.paths]
     train_rows = _annotated(dataset, task, fraction, names[:2], seed)
-    val_rows = _annotated(dataset, task, fraction, names[2:3], seed)
+    val_rows = _validation_rows(dataset, task, fraction, seed)
     expected = float(np.mean([len(dataset.truth[s][dataset.truth[s]["tomo_name"] == names[0]]) for s in task.classes]))
     config = recipe_config(
         recipe, diameter_a=diameter, classes=list(task.classes), expected_particles=expected, seed=seed, **overrides
@@ -264,6 +274,7 @@ def _recipe_rows(
     seed: int,
     work: Path,
     reuse: list[Path],
+    recalibrate: bool = False,
 ) -> list[dict]:
     started = time.time()
     checkpoint = _earlier_model(reuse, seed, task, name, fraction)
@@ -276,6 +287,10 @@ def _recipe_rows(
             f"{checkpoint} is a {model_config.recipe} model of {model_config.classes}; "
             f"expected {recipes[name][0]} of {list(task.classes)} for {name} on task {task.name}."
         )
+    recalibrated = recalibrate and not trained
+    if recalibrated:
+        validation = prepare_tomogram(dataset.paths[2], _validation_rows(dataset, task, fraction, seed), model_config)
+        model_config.thresholds = calibrate_thresholds(model, model_config, [validation])
     centring = load_centring(checkpoint)
     on_score_map = [
         picks_from_scores(predict_scores(model, model_config, path), model_config, path.stem, threshold=PICK_FLOOR)
@@ -306,12 +321,19 @@ def _recipe_rows(
                 "labels": fraction,
                 "seconds": seconds,
                 "trained": trained,
+                "recalibrated": recalibrated,
                 "centring": centring is not None,
                 **scores,
                 "ad_score_map_px": before_centring["ad_px"],
             }
         )
     return rows
+
+
+def _provenance(row: dict) -> str:
+    if row["trained"]:
+        return ""
+    return " (model reused, recalibrated)" if row["recalibrated"] else " (model reused)"
 
 
 def _ncc_row(species: str, dataset: Dataset) -> dict:
@@ -544,8 +566,15 @@ def main(argv=None) -> int:
         help="evaluate the models these earlier runs (their --out) trained for the same seed, task, recipe "
         "and label fraction instead of training again (a later folder's model replaces an earlier one's)",
     )
+    parser.add_argument(
+        "--recalibrate",
+        action="store_true",
+        help="calibrate the reused models' score thresholds again, by the engine's current rule",
+    )
     parser.add_argument("--out", default=str(RESULTS), help="results folder")
     args = parser.parse_args(argv)
+    if args.recalibrate and not args.reuse_models:
+        parser.error("--recalibrate applies to the models of --reuse-models: give them.")
     if args.combine:
         combine([Path(f) for f in args.combine], Path(args.out))
         return 0
@@ -584,7 +613,9 @@ def main(argv=None) -> int:
                     if len(task.classes) > 1 and not _multi_class(recipes[name]):
                         print(f"seed {seed} {task.name}: {name} skipped, its loss takes one class", flush=True)
                         continue
-                    for row in _recipe_rows(name, recipes, task, fraction, dataset, seed, work / task.name, reuse):
+                    for row in _recipe_rows(
+                        name, recipes, task, fraction, dataset, seed, work / task.name, reuse, args.recalibrate
+                    ):
                         rows.append({"seed": seed, "task": task.name, **row})
                         print(
                             f"seed {seed} {task.name:<10} {row['species']:<5} labels {fraction:>4.0%} "
@@ -594,7 +625,7 @@ def main(argv=None) -> int:
                             f"{'centring network' if row['centring'] else 'score map'}; "
                             f"score map alone {row['ad_score_map_px']:.2f} px)"
                             f" F1 per test tomogram {row['test_f1s']}"
-                            f"  {row['seconds']:.0f} s{'' if row['trained'] else ' (model reused)'}",
+                            f"  {row['seconds']:.0f} s{_provenance(row)}",
                             flush=True,
                         )
             if args.no_template_matching:

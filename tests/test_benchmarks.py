@@ -48,8 +48,11 @@ def test_calibration_compares_the_rules_on_the_models_accuracy_trained(quick_acc
     _check_tables(_run("calibration.py", folder, "--out", tmp_path), tmp_path, ["calibration.csv", "calibration.md"])
     assert set(pd.read_csv(tmp_path / "calibration.csv")["rule"]) == {
         "fine",
+        "fine+training",
         "every-score",
         "count",
+        "count-window ×1.25",
+        "count-window ×1.5",
         "score-sum",
         "count×score-sum",
     }
@@ -80,6 +83,20 @@ def test_accuracy_reuses_an_earlier_runs_model_and_gets_its_figures(quick_accura
     assert not again["trained"].any()
     columns = ["f1", "best_f1", "best_threshold", "ad_px", "threshold"]
     assert again[columns].to_numpy() == pytest.approx(earlier[columns].to_numpy(), nan_ok=True)
+
+
+def test_accuracy_recalibrating_a_reused_model_by_the_rule_it_was_trained_with_keeps_its_threshold(
+    quick_accuracy, tmp_path
+):
+    folder, _ = quick_accuracy
+    result = _run("accuracy.py", "--quick", "--reuse-models", folder, "--recalibrate", "--out", tmp_path)
+    _check_tables(result, tmp_path, ["accuracy_per_seed.csv"])
+    assert "(model reused, recalibrated)" in result.stdout
+    earlier, again = (pd.read_csv(f / "accuracy_per_seed.csv").dropna(subset=["trained"]) for f in (folder, tmp_path))
+    assert len(again) and again["recalibrated"].astype(bool).all()
+    assert again["threshold"].to_numpy() == pytest.approx(earlier["threshold"].to_numpy())
+    alone = _run("accuracy.py", "--quick", "--recalibrate", "--out", tmp_path / "alone")
+    assert alone.returncode != 0 and "--recalibrate applies to the models of --reuse-models" in alone.stderr
 
 
 def test_accuracy_refuses_to_reuse_the_models_of_the_folder_it_would_replace(quick_accuracy):
