@@ -19,7 +19,12 @@ over every threshold. The rules:
   particle, so the k best picks hold their scores' sum of particles and F1 is estimated as
   2 (s_1 + … + s_k) / (k + N);
 - ``count×score-sum``: keep the geometric mean of the two counts above (the engine's rule
-  for partial annotations of positive-unlabelled models, ``calibrate.partial_annotation_keep``).
+  for partial annotations of positive-unlabelled models, ``calibrate.partial_annotation_keep``);
+- ``fine+training``: ``fine`` on the validation and the training tomograms together
+  (complete annotations only);
+- ``count-window ×w``: the pick count whose F1, averaged over the counts within a factor w
+  of it, is highest (complete annotations; with partial ones its F1 is against the few
+  annotated particles).
 
 Writes ``calibration.csv`` and ``calibration.md`` in ``--out``.
 """
