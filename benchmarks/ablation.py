@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from accuracy import SIMULATION, Task, _annotated, _scores, _simulate  # noqa: E402
+from accuracy import SIMULATION, Task, _scores, _simulate, _training_rows, _validation_rows  # noqa: E402
 
 from tomocpt_scipion.engine.checkpoint import load_model  # noqa: E402
 from tomocpt_scipion.engine.config import recipe_config  # noqa: E402
@@ -46,18 +46,17 @@ VARIANTS = {
 
 
 def _member(dataset, task, overrides: dict, seed: int, work: Path):
-    names = [p.stem for p in dataset.paths]
     diameter = dataset.diameters_a[task.classes[0]]
     config = recipe_config(
         "deepetpicker", diameter_a=diameter, classes=list(task.classes), seed=seed, **{**BASE, **overrides}
     )
     result = train(
-        dataset.paths[:2],
-        _annotated(dataset, task, 1.0, names[:2], seed),
+        dataset.training_paths,
+        _training_rows(dataset, task, 1.0, seed),
         config,
         work,
-        [dataset.paths[2]],
-        _annotated(dataset, task, 1.0, names[2:3], seed),
+        [dataset.validation_path],
+        _validation_rows(dataset, task, 1.0, seed),
         overwrite=True,
     )
     return load_model(result.checkpoint)

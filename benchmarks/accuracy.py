@@ -157,6 +157,14 @@ class Dataset:
     diameters_a: dict[str, float] = field(default_factory=dict)
 
     @property
+    def training_paths(self) -> list[Path]:
+        return self.paths[: N_TRAIN_VALIDATE - 1]
+
+    @property
+    def validation_path(self) -> Path:
+        return self.paths[N_TRAIN_VALIDATE - 1]
+
+    @property
     def test_paths(self) -> list[Path]:
         return self.paths[N_TRAIN_VALIDATE:]
 
@@ -236,9 +244,14 @@ def _earlier_model(reuse: list[Path], seed: int, task: Task, name: str, fraction
     return found[-1] if found else None
 
 
+def _training_rows(dataset: Dataset, task: Task, fraction: float, seed: int) -> pd.DataFrame:
+    """The annotated particles of the training tomograms."""
+    return _annotated(dataset, task, fraction, [p.stem for p in dataset.training_paths], seed)
+
+
 def _validation_rows(dataset: Dataset, task: Task, fraction: float, seed: int) -> pd.DataFrame:
-    """The annotated particles of the validation tomogram (the third)."""
-    return _annotated(dataset, task, fraction, [dataset.paths[2].stem], seed)
+    """The annotated particles of the validation tomogram."""
+    return _annotated(dataset, task, fraction, [dataset.validation_path.stem], seed)
 
 
 def _trained_model(
@@ -246,20 +259,18 @@ def _trained_model(
 ) -> Path:
     recipe, overrides = recipes[name]
     diameter = float(np.mean([dataset.diameters_a[s] for s in task.classes]))
-    names = [p.stem for p in dataset.paths]
-    train_rows = _annotated(dataset, task, fraction, names[:2], seed)
-    val_rows = _validation_rows(dataset, task, fraction, seed)
-    expected = float(np.mean([len(dataset.truth[s][dataset.truth[s]["tomo_name"] == names[0]]) for s in task.classes]))
+    first = dataset.training_paths[0].stem
+    expected = float(np.mean([len(dataset.truth[s][dataset.truth[s]["tomo_name"] == first]) for s in task.classes]))
     config = recipe_config(
         recipe, diameter_a=diameter, classes=list(task.classes), expected_particles=expected, seed=seed, **overrides
     )
     result = train(
-        dataset.paths[:2],
-        train_rows,
+        dataset.training_paths,
+        _training_rows(dataset, task, fraction, seed),
         config,
         work / _model_folder(name, fraction),
-        [dataset.paths[2]],
-        val_rows,
+        [dataset.validation_path],
+        _validation_rows(dataset, task, fraction, seed),
         overwrite=True,
     )
     return result.checkpoint
@@ -289,7 +300,9 @@ def _recipe_rows(
         )
     recalibrated = recalibrate and not trained
     if recalibrated:
-        validation = prepare_tomogram(dataset.paths[2], _validation_rows(dataset, task, fraction, seed), model_config)
+        validation = prepare_tomogram(
+            dataset.validation_path, _validation_rows(dataset, task, fraction, seed), model_config
+        )
         model_config.thresholds = calibrate_thresholds(model, model_config, [validation])
     centring = load_centring(checkpoint)
     on_score_map = [

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from accuracy import ALL_SPECIES, Dataset, Task, _annotated  # noqa: E402
+from accuracy import ALL_SPECIES, Dataset, Task, _training_rows, _validation_rows  # noqa: E402
 
 from tomocpt_scipion.engine import io  # noqa: E402
 from tomocpt_scipion.engine.calibrate import partial_annotation_keep, score_sum_count  # noqa: E402
@@ -55,6 +55,14 @@ _FLOOR = 0.02
 COUNT_WINDOWS = (1.25, 1.5)
 _MAX_PICKS_PER_PARTICLE = 8
 _RUN = re.compile(r"(?P<picker>.+)_(?P<labels>[0-9.]+)$")
+
+
+def _picks(model, config, tomograms: list[Path]) -> pd.DataFrame:
+    """The picks of ``tomograms`` down to the floor, refined on the score map."""
+    return pd.concat(
+        [picks_from_scores(predict_scores(model, config, p), config, p.stem, threshold=_FLOOR) for p in tomograms],
+        ignore_index=True,
+    )
 
 
 def _f1_at(picks: pd.DataFrame, truth: pd.DataFrame, diameter_px: float, threshold: float) -> float:
@@ -104,11 +112,11 @@ def _rules(
     truth: pd.DataFrame,
     diameter_px: float,
     expected: int,
-    partial: bool,
-    training: tuple[pd.DataFrame, pd.DataFrame],
+    training: tuple[pd.DataFrame, pd.DataFrame] | None,
 ) -> dict:
-    """Each rule's threshold from the validation ``picks`` and ``truth`` (and, for the
-    ``fine+training`` rule, the ``training`` tomograms' picks and annotations too)."""
+    """Each rule's threshold from the validation ``picks`` and ``truth``; ``training`` (the
+    training tomograms' picks and annotations, for the ``fine+training`` rule) is given for
+    complete annotations only, None for partial ones."""
     scores = np.sort(picks["score"].to_numpy(float))[::-1]
     every = _every_score(picks, truth, diameter_px, max(len(truth), expected))
     rules = {
@@ -116,13 +124,13 @@ def _rules(
         "every-score": float(every.loc[every["f1"].idxmax(), "threshold"]),
         "count": float(scores[min(expected, len(scores)) - 1]),
     }
-    if not partial:
+    if training is not None:
         rules["fine+training"] = _fine_best(
             pd.concat([picks, training[0]], ignore_index=True),
             pd.concat([truth, training[1]], ignore_index=True),
             diameter_px,
         )
-    if partial:
+    else:
         estimate = 2 * every["recall"] * expected / (every["kept"] + expected)
         rules["labelled-recall"] = float(every.loc[estimate.idxmax(), "threshold"])
     for width in COUNT_WINDOWS:
@@ -171,20 +179,21 @@ def main(argv=None) -> int:
         dataset = Dataset(paths, truth, [], float(summary["config"]["pixel_size_a"]), summary["diameters_a"])
         model, config = load_model(model_path)
         diameter_px = dataset.diameters_a[species] / dataset.pixel_size_a
-        val_truth = _annotated(dataset, Task(species, (species,)), labels, [paths[2].stem], seed)
+        task = Task(species, (species,))
         test_truth = truth[species][truth[species]["tomo_name"].isin([p.stem for p in dataset.test_paths])]
-        train_truth = _annotated(dataset, Task(species, (species,)), labels, [p.stem for p in paths[:2]], seed)
-        train_picks, val_picks, *test_picks = (
-            pd.concat(
-                [picks_from_scores(predict_scores(model, config, p), config, p.stem, threshold=_FLOOR) for p in group],
-                ignore_index=True,
-            )
-            for group in [paths[:2], [paths[2]], *[[p] for p in dataset.test_paths]]
+        test_picks = _picks(model, config, dataset.test_paths)
+        training = (
+            None
+            if labels < 1
+            else (_picks(model, config, dataset.training_paths), _training_rows(dataset, task, labels, seed))
         )
-        test_picks = pd.concat(test_picks, ignore_index=True)
         expected = int(round(config.expected_particles or len(test_truth) / len(dataset.test_paths)))
         best = float(_every_score(test_picks, test_truth, diameter_px, len(test_truth))["f1"].max())
-        rules = _rules(val_picks, val_truth, diameter_px, expected, labels < 1, (train_picks, train_truth))
+        val_picks, val_truth = (
+            _picks(model, config, [dataset.validation_path]),
+            _validation_rows(dataset, task, labels, seed),
+        )
+        rules = _rules(val_picks, val_truth, diameter_px, expected, training)
         for rule, threshold in rules.items():
             f1 = _f1_at(test_picks, test_truth, diameter_px, threshold)
             rows.append(
