@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/ablation.py                          # every variant (about an hour on 2 cores)
     .venv/bin/python benchmarks/ablation.py --variants baseline tta   # some of them
+    .venv/bin/python benchmarks/ablation.py --quick                   # smoke test: a small set, 2 epochs
 
 The data are those of ``accuracy.py`` for the seed (same simulation, same split: tomograms 0
 and 1 train, 2 validates and calibrates, 3 is held out). Every variant trains the
@@ -24,7 +25,15 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from accuracy import SIMULATION, Task, _scores, _simulate, _training_rows, _validation_rows  # noqa: E402
+from accuracy import (  # noqa: E402
+    QUICK_SIMULATION,
+    SIMULATION,
+    Task,
+    _scores,
+    _simulate,
+    _training_rows,
+    _validation_rows,
+)
 
 from tomocpt_scipion.engine.checkpoint import load_model  # noqa: E402
 from tomocpt_scipion.engine.config import recipe_config  # noqa: E402
@@ -43,6 +52,9 @@ VARIANTS = {
     "epochs100+tta+ensemble2": (dict(epochs=100, patience=100), True, 2),
     "epochs100+tta+ensemble3": (dict(epochs=100, patience=100), True, 3),
 }
+#: ``--quick``: these variants (one network between them), trained this briefly, no centring network
+QUICK_VARIANTS = ("baseline", "tta")
+QUICK_OVERRIDES = dict(epochs=2, centring_steps=0)
 
 
 def _member(dataset, task, overrides: dict, seed: int, work: Path):
@@ -67,18 +79,21 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", nargs="*", choices=sorted(VARIANTS), help="variants to run (default all)")
     parser.add_argument("--species", default="4v94", help="species to pick (default 4v94)")
     parser.add_argument("--seed", type=int, default=1, help="simulation seed (default 1)")
+    parser.add_argument("--quick", action="store_true", help="a small set, two variants, 2 epochs (smoke test)")
     parser.add_argument("--out", default=str(RESULTS), help="results folder")
     args = parser.parse_args(argv)
     out = Path(args.out)
     work = out / "scratch" / f"ablation_{args.seed}"
-    dataset = _simulate(args.seed, work / "data", SIMULATION, n_test=1)
+    dataset = _simulate(args.seed, work / "data", QUICK_SIMULATION if args.quick else SIMULATION, n_test=1)
     task = Task(args.species, (args.species,))
     test = dataset.test_paths[0]
     truth = dataset.truth[args.species][dataset.truth[args.species]["tomo_name"] == test.stem]
     members: dict[tuple, tuple] = {}  # (overrides, seed) -> model, reused by the ensembles
     rows = []
-    for name in args.variants or list(VARIANTS):
+    for name in args.variants or (QUICK_VARIANTS if args.quick else list(VARIANTS)):
         overrides, tta, n_members = VARIANTS[name]
+        if args.quick:
+            overrides = {**overrides, **QUICK_OVERRIDES}
         started = time.time()
         maps, configs = [], []
         for k in range(n_members):
@@ -101,6 +116,7 @@ def main(argv=None) -> int:
         rows.append(row)
         print(f"{name:<26} F1 {row['f1']:.3f}  best {row['best_f1']:.3f}  AD {row['ad_px']:.2f} px", flush=True)
     table = pd.DataFrame(rows)
+    out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "ablation.csv", index=False)
     lines = [
         f"{args.species}, seed {args.seed}, held-out {test.stem}; DeepETPicker recipe, small network.",
@@ -111,6 +127,7 @@ def main(argv=None) -> int:
     lines += [f"| {r.variant} | {r.f1:.3f} | {r.best_f1:.3f} | {r.ad_px:.2f} |" for r in table.itertuples()]
     (out / "ablation.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    print(f"\nWrote {out / 'ablation.md'} and {out / 'ablation.csv'}")
     return 0
 
 

@@ -43,6 +43,12 @@ def test_accuracy_runs_quick_and_writes_its_tables(quick_accuracy):
     _check_tables(result, folder, ["accuracy.csv", "accuracy.md", "accuracy.png"])
 
 
+def test_ablation_runs_quick_and_writes_its_tables(tmp_path):
+    result = _run("ablation.py", "--quick", "--out", tmp_path)
+    _check_tables(result, tmp_path, ["ablation.csv", "ablation.md"])
+    assert list(pd.read_csv(tmp_path / "ablation.csv")["variant"]) == ["baseline", "tta"]
+
+
 def test_calibration_compares_the_rules_on_the_models_accuracy_trained(quick_accuracy, tmp_path):
     folder, _ = quick_accuracy
     _check_tables(_run("calibration.py", folder, "--out", tmp_path), tmp_path, ["calibration.csv", "calibration.md"])
