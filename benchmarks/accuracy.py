@@ -126,6 +126,10 @@ RECIPES = {
         "tomopicker",
         dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="bce"),
     ),
+    "TomoPicker KL": (
+        "tomopicker",
+        dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="kl"),
+    ),
     "TomoPicker small spheres": (
         "tomopicker",
         dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="nnpu", label_radius_fraction=0.25),
