@@ -31,15 +31,13 @@ from accuracy import (  # noqa: E402
     Task,
     _scores,
     _simulate,
-    _training_rows,
-    _validation_rows,
+    _train_on_split,
 )
 
 from tomocpt_scipion.engine.checkpoint import load_model  # noqa: E402
 from tomocpt_scipion.engine.config import recipe_config  # noqa: E402
 from tomocpt_scipion.engine.infer import ScoreMap, predict_scores  # noqa: E402
 from tomocpt_scipion.engine.predict import picks_from_scores  # noqa: E402
-from tomocpt_scipion.engine.train import train  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results")
 BASE = dict(model_size="small", patch_size=32, batch_size=4)
@@ -62,16 +60,7 @@ def _member(dataset, task, overrides: dict, seed: int, work: Path):
     config = recipe_config(
         "deepetpicker", diameter_a=diameter, classes=list(task.classes), seed=seed, **{**BASE, **overrides}
     )
-    result = train(
-        dataset.training_paths,
-        _training_rows(dataset, task, 1.0, seed),
-        config,
-        work,
-        [dataset.validation_path],
-        _validation_rows(dataset, task, 1.0, seed),
-        overwrite=True,
-    )
-    return load_model(result.checkpoint)
+    return load_model(_train_on_split(dataset, task, 1.0, seed, config, work))
 
 
 def main(argv=None) -> int:

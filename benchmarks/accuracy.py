@@ -258,6 +258,20 @@ def _validation_rows(dataset: Dataset, task: Task, fraction: float, seed: int) -
     return _annotated(dataset, task, fraction, [dataset.validation_path.stem], seed)
 
 
+def _train_on_split(dataset: Dataset, task: Task, fraction: float, seed: int, config, folder: Path) -> Path:
+    """Train ``config`` on the training tomograms, validated and calibrated on the validation
+    one, each with its annotated ``fraction``; the checkpoint written in ``folder``."""
+    return train(
+        dataset.training_paths,
+        _training_rows(dataset, task, fraction, seed),
+        config,
+        folder,
+        [dataset.validation_path],
+        _validation_rows(dataset, task, fraction, seed),
+        overwrite=True,
+    ).checkpoint
+
+
 def _trained_model(
     name: str, recipes: dict, task: Task, fraction: float, dataset: Dataset, seed: int, work: Path
 ) -> Path:
@@ -268,16 +282,7 @@ def _trained_model(
     config = recipe_config(
         recipe, diameter_a=diameter, classes=list(task.classes), expected_particles=expected, seed=seed, **overrides
     )
-    result = train(
-        dataset.training_paths,
-        _training_rows(dataset, task, fraction, seed),
-        config,
-        work / _model_folder(name, fraction),
-        [dataset.validation_path],
-        _validation_rows(dataset, task, fraction, seed),
-        overwrite=True,
-    )
-    return result.checkpoint
+    return _train_on_split(dataset, task, fraction, seed, config, work / _model_folder(name, fraction))
 
 
 def _recipe_rows(

@@ -189,11 +189,8 @@ def main(argv=None) -> int:
         )
         expected = int(round(config.expected_particles or len(test_truth) / len(dataset.test_paths)))
         best = float(_every_score(test_picks, test_truth, diameter_px, len(test_truth))["f1"].max())
-        val_picks, val_truth = (
-            _picks(model, config, [dataset.validation_path]),
-            _validation_rows(dataset, task, labels, seed),
-        )
-        rules = _rules(val_picks, val_truth, diameter_px, expected, training)
+        val_picks = _picks(model, config, [dataset.validation_path])
+        rules = _rules(val_picks, _validation_rows(dataset, task, labels, seed), diameter_px, expected, training)
         for rule, threshold in rules.items():
             f1 = _f1_at(test_picks, test_truth, diameter_px, threshold)
             rows.append(
