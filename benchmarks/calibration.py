@@ -18,8 +18,10 @@ over every threshold. The rules:
 - ``score-sum``: no annotation at all, the scores read as the probability that a pick is a
   particle, so the k best picks hold their scores' sum of particles and F1 is estimated as
   2 (s_1 + … + s_k) / (k + N);
-- ``count×score-sum``: keep the geometric mean of the two counts above (the engine's rule
-  for partial annotations of positive-unlabelled models, ``calibrate.partial_annotation_keep``);
+- ``count×score-sum w``: keep N^(1-w) k^w of the two counts above, N the expected count and
+  k the score-sum one, for w = 1/2 (the plain geometric mean), 3/4 (the engine's rule for
+  partial annotations of positive-unlabelled models, ``calibrate.partial_annotation_keep``)
+  and 0.9;
 - ``fine+training``: ``fine`` on the validation and the training tomograms together
   (complete annotations only);
 - ``count-window ×w``: the pick count whose F1, averaged over the counts within a factor w
@@ -44,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from accuracy import ALL_SPECIES, Dataset, Task, _training_rows, _validation_rows  # noqa: E402
 
 from tomocpt_scipion.engine import io  # noqa: E402
-from tomocpt_scipion.engine.calibrate import partial_annotation_keep, score_sum_count  # noqa: E402
+from tomocpt_scipion.engine.calibrate import SCORE_SUM_WEIGHT, partial_annotation_keep, score_sum_count  # noqa: E402
 from tomocpt_scipion.engine.checkpoint import load_model  # noqa: E402
 from tomocpt_scipion.engine.infer import predict_scores  # noqa: E402
 from tomocpt_scipion.engine.metrics import evaluate_picks, match_points, threshold_sweep  # noqa: E402
@@ -53,6 +55,7 @@ from tomocpt_scipion.engine.predict import picks_from_scores  # noqa: E402
 RESULTS = Path(__file__).with_name("results")
 _FLOOR = 0.02
 COUNT_WINDOWS = (1.25, 1.5)
+SCORE_SUM_WEIGHTS = (0.5, SCORE_SUM_WEIGHT, 0.9)
 _MAX_PICKS_PER_PARTICLE = 8
 _RUN = re.compile(r"(?P<picker>.+)_(?P<labels>[0-9.]+)$")
 
@@ -136,7 +139,8 @@ def _rules(
     for width in COUNT_WINDOWS:
         rules[f"count-window ×{width:g}"] = float(every["threshold"].iloc[_count_window_best(every, width)])
     rules["score-sum"] = float(scores[score_sum_count(scores, expected) - 1])
-    rules["count×score-sum"] = float(scores[partial_annotation_keep(scores, expected) - 1])
+    for weight in SCORE_SUM_WEIGHTS:
+        rules[f"count×score-sum {weight:g}"] = float(scores[partial_annotation_keep(scores, expected, weight) - 1])
     return rules
 
 

@@ -60,7 +60,9 @@ def test_calibration_compares_the_rules_on_the_models_accuracy_trained(quick_acc
         "count-window ×1.25",
         "count-window ×1.5",
         "score-sum",
-        "count×score-sum",
+        "count×score-sum 0.5",
+        "count×score-sum 0.75",
+        "count×score-sum 0.9",
     }
 
 

@@ -66,13 +66,13 @@ def test_pu_thresholds_use_f1_when_the_validation_annotations_are_complete(annot
     [
         # every particle above every look-alike: the expected count
         (np.r_[np.full(30, 0.99), np.full(200, 0.05)], 30),
-        # a weak ranker, 150 picks alike: F1 from the scores rises to the last; sqrt(30 * 150)
-        (np.full(150, 0.3), 67),
-        # fewer picks than the geometric mean: all of them
+        # a weak ranker, 150 picks alike: F1 from the scores rises to the last; 30^(1/4) 150^(3/4)
+        (np.full(150, 0.3), 100),
+        # fewer picks than the weighted mean: all of them
         (np.full(20, 0.3), 20),
     ],
 )
-def test_partial_annotations_keep_the_geometric_mean_of_the_expected_and_the_score_sum_counts(scores, kept):
+def test_partial_annotations_keep_a_weighted_geometric_mean_of_the_expected_and_the_score_sum_counts(scores, kept):
     assert partial_annotation_keep(scores, 30) == kept
 
 

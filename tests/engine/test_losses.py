@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from tomocpt_scipion.engine.losses import BCEPNLoss, DiceLoss, HuberGradientLoss, KLPULoss, NonNegativePULoss, pu_priors
+from tomocpt_scipion.engine.losses import (
+    BCEPNLoss,
+    DiceLoss,
+    HuberGradientLoss,
+    KLPULoss,
+    NonNegativePULoss,
+    build_loss,
+    pu_priors,
+)
 
 RNG = np.random.default_rng(7)
 
@@ -92,6 +100,35 @@ def test_nnpu_gamma_scales_the_positive_terms_by_ten_labelled_particles_per_batc
     expected = prior * gamma * r_p_plus - prior * r_p_minus + _bce(logits[~pos], 0).mean()
     got = NonNegativePULoss(prior, gamma_scale=10, voxels_per_particle=2)(torch.tensor(logits), torch.tensor(target))
     assert float(got) == pytest.approx(expected, rel=1e-6)
+
+
+def test_nnpu_counts_the_labelled_particles_once_with_the_labelled_prior():
+    logits, target = RNG.normal(size=(2, 1, 4, 4, 4)), (RNG.random((2, 1, 4, 4, 4)) < 0.2).astype(float)
+    pos, expected_prior, labelled_prior = target > 0, 0.3, 0.1
+    r_p_plus, r_p_minus = _bce(logits[pos], 1).mean(), _bce(logits[pos], 0).mean()
+    r_u_minus = _bce(logits[~pos], 0).mean()
+    expected = (
+        expected_prior * r_p_plus + (1 - labelled_prior) * r_u_minus - (expected_prior - labelled_prior) * r_p_minus
+    )
+    got = NonNegativePULoss(expected_prior, gamma_scale=0, labelled_prior=labelled_prior)(
+        torch.tensor(logits), torch.tensor(target)
+    )
+    assert float(got) == pytest.approx(expected, rel=1e-6)
+
+
+def test_nnpu_on_a_complete_annotation_is_the_pn_loss():
+    logits, target = RNG.normal(size=(2, 1, 4, 4, 4)), (RNG.random((2, 1, 4, 4, 4)) < 0.2).astype(float)
+    prior = float(target.mean())
+    complete = NonNegativePULoss(prior, gamma_scale=0, labelled_prior=prior)(torch.tensor(logits), torch.tensor(target))
+    assert float(complete) == pytest.approx(
+        float(BCEPNLoss(prior)(torch.tensor(logits), torch.tensor(target))), rel=1e-6
+    )
+
+
+def test_build_loss_gives_nnpu_the_labelled_prior_of_the_training_data():
+    priors = pu_priors(100, 10_000, 10, 50, 5_000, 4)
+    loss = build_loss("nnpu", priors, voxels_per_particle=50)
+    assert (loss.prior, loss.labelled_prior) == (priors["pi_expected"], priors["pi"])
 
 
 def test_kl_pu_loss_matches_numpy():
