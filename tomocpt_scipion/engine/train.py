@@ -119,7 +119,7 @@ def _priors(config: EngineConfig, tomograms) -> dict[str, float] | None:
         return None
     labelled = sum(int(t.positive_mask.sum()) for t in tomograms)
     total = sum(t.volume.size for t in tomograms)
-    return pu_priors(
+    priors = pu_priors(
         labelled,
         total,
         config.expected_particles or _labelled_particles(tomograms),
@@ -127,6 +127,13 @@ def _priors(config: EngineConfig, tomograms) -> dict[str, float] | None:
         total / len(tomograms),
         _labelled_particles(tomograms),
     )
+    logger.info(
+        "Class priors: %.3g of the voxels are expected to be particle (π'), %.3g are labelled (π, %.0f %%)",
+        priors["pi_expected"],
+        priors["pi"],
+        100 * priors["pi"] / priors["pi_expected"],
+    )
+    return priors
 
 
 def _label_radius_for_annotation(config: EngineConfig, coordinates: pd.DataFrame, n_tomograms: int) -> None:
