@@ -122,6 +122,10 @@ RECIPES = {
     "tomoCPT": ("tomocpt", dict(model_size="small", patch_size=64, batch_size=2, epochs=15)),
     "DeepETPicker": ("deepetpicker", dict(model_size="small", patch_size=32, batch_size=4, epochs=100)),
     "TomoPicker": ("tomopicker", dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="nnpu")),
+    "TomoPicker pseudo-labels": (
+        "tomopicker",
+        dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="nnpu", pseudo_labels=True),
+    ),
     "TomoPicker PN": (
         "tomopicker",
         dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="bce"),

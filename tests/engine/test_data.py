@@ -46,3 +46,21 @@ def test_the_extra_patches_are_drawn_anew_each_epoch_and_repeat_per_seed():
     first, again, second = (sample_patches([tomo], config, epoch=e) for e in (0, 0, 1))
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first, second)
+
+
+def test_a_small_tomograms_epoch_repeats_its_grid_from_random_origins_up_to_the_minimum():
+    tomo = _tomogram(3)
+    config = _pu_config(expected=3)
+    one_grid = sample_patches([tomo], config, epoch=0)
+    topped_up = sample_patches([tomo], config, epoch=0, min_patches=100)
+    assert len(one_grid) == 32 and len(topped_up) == 128
+    np.testing.assert_array_equal(topped_up[:32], one_grid)
+    on_the_grid = {tuple(c) for c in one_grid}
+    assert sum(tuple(c) not in on_the_grid for c in topped_up[32:]) > 32
+    assert (topped_up[:, 1:] >= 0).all() and (topped_up[:, 1:] + 16 <= np.array(tomo.volume.shape)).all()
+
+
+def test_a_held_out_grid_is_repeated_in_place_so_no_patch_overlaps_it():
+    config = _pu_config(expected=3)
+    corners = sample_patches([_tomogram(3)], config, epoch=0, min_patches=100, shift_grid=False)
+    assert {tuple(c) for c in corners} == {tuple(c) for c in corners[:32]}

@@ -17,10 +17,19 @@ from tomocpt_scipion.engine.cli import main
 from tomocpt_scipion.engine.config import recipe_config
 from tomocpt_scipion.engine.train import train
 
-RECIPE_SETTINGS = {  # small networks and patches that fit the tiny volumes, CPU-friendly, no centring network
+#: small networks and patches that fit the tiny volumes, CPU-friendly, no centring network, one
+#: grid per epoch (the epoch's length has its own tests in test_data.py)
+RECIPE_SETTINGS = {
     "tomocpt": dict(model_size="small", patch_size=64, batch_size=2, centring_steps=0),
     "deepetpicker": dict(model_size="small", patch_size=32, batch_size=4, centring_steps=0),
-    "tomopicker": dict(model_size="small", patch_size=32, batch_size=4, expected_particles=12, centring_steps=0),
+    "tomopicker": dict(
+        model_size="small",
+        patch_size=32,
+        batch_size=4,
+        expected_particles=12,
+        centring_steps=0,
+        min_patches_per_epoch=0,
+    ),
 }
 
 

@@ -439,6 +439,18 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--augment", nargs="*", choices=AUGMENTATIONS, help="augmentations to use")
     parser.add_argument("--epochs", type=_POSITIVE_INT)
+    parser.add_argument(
+        "--pseudo-labels",
+        action=argparse.BooleanOptionalAction,
+        help="on sparse labels (PU losses, fewer than 80 %% of --expected-particles labelled): train a first "
+        "model, add its confident picks in the training tomograms to the labels, train again",
+    )
+    parser.add_argument(
+        "--min-patches-per-epoch",
+        type=_NON_NEGATIVE_INT,
+        help="repeat an epoch's patch sampling (grid moved by a random origin) until it holds this many "
+        "patches (TomoPicker: 256; 0 = one sampling)",
+    )
     parser.add_argument("--patience", type=_POSITIVE_INT, help="early-stopping patience in epochs")
     parser.add_argument("--batch-size", type=_POSITIVE_INT)
     parser.add_argument("--lr", type=_POSITIVE, help="initial learning rate")
@@ -474,6 +486,8 @@ _TRAIN_OVERRIDES = (
     "sampling",
     "patch_size",
     "stride",
+    "min_patches_per_epoch",
+    "pseudo_labels",
     "target_diameter_px",
     "label_radius_fraction",
     "sparse_label_radius_fraction",

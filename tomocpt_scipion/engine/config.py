@@ -51,6 +51,11 @@ class EngineConfig:
     stride : stride of the ``cubes`` and ``all`` samplings, pixels.
     sampling : ``cubes`` (tomoCPT), ``centred`` (DeepETPicker) or ``all`` (TomoPicker PU).
     jitter_px : random shift of particle-centred patches, pixels.
+    pseudo_labels : on sparse annotations with a PU loss, train a first model, add its
+        confident picks in the training tomograms to the labels and train again
+        (:mod:`.pseudo_labels`).
+    min_patches_per_epoch : an epoch repeats its sampling until it holds at least this many
+        patches (see :func:`.data.sample_patches`); 0 = one sampling per epoch.
     augment : augmentations switched on, from :data:`AUGMENTATIONS`.
     epochs, batch_size, lr, weight_decay, patience, plateau_patience : training loop.
     encoder_lr_factor : learning-rate factor of the encoder when fine-tuning (1 = same).
@@ -88,6 +93,8 @@ class EngineConfig:
     stride: int = 32
     sampling: str = "centred"
     jitter_px: int = 8
+    min_patches_per_epoch: int = 0
+    pseudo_labels: bool = False
     augment: list[str] = field(default_factory=lambda: ["rot90", "flip", "invert"])
     epochs: int = 100
     batch_size: int = 8
@@ -287,6 +294,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         patch_size=64,
         stride=64,
         sampling="all",
+        # not the paper's: a small tomogram's grid is a few optimiser steps per epoch (README)
+        min_patches_per_epoch=256,
         epochs=20,
         batch_size=8,
         lr=2e-3,

@@ -171,16 +171,10 @@ def missing_label_patches(tomo: PreparedTomogram, config: EngineConfig) -> int:
     return max(0, int(round(config.expected_particles / n_labelled)) - 1)
 
 
-def sample_patches(
-    tomograms: list[PreparedTomogram], config: EngineConfig, epoch: int = 0, seed: int | None = None
+def _one_pass(
+    tomograms: list[PreparedTomogram], config: EngineConfig, rng: np.random.Generator, shift_grid: bool
 ) -> np.ndarray:
-    """Patch positions for one epoch.
-
-    Returns
-    -------
-    (P, 4) int array of (tomogram index, z, y, x) corners.
-    """
-    rng = np.random.default_rng([config.seed if seed is None else seed, epoch])
+    """One sampling of every tomogram; ``shift_grid`` moves the grid by a random origin."""
     patch = config.patch_size
     rows = []
     for index, tomo in enumerate(tomograms):
@@ -189,6 +183,8 @@ def sample_patches(
             corners = _centred_corners(tomo, config, rng, shape, repeats=1)
         else:
             corners = _grid(shape, patch, config.stride)
+            if shift_grid:
+                corners = np.clip(corners + rng.integers(0, config.stride, 3), 0, shape - patch)
             if config.sampling == "all":
                 extra = _centred_corners(tomo, config, rng, shape, missing_label_patches(tomo, config))
                 corners = np.concatenate([corners, extra])
@@ -202,6 +198,35 @@ def sample_patches(
                 corners = np.concatenate([corners[has_label], negatives[np.sort(chosen)]])
         rows.append(np.column_stack([np.full(len(corners), index), corners]))
     return np.concatenate(rows).astype(int) if rows else np.zeros((0, 4), int)
+
+
+def sample_patches(
+    tomograms: list[PreparedTomogram],
+    config: EngineConfig,
+    epoch: int = 0,
+    seed: int | None = None,
+    min_patches: int = 0,
+    shift_grid: bool = True,
+) -> np.ndarray:
+    """Patch positions for one epoch.
+
+    The sampling is repeated until the epoch holds at least ``min_patches`` patches: small
+    tomograms (a ribosome tomogram rescaled to particles of 10 px is a few patches of 32³)
+    otherwise give an epoch of a handful of optimiser steps. Each repeat draws its random
+    parts anew and, with ``shift_grid``, moves the grid of the ``cubes`` and ``all``
+    samplings by a random origin, so that the particles a grid cuts at its faces are seen
+    whole in another pass. Keep ``shift_grid`` off where some of the grid's own patches
+    are held out for validation.
+
+    Returns
+    -------
+    (P, 4) int array of (tomogram index, z, y, x) corners.
+    """
+    rng = np.random.default_rng([config.seed if seed is None else seed, epoch])
+    passes = [_one_pass(tomograms, config, rng, shift_grid=False)]
+    while len(passes[0]) and sum(map(len, passes)) < min_patches:
+        passes.append(_one_pass(tomograms, config, rng, shift_grid))
+    return np.concatenate(passes)
 
 
 def split_validation(names: list[str], n_validation_tomograms: int | None = None) -> tuple[list[int], list[int]]:

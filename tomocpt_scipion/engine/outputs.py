@@ -23,6 +23,7 @@ class TrainOutputs:
     log: str = "training_log.csv"
     curve: str = "learning_curve.png"
     member_folder: str = "member_{}"
+    first_pass: str = "first_pass"
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,10 @@ the members together are calibrated on the validation tomograms and written as o
 ``model.pt`` / ``model.json``, with ``training_log.csv`` and ``learning_curve.png`` of all
 members. ``resume`` keeps the finished members and resumes the interrupted one.
 
+With ``config.pseudo_labels`` on a sparse annotation, a first run (no centring network) in
+``first_pass`` picks in the training tomograms; its confident picks join the labels of the
+run in ``out_dir`` (:mod:`.pseudo_labels`). ``resume`` keeps a finished first pass.
+
 A write that fails (full disk, read-only folder) removes what this run created, unless it
 resumes a run; an interruption (:class:`TrainingInterrupted`) keeps ``last.pt`` to resume from.
 
@@ -61,6 +65,7 @@ from .models import Ensemble, build_model, encoder_prefixes
 from .outputs import TRAIN
 from .plots import plot_learning_curve
 from .preprocess import load_at_training_scale, tomogram_pixel_size
+from .pseudo_labels import pseudo_labelled
 from .specs import LOSS_SPECS, PU_LOSSES
 
 __all__ = ["train", "TrainingResult", "TrainingInterrupted", "RESUMABLE_SETTINGS"]
@@ -134,6 +139,54 @@ def _priors(config: EngineConfig, tomograms) -> dict[str, float] | None:
         100 * priors["pi"] / priors["pi_expected"],
     )
     return priors
+
+
+def _first_pass_model(
+    tomograms,
+    coordinates: pd.DataFrame,
+    config: EngineConfig,
+    folder: Path,
+    validation_tomograms,
+    validation_coordinates,
+    pixel_size_a: float | None,
+    resume: bool,
+    finetune,
+    device: str | None,
+    workers: int,
+    on_epoch_end,
+) -> tuple[nn.Module, EngineConfig]:
+    """The model whose picks become pseudo-labels: trained on the labels alone in ``folder``
+    (no centring network), or the one a resumed run already finished there."""
+    if resume and (folder / TRAIN.model).exists():
+        logger.info("First pass: already trained in %s, kept", folder)
+    else:
+        logger.info("First pass: training on the %d labels alone, for pseudo-labels", len(coordinates))
+        train(
+            tomograms,
+            coordinates,
+            replace(config, pseudo_labels=False, centring_steps=0, thresholds=[]),
+            folder,
+            validation_tomograms,
+            validation_coordinates,
+            pixel_size_a,
+            resume and (folder / TRAIN.state).exists(),
+            finetune,
+            True,
+            device,
+            workers,
+            on_epoch_end,
+        )
+    return load_model(folder / TRAIN.model, select_device(device))
+
+
+def _wants_pseudo_labels(config: EngineConfig, coordinates: pd.DataFrame, n_tomograms: int) -> bool:
+    """Whether ``config`` asks for pseudo-labels and the annotation is sparse enough for them."""
+    return (
+        config.pseudo_labels
+        and config.loss in PU_LOSSES
+        and bool(config.expected_particles)
+        and is_partial_annotation(len(coordinates) / n_tomograms, config.expected_particles)
+    )
 
 
 def _label_radius_for_annotation(config: EngineConfig, coordinates: pd.DataFrame, n_tomograms: int) -> None:
@@ -343,15 +396,35 @@ def train(
     out_dir = Path(out_dir)
     config.voxel_size_a = config.diameter_a / config.target_diameter_px if config.diameter_a else 0.0
     config.validate()
-    _label_radius_for_annotation(config, coordinates, len(tomograms))
     state_path = out_dir / TRAIN.state
     if not resume and not overwrite and (out_dir / TRAIN.model).exists():
         raise FileExistsError(f"{out_dir / TRAIN.model}: a trained model exists; resume or overwrite it.")
+    labelled = coordinates  # the centring network learns from these alone: pseudo-labels sit off-centre
+    if _wants_pseudo_labels(config, coordinates, len(tomograms)):
+        first_model, first_config = _first_pass_model(
+            tomograms,
+            coordinates,
+            config,
+            out_dir / TRAIN.first_pass,
+            validation_tomograms,
+            validation_coordinates,
+            pixel_size_a,
+            resume,
+            finetune,
+            device,
+            workers,
+            on_epoch_end,
+        )
+        coordinates = pseudo_labelled(
+            first_model, first_config, tomograms, coordinates, pixel_size_a, select_device(device)
+        )
+        logger.info("Second pass: training again from fresh weights on %d labels", len(coordinates))
+    _label_radius_for_annotation(config, coordinates, len(tomograms))
 
     def centring(torch_device: torch.device, validation_particles: int) -> dict | None:
         return _centring_network(
             tomograms,
-            coordinates,
+            labelled,
             config,
             validation_tomograms,
             validation_coordinates,
@@ -565,7 +638,9 @@ def _train_ensemble(
     results = []
     for k in range(config.ensemble):
         member_dir = out_dir / TRAIN.member_folder.format(k + 1)
-        member_config = replace(config, ensemble=1, seed=config.seed + k, thresholds=[], centring_steps=0)
+        member_config = replace(
+            config, ensemble=1, seed=config.seed + k, thresholds=[], centring_steps=0, pseudo_labels=False
+        )
         if resume and (member_dir / TRAIN.model).exists():
             payload = read_checkpoint(member_dir / TRAIN.model)
             logger.info("Member %d of %d: already trained in %s, kept", k + 1, config.ensemble, member_dir)
@@ -730,7 +805,9 @@ def _train_epochs(run: _Run, progress: _Progress, on_epoch_end) -> None:
     config, rank, world, torch_device = run.config, run.rank, run.world, run.device
     for epoch in range(progress.epoch, config.epochs):
         started = time.time()
-        corners = sample_patches(run.training, config, epoch)
+        corners = sample_patches(
+            run.training, config, epoch, min_patches=config.min_patches_per_epoch, shift_grid=not run.held_keys
+        )
         if run.held_keys:
             corners = np.array([c for c in corners if tuple(c) not in run.held_keys]).reshape(-1, 4)
         order = np.random.default_rng([config.seed, epoch, 3]).permutation(len(corners))
