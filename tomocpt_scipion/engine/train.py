@@ -179,28 +179,23 @@ def _first_pass_model(
     return load_model(folder / TRAIN.model, select_device(device))
 
 
-def _wants_pseudo_labels(config: EngineConfig, coordinates: pd.DataFrame, n_tomograms: int) -> bool:
-    """Whether ``config`` asks for pseudo-labels and the annotation is sparse enough for them."""
-    return (
-        config.pseudo_labels
-        and config.loss in PU_LOSSES
-        and bool(config.expected_particles)
-        and is_partial_annotation(len(coordinates) / n_tomograms, config.expected_particles)
-    )
+def _sparse_pu_annotation(config: EngineConfig, coordinates: pd.DataFrame, n_tomograms: int) -> bool:
+    """Whether a PU loss trains on fewer labelled particles per tomogram than a complete
+    annotation holds (``config`` validated: a PU loss has its expected particles)."""
+    return config.loss in PU_LOSSES and is_partial_annotation(len(coordinates) / n_tomograms, config.expected_particles)
 
 
 def _label_radius_for_annotation(config: EngineConfig, coordinates: pd.DataFrame, n_tomograms: int) -> None:
     """Switch ``config`` to its sparse label radius where a PU loss trains on sparse annotations."""
     sparse_fraction = config.sparse_label_radius_fraction
-    if sparse_fraction is None or config.loss not in PU_LOSSES or config.label_radius_fraction == sparse_fraction:
+    if sparse_fraction is None or config.label_radius_fraction == sparse_fraction:
         return
-    labelled = len(coordinates) / n_tomograms
-    if not is_partial_annotation(labelled, config.expected_particles):
+    if not _sparse_pu_annotation(config, coordinates, n_tomograms):
         return
     logger.info(
         "Sparse annotation (%.1f labelled of %g expected particles per tomogram): labels of radius %g "
         "instead of %g particle diameters",
-        labelled,
+        len(coordinates) / n_tomograms,
         config.expected_particles,
         sparse_fraction,
         config.label_radius_fraction,
@@ -400,7 +395,7 @@ def train(
     if not resume and not overwrite and (out_dir / TRAIN.model).exists():
         raise FileExistsError(f"{out_dir / TRAIN.model}: a trained model exists; resume or overwrite it.")
     labelled = coordinates  # the centring network learns from these alone: pseudo-labels sit off-centre
-    if _wants_pseudo_labels(config, coordinates, len(tomograms)):
+    if config.pseudo_labels and _sparse_pu_annotation(config, coordinates, len(tomograms)):
         first_model, first_config = _first_pass_model(
             tomograms,
             coordinates,
