@@ -138,6 +138,10 @@ RECIPES = {
         "tomopicker",
         dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="nnpu", label_radius_fraction=0.25),
     ),
+    "TomoPicker ResUNet": (
+        "tomopicker",
+        dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="nnpu", backbone="resunet"),
+    ),
     "TomoPicker x2": (
         "tomopicker",
         dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="nnpu", ensemble=2),
