@@ -117,36 +117,21 @@ TASKS = [
 ]
 QUICK_TASKS = [Task("4v94", ("4v94",), label_fractions=(1.0,))]
 
+#: the CPU-sized settings every TomoPicker variant below starts from
+_TOMOPICKER = dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="nnpu")
+_DEEPETPICKER = dict(model_size="small", patch_size=32, batch_size=4, epochs=100)
 #: recipe name in the tables -> (engine recipe, overrides): CPU-sized networks and epochs
 RECIPES = {
     "tomoCPT": ("tomocpt", dict(model_size="small", patch_size=64, batch_size=2, epochs=15)),
-    "DeepETPicker": ("deepetpicker", dict(model_size="small", patch_size=32, batch_size=4, epochs=100)),
-    "TomoPicker": ("tomopicker", dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="nnpu")),
-    "TomoPicker pseudo-labels": (
-        "tomopicker",
-        dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="nnpu", pseudo_labels=True),
-    ),
-    "TomoPicker PN": (
-        "tomopicker",
-        dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="bce"),
-    ),
-    "TomoPicker KL": (
-        "tomopicker",
-        dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="kl"),
-    ),
-    "TomoPicker small spheres": (
-        "tomopicker",
-        dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="nnpu", label_radius_fraction=0.25),
-    ),
-    "TomoPicker ResUNet": (
-        "tomopicker",
-        dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="nnpu", backbone="resunet"),
-    ),
-    "TomoPicker x2": (
-        "tomopicker",
-        dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="nnpu", ensemble=2),
-    ),
-    "DeepETPicker x2": ("deepetpicker", dict(model_size="small", patch_size=32, batch_size=4, epochs=100, ensemble=2)),
+    "DeepETPicker": ("deepetpicker", _DEEPETPICKER),
+    "TomoPicker": ("tomopicker", _TOMOPICKER),
+    "TomoPicker pseudo-labels": ("tomopicker", {**_TOMOPICKER, "pseudo_labels": True}),
+    "TomoPicker PN": ("tomopicker", {**_TOMOPICKER, "loss": "bce"}),
+    "TomoPicker KL": ("tomopicker", {**_TOMOPICKER, "loss": "kl"}),
+    "TomoPicker small spheres": ("tomopicker", {**_TOMOPICKER, "label_radius_fraction": 0.25}),
+    "TomoPicker ResUNet": ("tomopicker", {**_TOMOPICKER, "backbone": "resunet"}),
+    "TomoPicker x2": ("tomopicker", {**_TOMOPICKER, "ensemble": 2}),
+    "DeepETPicker x2": ("deepetpicker", {**_DEEPETPICKER, "ensemble": 2}),
 }
 #: recipes run when none is named (the ensemble doubles the time of its recipe: ask for it)
 DEFAULT_RECIPES = ("tomoCPT", "DeepETPicker", "TomoPicker")
