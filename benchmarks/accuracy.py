@@ -7,7 +7,9 @@ Per seed, five tomograms of 128 × 256 × 256 voxels at 10 Å/px are simulated i
 (tilt series ±60° in 3° steps, CTF, 120 e/Å², Poisson noise, weighted back-projection) with
 all six SHREC species, crowded; tomogram i of seed s is drawn with seed s + i, so consecutive
 seeds share tomograms in other roles. Tomograms 0 and 1 train, 2 validates (and calibrates
-the score threshold), 3 and 4 are held out (``--quick``: 3 only). Per species (and one
+the score threshold), 3 and 4 are held out (``--quick``: 3 only); ``--training-tomograms N``
+trains on tomograms 0 … N-1 instead, validates on N and holds out the two after it, so that
+10 % of the labels is more particles. Per species (and one
 two-class run, which the one-class PU losses skip), every recipe is trained with the
 CPU-sized networks on all the particles and on 10 % of them (training and validation labels
 alike), and picks the held-out tomograms with the engine's defaults: the default peak
@@ -79,8 +81,8 @@ SIMULATION = dict(
     n_distractors=150,
 )
 QUICK_SIMULATION = {**SIMULATION, "shape_zyx": (64, 128, 128), "n_target": 10, "n_distractors": 25}
-#: tomograms 0 and 1 train, 2 validates, the rest are held out
-N_TRAIN_VALIDATE = 3
+#: tomograms 0 and 1 train, 2 validates, the rest are held out (``--training-tomograms`` changes the 2)
+N_TRAINING = 2
 N_TEST = 2
 QUICK_N_TEST = 1
 #: the per-seed figures averaged over seeds in ``accuracy.csv``
@@ -131,6 +133,7 @@ RECIPES = {
     "TomoPicker small spheres": ("tomopicker", {**_TOMOPICKER, "label_radius_fraction": 0.25}),
     "TomoPicker ResUNet": ("tomopicker", {**_TOMOPICKER, "backbone": "resunet"}),
     "TomoPicker x2": ("tomopicker", {**_TOMOPICKER, "ensemble": 2}),
+    "TomoPicker x4": ("tomopicker", {**_TOMOPICKER, "ensemble": 4}),
     "DeepETPicker x2": ("deepetpicker", {**_DEEPETPICKER, "ensemble": 2}),
 }
 #: recipes run when none is named (the ensemble doubles the time of its recipe: ask for it)
@@ -152,27 +155,29 @@ class Dataset:
     tilt_angle_files: list[Path]
     pixel_size_a: float
     diameters_a: dict[str, float] = field(default_factory=dict)
+    #: the first ``n_training`` tomograms train, the next one validates, the rest are held out
+    n_training: int = N_TRAINING
 
     @property
     def training_paths(self) -> list[Path]:
-        return self.paths[: N_TRAIN_VALIDATE - 1]
+        return self.paths[: self.n_training]
 
     @property
     def validation_path(self) -> Path:
-        return self.paths[N_TRAIN_VALIDATE - 1]
+        return self.paths[self.n_training]
 
     @property
     def test_paths(self) -> list[Path]:
-        return self.paths[N_TRAIN_VALIDATE:]
+        return self.paths[self.n_training + 1 :]
 
     @property
     def test_tilt_angle_files(self) -> list[Path]:
-        return self.tilt_angle_files[N_TRAIN_VALIDATE:]
+        return self.tilt_angle_files[self.n_training + 1 :]
 
 
-def _simulate(seed: int, folder: Path, simulation: dict, n_test: int) -> Dataset:
+def _simulate(seed: int, folder: Path, simulation: dict, n_test: int, n_training: int = N_TRAINING) -> Dataset:
     config = SimulationConfig(**simulation)
-    summary = simulate_dataset(folder, N_TRAIN_VALIDATE + n_test, config, seed=seed, overwrite=True)
+    summary = simulate_dataset(folder, n_training + 1 + n_test, config, seed=seed, overwrite=True)
     paths = [folder / p for p in summary["tomograms"].values()]
     truth = {s: io.read_coordinates(folder / "coordinates" / f"{s}.star") for s in ALL_SPECIES}
     return Dataset(
@@ -181,6 +186,7 @@ def _simulate(seed: int, folder: Path, simulation: dict, n_test: int) -> Dataset
         [folder / "tilt_series" / f"{p.stem}.tlt" for p in paths],
         config.pixel_size_a,
         summary["diameters_a"],
+        n_training,
     )
 
 
@@ -586,8 +592,16 @@ def main(argv=None) -> int:
         action="store_true",
         help="calibrate the reused models' score thresholds again, by the engine's current rule",
     )
+    parser.add_argument(
+        "--training-tomograms",
+        type=int,
+        default=N_TRAINING,
+        help=f"tomograms that train per seed (default {N_TRAINING}); the next one validates, then the held-out ones",
+    )
     parser.add_argument("--out", default=str(RESULTS), help="results folder")
     args = parser.parse_args(argv)
+    if args.training_tomograms < 1:
+        parser.error(f"--training-tomograms must be at least 1, got {args.training_tomograms}.")
     if args.recalibrate and not args.reuse_models:
         parser.error("--recalibrate applies to the models of --reuse-models: give them.")
     if args.combine:
@@ -616,9 +630,10 @@ def main(argv=None) -> int:
         work = out / "scratch" / f"seed_{seed}"
         shutil.rmtree(work, ignore_errors=True)
         started = time.time()
-        dataset = _simulate(seed, work / "data", simulation, n_test)
+        dataset = _simulate(seed, work / "data", simulation, n_test, args.training_tomograms)
         print(
-            f"seed {seed}: simulated {len(dataset.paths)} tomograms ({n_test} held out) in "
+            f"seed {seed}: simulated {len(dataset.paths)} tomograms ({args.training_tomograms} train, "
+            f"{n_test} held out) in "
             f"{time.time() - started:.0f} s",
             flush=True,
         )
@@ -662,7 +677,10 @@ def main(argv=None) -> int:
                         f"{row['seconds']:.0f} s",
                         flush=True,
                     )
-    header = f"Seeds {seeds}; simulation {simulation}; {n_test} held-out tomogram(s) per seed."
+    header = (
+        f"Seeds {seeds}; simulation {simulation}; {args.training_tomograms} training and "
+        f"{n_test} held-out tomogram(s) per seed."
+    )
     _write_tables(pd.DataFrame(rows), out, header)
     return 0
 

@@ -121,3 +121,20 @@ def test_accuracy_runs_the_two_class_task_only_with_recipes_whose_loss_takes_sev
         accuracy.RECIPES["tomoCPT"]
     )
     assert not accuracy._multi_class(accuracy.RECIPES["TomoPicker"])
+
+
+def test_accuracy_splits_each_seeds_tomograms_into_training_validation_and_held_out_by_the_training_count(
+    monkeypatch,
+):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import accuracy
+
+    paths = [Path(f"tomo_{i:03d}.mrc") for i in range(7)]
+    tilts = [p.with_suffix(".tlt") for p in paths]
+    default = accuracy.Dataset(paths[:5], {}, tilts[:5], 10.0)
+    assert (default.training_paths, default.validation_path, default.test_paths) == (paths[:2], paths[2], paths[3:5])
+    more = accuracy.Dataset(paths, {}, tilts, 10.0, n_training=4)
+    assert (more.training_paths, more.validation_path, more.test_paths) == (paths[:4], paths[4], paths[5:])
+    assert more.test_tilt_angle_files == tilts[5:]
+    refused = _run("accuracy.py", "--training-tomograms", "0", "--out", "unused")
+    assert refused.returncode != 0 and "--training-tomograms must be at least 1" in refused.stderr
