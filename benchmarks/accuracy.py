@@ -28,7 +28,9 @@ and the engine-free NCC of ``template_matching.py`` (60 random orientations) bes
 
 ``--reuse-models`` evaluates the models earlier runs trained (same seed, task, recipe and
 label fraction) instead of training them again: training is what takes the time, and it
-gives the same model for the same tomograms, code and thread count. With ``--recalibrate``
+gives the same model for the same tomograms, code and thread count; a run that split its
+tomograms differently (another ``--training-tomograms``) is refused, since its models may have
+trained on tomograms this run holds out. With ``--recalibrate``
 their score thresholds are calibrated again by the engine's current rule
 (:func:`calibrate.calibrate_thresholds`, on the validation tomogram and its annotated
 fraction) instead of the ones stored when they were trained.
@@ -40,6 +42,7 @@ Writes ``accuracy_per_seed.csv``, ``accuracy.csv`` (mean over seeds), ``accuracy
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import subprocess
@@ -239,12 +242,32 @@ def _model_folder(name: str, fraction: float) -> str:
     return f"{name}_{fraction:g}"
 
 
-def _earlier_model(reuse: list[Path], seed: int, task: Task, name: str, fraction: float) -> Path | None:
+def _earlier_model(
+    reuse: list[Path], seed: int, task: Task, name: str, fraction: float, dataset: Dataset
+) -> Path | None:
     """The model the last of the ``reuse`` runs trained for this seed, task, recipe and label
-    fraction, or None."""
-    found = [f / "scratch" / f"seed_{seed}" / task.name / _model_folder(name, fraction) / TRAIN.model for f in reuse]
-    found = [p for p in found if p.is_file()]
-    return found[-1] if found else None
+    fraction, or None.
+
+    Raises
+    ------
+    ValueError
+        That run simulated another number of tomograms than ``dataset`` holds: it split them
+        differently (``--training-tomograms``), so its model may have trained on tomograms this
+        run holds out.
+    """
+    found = [f / "scratch" / f"seed_{seed}" for f in reuse]
+    found = [f for f in found if (f / task.name / _model_folder(name, fraction) / TRAIN.model).is_file()]
+    if not found:
+        return None
+    simulation = found[-1] / "data" / "simulation.json"
+    simulated = len(json.loads(simulation.read_text())["tomograms"])
+    if simulated != len(dataset.paths):
+        raise ValueError(
+            f"{simulation}: that run simulated {simulated} tomograms, this one {len(dataset.paths)} "
+            f"({dataset.n_training} training); its models were trained on another split: give the same "
+            "--training-tomograms (and --quick or not) as that run."
+        )
+    return found[-1] / task.name / _model_folder(name, fraction) / TRAIN.model
 
 
 def _training_rows(dataset: Dataset, task: Task, fraction: float, seed: int) -> pd.DataFrame:
@@ -296,7 +319,7 @@ def _recipe_rows(
     recalibrate: bool = False,
 ) -> list[dict]:
     started = time.time()
-    checkpoint = _earlier_model(reuse, seed, task, name, fraction)
+    checkpoint = _earlier_model(reuse, seed, task, name, fraction, dataset)
     trained = checkpoint is None
     if trained:
         checkpoint = _trained_model(name, recipes, task, fraction, dataset, seed, work)

@@ -107,6 +107,14 @@ def test_accuracy_recalibrating_a_reused_model_by_the_rule_it_was_trained_with_k
     assert alone.returncode != 0 and "--recalibrate applies to the models of --reuse-models" in alone.stderr
 
 
+def test_accuracy_refuses_to_reuse_the_models_of_a_run_that_split_its_tomograms_differently(quick_accuracy, tmp_path):
+    folder, _ = quick_accuracy
+    result = _run("accuracy.py", "--quick", "--training-tomograms", "3", "--reuse-models", folder, "--out", tmp_path)
+    assert result.returncode != 0
+    assert "simulation.json: that run simulated 4 tomograms, this one 5 (3 training)" in result.stderr
+    assert not (tmp_path / "accuracy_per_seed.csv").exists()
+
+
 def test_accuracy_refuses_to_reuse_the_models_of_the_folder_it_would_replace(quick_accuracy):
     folder, _ = quick_accuracy
     result = _run("accuracy.py", "--quick", "--reuse-models", folder, "--out", folder)
