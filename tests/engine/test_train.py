@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -77,15 +78,24 @@ def test_the_calibrated_threshold_round_trips_through_checkpoint_json_and_inspec
     assert f"score threshold particle {config.thresholds[0]:.3g}" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("labelled,radius_fraction", [(3, 0.25), (12, 0.5)])
-def test_a_pu_recipe_on_sparse_labels_trains_on_its_sparse_label_radius_and_records_it(
-    tiny_dataset, tmp_path, labelled, radius_fraction
+@pytest.mark.parametrize("labelled,radius_fraction,warned", [(3, 0.25, True), (12, 0.5, False)])
+def test_a_pu_recipe_on_sparse_labels_trains_on_its_sparse_label_radius_records_it_and_warns_of_few_labels(
+    tiny_dataset, tmp_path, caplog, labelled, radius_fraction, warned
 ):
     tomograms, coordinates, diameter = _inputs(tiny_dataset)
     config = _config("tomopicker", diameter, epochs=1)
     assert (config.label_radius_fraction, config.sparse_label_radius_fraction) == (0.5, 0.25)
-    result = train(tomograms, coordinates.groupby("tomo_name").head(labelled), config, tmp_path)
+    with caplog.at_level(logging.WARNING, logger="tomocpt_scipion.engine.train"):
+        result = train(tomograms, coordinates.groupby("tomo_name").head(labelled), config, tmp_path)
     assert load_model(result.checkpoint)[1].label_radius_fraction == radius_fraction
+    few_labels = [r.getMessage() for r in caplog.records if "labelled particle(s)" in r.getMessage()]
+    if warned:
+        expected_start = (
+            f"Class particle: {labelled * len(tomograms)} labelled particle(s) in {len(tomograms)} training"
+        )
+        assert len(few_labels) == 1 and few_labels[0].startswith(expected_start), few_labels
+    else:
+        assert few_labels == []
 
 
 class _Interrupt(Exception):

@@ -257,6 +257,25 @@ class TestPickContinueAndValidation(TomoCPTProjectTest):
         self.addCoordinates(protocol, annotate)
         self.assertTrue(any("expected number of particles" in e for e in protocol.validate()))
 
+    def test_train_form_warns_where_a_partial_annotation_holds_too_few_particles(self):
+        annotate = self.importCoordinates(os.path.join(self.root, "coordinates", "4v94"), self.tomograms)
+        labelled = len(io.read_coordinates(os.path.join(self.root, "coordinates", "4v94.star")))
+        tomograms = self.tomograms.getSize()
+        perTomogram = labelled // tomograms
+        protocol = self.newProtocol(
+            ProtTomoCPTTrain,
+            inputTomograms=self.tomograms,
+            diameter=self.diameter,
+            recipe=2,
+            expectedParticles=10 * perTomogram,
+        )
+        self.addCoordinates(protocol, annotate)
+        few = [w for w in protocol.warnings() if "labelled particle(s)" in w]
+        self.assertEqual(len(few), 1, protocol.warnings())
+        self.assertIn(f": {labelled} labelled particle(s) in {tomograms} training tomogram(s)", few[0])
+        protocol.expectedParticles.set(perTomogram)  # the annotation is complete: no warning
+        self.assertFalse([w for w in protocol.warnings() if "labelled particle(s)" in w])
+
     def test_every_protocol_with_an_empty_form_answers_with_messages(self):
         for protocolClass in ALL_PROTOCOLS:
             protocol = self.newProtocol(protocolClass)

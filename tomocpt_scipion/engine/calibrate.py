@@ -14,8 +14,8 @@ or two either way (WBP benchmark, README).
 
 Positive-unlabelled losses are trained on partial annotations, and their validation
 particles are usually partial too: F1 against them would punish the true picks nobody
-annotated. Unless the validation annotations hold at least :data:`COMPLETE_ANNOTATION` of
-the expected particles (then they are complete enough for F1, which places the threshold
+annotated. Unless the validation annotations hold at least :data:`.annotation.COMPLETE_ANNOTATION`
+of the expected particles (then they are complete enough for F1, which places the threshold
 better: on the WBP benchmark the count rule left TomoPicker's F1 at the default threshold
 0.03-0.22 below its best), the threshold keeps a number of picks set without the
 annotation (:func:`partial_annotation_keep`), a weighted geometric mean of two estimates
@@ -60,6 +60,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .annotation import is_partial_annotation
 from .config import EngineConfig
 from .data import PreparedTomogram
 from .infer import run_network
@@ -71,12 +72,10 @@ from .specs import DEFAULT_PEAK_METHOD, FALLBACK_THRESHOLD, LOSS_SPECS, PU_LOSSE
 
 __all__ = [
     "calibrate_thresholds",
-    "is_partial_annotation",
     "score_sum_count",
     "partial_annotation_keep",
     "fit_score_temperature",
     "centring_helps",
-    "COMPLETE_ANNOTATION",
     "SCORE_SUM_WEIGHT",
     "CENTRING_EVIDENCE",
     "SATURATED_SCORE",
@@ -85,8 +84,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _FLOOR = 0.02
-#: validation annotations holding this part of the expected particles are calibrated by F1
-COMPLETE_ANNOTATION = 0.8
 #: weight of the score-sum count against the expected count in the partial-annotation rule
 SCORE_SUM_WEIGHT = 0.75
 #: matched validation particles needed to keep a centring network
@@ -108,12 +105,6 @@ def _class_picks(
             peaks = find_peaks(scores[channel], DEFAULT_PEAK_METHOD, radius_px=radius, threshold=_FLOOR)
             tables[channel].append(coordinate_table(peaks[:, :3], tomo.name, peaks[:, 3], channel + 1))
     return [pd.concat(parts, ignore_index=True) for parts in tables]
-
-
-def is_partial_annotation(labelled: float, expected: float) -> bool:
-    """Whether ``labelled`` particles are fewer than :data:`COMPLETE_ANNOTATION` of the
-    ``expected`` ones (counted over the same tomograms)."""
-    return labelled < COMPLETE_ANNOTATION * expected
 
 
 def score_sum_count(scores: np.ndarray, expected: int) -> int:

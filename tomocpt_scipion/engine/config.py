@@ -44,7 +44,7 @@ class EngineConfig:
         (0.5 = the particle radius; DeepETPicker's TBall of d = 7 for 10 px particles is 0.3).
     sparse_label_radius_fraction : label radius fraction used instead where a PU loss trains on
         sparse annotations (fewer labelled particles per tomogram than
-        :data:`.calibrate.COMPLETE_ANNOTATION` of the expected ones); None = never. Training
+        :data:`.annotation.COMPLETE_ANNOTATION` of the expected ones); None = never. Training
         stores the fraction it used in ``label_radius_fraction``.
     normalisation : ``robust``, ``std-clip`` or ``none``.
     patch_size : cubic patch edge, pixels at the training scale.

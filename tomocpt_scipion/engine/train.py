@@ -46,12 +46,12 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .annotation import few_partial_labels_warning, is_partial_annotation
 from .calibrate import (
     CENTRING_EVIDENCE,
     calibrate_thresholds,
     centring_helps,
     fit_score_temperature,
-    is_partial_annotation,
 )
 from .centring import centring_diameter_px, centring_network, train_centring
 from .checkpoint import load_model, read_checkpoint, save_checkpoint, write_model_summary
@@ -183,6 +183,16 @@ def _sparse_pu_annotation(config: EngineConfig, coordinates: pd.DataFrame, n_tom
     """Whether a PU loss trains on fewer labelled particles per tomogram than a complete
     annotation holds (``config`` validated: a PU loss has its expected particles)."""
     return config.loss in PU_LOSSES and is_partial_annotation(len(coordinates) / n_tomograms, config.expected_particles)
+
+
+def _warn_few_partial_labels(config: EngineConfig, coordinates: pd.DataFrame, n_tomograms: int) -> None:
+    if config.loss not in PU_LOSSES:
+        return
+    for class_id, name in enumerate(config.classes, start=1):
+        labelled = int((coordinates["class_id"] == class_id).sum())
+        warning = few_partial_labels_warning(name, labelled, n_tomograms, config.expected_particles)
+        if warning:
+            logger.warning(warning)
 
 
 def _label_radius_for_annotation(config: EngineConfig, coordinates: pd.DataFrame, n_tomograms: int) -> None:
@@ -395,6 +405,7 @@ def train(
     if not resume and not overwrite and (out_dir / TRAIN.model).exists():
         raise FileExistsError(f"{out_dir / TRAIN.model}: a trained model exists; resume or overwrite it.")
     labelled = coordinates  # the centring network learns from these alone: pseudo-labels sit off-centre
+    _warn_few_partial_labels(config, coordinates, len(tomograms))
     if config.pseudo_labels and _sparse_pu_annotation(config, coordinates, len(tomograms)):
         first_model, first_config = _first_pass_model(
             tomograms,

@@ -13,6 +13,7 @@ from pyworkflow.utils import Message
 from .. import Plugin
 from ..constants import BOX_TO_DIAMETER, RECIPE_BACKBONES, RECIPE_CITATIONS
 from ..convert import coordinatesTable, linkTomograms, readModelSummary, writeCoordinatesCsv
+from ..engine.annotation import ENOUGH_PARTIAL_LABELS, few_partial_labels_warning
 from ..engine.outputs import TRAIN
 from ..engine.specs import BACKBONES as ENGINE_BACKBONES
 from ..engine.specs import DEFAULT_CENTRING_STEPS, LOSS_SPECS, MODEL_SIZES, PU_LOSSES, RECIPE_SPECS
@@ -58,8 +59,10 @@ class ProtTomoCPTTrain(EMProtocol):
             pointerClass="SetOfTomograms",
             label="Training tomograms",
             important=True,
-            help="Tomograms with annotated particles. Annotate a few particles per "
-            "tomogram; TomoPicker works with ~0.5 % of them.",
+            help="Tomograms with annotated particles. TomoPicker learns from a partial "
+            "annotation; label a few particles in many tomograms rather than many in a few: how "
+            "many are labelled counts more than their share (on the benchmark it wanted at least "
+            f"{ENOUGH_PARTIAL_LABELS} per class, README).",
         )
         form.addParam(
             "inputCoordinates",
@@ -337,7 +340,7 @@ class ProtTomoCPTTrain(EMProtocol):
                 )
         errors += particleFitsErrors(self.diameter.get(), tomograms)
         errors += particleFitsErrors(self.diameter.get(), validation)
-        if self._recipeName() == PU_RECIPE or self._choice(LOSSES, self.loss) in PU_LOSSES:
+        if self._trainsPositiveUnlabelled():
             if not self.expectedParticles.get():
                 errors.append(
                     "Positive-unlabeled training needs the expected number of particles per "
@@ -363,6 +366,15 @@ class ProtTomoCPTTrain(EMProtocol):
                 warnings.append(
                     f"Coordinates at {coordRate:.2f} Å/px will be rescaled to the tomograms' {tomoRate:.2f} Å/px."
                 )
+        if self._trainsPositiveUnlabelled() and self.expectedParticles.get():
+            tomograms = self.inputTomograms.get()
+            for name, pointer in zip(self._classNames(), self.inputCoordinates):
+                if pointer.get() is None:
+                    continue
+                labelled = len(coordinatesTable(pointer.get(), tomograms, classId=1))
+                warning = few_partial_labels_warning(name, labelled, tomograms.getSize(), self.expectedParticles.get())
+                if warning:
+                    warnings.append(warning)
         return warnings
 
     def _summary(self):
@@ -402,6 +414,9 @@ class ProtTomoCPTTrain(EMProtocol):
 
     def getTrainingLogPath(self):
         return self._getExtraPath("training", TRAIN.log)
+
+    def _trainsPositiveUnlabelled(self):
+        return self._recipeName() == PU_RECIPE or self._choice(LOSSES, self.loss) in PU_LOSSES
 
     def _recipeName(self):
         return RECIPES[self.recipe.get()]
