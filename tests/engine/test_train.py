@@ -78,12 +78,14 @@ def test_the_calibrated_threshold_round_trips_through_checkpoint_json_and_inspec
     assert f"score threshold particle {config.thresholds[0]:.3g}" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("labelled,radius_fraction,warned", [(3, 0.25, True), (12, 0.5, False)])
-def test_a_pu_recipe_on_sparse_labels_trains_on_its_sparse_label_radius_records_it_and_warns_of_few_labels(
-    tiny_dataset, tmp_path, caplog, labelled, radius_fraction, warned
+@pytest.mark.parametrize(
+    "labelled,ensemble,radius_fraction,warned", [(3, 1, 0.25, True), (3, 2, 0.25, True), (12, 1, 0.5, False)]
+)
+def test_a_pu_recipe_on_sparse_labels_trains_on_its_sparse_label_radius_records_it_and_warns_once_of_few_labels(
+    tiny_dataset, tmp_path, caplog, labelled, ensemble, radius_fraction, warned
 ):
     tomograms, coordinates, diameter = _inputs(tiny_dataset)
-    config = _config("tomopicker", diameter, epochs=1)
+    config = _config("tomopicker", diameter, epochs=1, ensemble=ensemble)
     assert (config.label_radius_fraction, config.sparse_label_radius_fraction) == (0.5, 0.25)
     with caplog.at_level(logging.WARNING, logger="tomocpt_scipion.engine.train"):
         result = train(tomograms, coordinates.groupby("tomo_name").head(labelled), config, tmp_path)

@@ -161,7 +161,7 @@ def _first_pass_model(
         logger.info("First pass: already trained in %s, kept", folder)
     else:
         logger.info("First pass: training on the %d labels alone, for pseudo-labels", len(coordinates))
-        train(
+        _train_run(
             tomograms,
             coordinates,
             replace(config, pseudo_labels=False, centring_steps=0, thresholds=[]),
@@ -186,8 +186,8 @@ def _sparse_pu_annotation(config: EngineConfig, coordinates: pd.DataFrame, n_tom
 
 
 def _warn_few_partial_labels(config: EngineConfig, coordinates: pd.DataFrame, n_tomograms: int) -> None:
-    if config.loss not in PU_LOSSES:
-        return
+    if config.loss not in PU_LOSSES or not config.expected_particles:
+        return  # a PU loss without expected particles is refused by the config's validation
     for class_id, name in enumerate(config.classes, start=1):
         labelled = int((coordinates["class_id"] == class_id).sum())
         warning = few_partial_labels_warning(name, labelled, n_tomograms, config.expected_particles)
@@ -398,6 +398,41 @@ def train(
     FileExistsError
         ``out_dir`` holds a model and neither ``resume`` nor ``overwrite`` is set.
     """
+    _warn_few_partial_labels(config, coordinates, len(tomograms))
+    return _train_run(
+        tomograms,
+        coordinates,
+        config,
+        out_dir,
+        validation_tomograms,
+        validation_coordinates,
+        pixel_size_a,
+        resume,
+        finetune,
+        overwrite,
+        device,
+        workers,
+        on_epoch_end,
+    )
+
+
+def _train_run(
+    tomograms: Sequence[str | Path],
+    coordinates: pd.DataFrame,
+    config: EngineConfig,
+    out_dir: str | Path,
+    validation_tomograms: Sequence[str | Path] = (),
+    validation_coordinates: pd.DataFrame | None = None,
+    pixel_size_a: float | None = None,
+    resume: bool = False,
+    finetune: str | Path | None = None,
+    overwrite: bool = False,
+    device: str | None = None,
+    workers: int = 0,
+    on_epoch_end: Callable[[dict], None] | None = None,
+) -> TrainingResult:
+    """:func:`train` without its once-per-call warnings: the ensemble's members and the
+    pseudo-label first pass are runs of this on the same labels."""
     out_dir = Path(out_dir)
     config.voxel_size_a = config.diameter_a / config.target_diameter_px if config.diameter_a else 0.0
     config.validate()
@@ -405,7 +440,6 @@ def train(
     if not resume and not overwrite and (out_dir / TRAIN.model).exists():
         raise FileExistsError(f"{out_dir / TRAIN.model}: a trained model exists; resume or overwrite it.")
     labelled = coordinates  # the centring network learns from these alone: pseudo-labels sit off-centre
-    _warn_few_partial_labels(config, coordinates, len(tomograms))
     if config.pseudo_labels and _sparse_pu_annotation(config, coordinates, len(tomograms)):
         first_model, first_config = _first_pass_model(
             tomograms,
@@ -442,7 +476,7 @@ def train(
     if config.ensemble > 1:
 
         def train_member(member_config: EngineConfig, member_dir: Path, resume_member: bool) -> TrainingResult:
-            return train(
+            return _train_run(
                 tomograms,
                 coordinates,
                 member_config,
