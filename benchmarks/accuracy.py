@@ -334,7 +334,13 @@ def _recipe_rows(
         validation = prepare_tomogram(
             dataset.validation_path, _validation_rows(dataset, task, fraction, seed), model_config
         )
-        model_config.thresholds = calibrate_thresholds(model, model_config, [validation])
+        training = _training_rows(dataset, task, fraction, seed)
+        model_config.thresholds = calibrate_thresholds(
+            model,
+            model_config,
+            [validation],
+            training_labels=[int((training["class_id"] == c).sum()) for c in range(1, len(task.classes) + 1)],
+        )
     centring = load_centring(checkpoint)
     on_score_map = [
         picks_from_scores(predict_scores(model, model_config, path), model_config, path.stem, threshold=PICK_FLOOR)

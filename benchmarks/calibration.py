@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/calibration.py benchmarks/results/centring_pu benchmarks/results/temperature
 
 Every ``scratch/seed_<n>/<species>/<picker>_<labels>/model.pt`` under the given ``accuracy.py``
-result folders (single-class tasks) picks its validation tomogram (``tomo_002``) and its
-held-out test tomograms (``tomo_003`` and after) down to a score of 0.02, refined on the score map. Each
+result folders (single-class tasks) picks its validation tomogram (the one after the
+``--training-tomograms``, as ``accuracy.py`` split them: ``tomo_002`` by default) and its
+held-out test tomograms (the ones after it) down to a score of 0.02, refined on the score map. Each
 rule places a threshold from the validation picks and their (for partial labels: partial)
 annotation; the table gives the test F1 at that threshold and its gap to the best test F1
 over every threshold. The rules:
@@ -43,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from accuracy import ALL_SPECIES, Dataset, Task, _training_rows, _validation_rows  # noqa: E402
+from accuracy import ALL_SPECIES, N_TRAINING, Dataset, Task, _training_rows, _validation_rows  # noqa: E402
 
 from tomocpt_scipion.engine import io  # noqa: E402
 from tomocpt_scipion.engine.calibrate import SCORE_SUM_WEIGHT, partial_annotation_keep, score_sum_count  # noqa: E402
@@ -170,6 +171,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", help="accuracy.py result folders (with their scratch/)")
     parser.add_argument("--labels", type=float, nargs="+", help="only the models trained on these label fractions")
+    parser.add_argument(
+        "--training-tomograms",
+        type=int,
+        default=N_TRAINING,
+        help=f"the training tomograms per seed the runs were given (accuracy.py's option, default {N_TRAINING})",
+    )
     parser.add_argument("--out", default=str(RESULTS / "calibration"), help="results folder")
     args = parser.parse_args(argv)
     rows = []
@@ -180,7 +187,14 @@ def main(argv=None) -> int:
         paths = sorted((data / "tomograms").glob("*.mrc"))
         truth = {s: io.read_coordinates(data / "coordinates" / f"{s}.star") for s in ALL_SPECIES}
         summary = json.loads((data / "simulation.json").read_text())
-        dataset = Dataset(paths, truth, [], float(summary["config"]["pixel_size_a"]), summary["diameters_a"])
+        if len(paths) < args.training_tomograms + 2:
+            parser.error(
+                f"{data}: {len(paths)} tomograms, too few for {args.training_tomograms} training ones, a "
+                "validation one and a held-out one: give the run's --training-tomograms."
+            )
+        dataset = Dataset(
+            paths, truth, [], float(summary["config"]["pixel_size_a"]), summary["diameters_a"], args.training_tomograms
+        )
         model, config = load_model(model_path)
         diameter_px = dataset.diameters_a[species] / dataset.pixel_size_a
         task = Task(species, (species,))

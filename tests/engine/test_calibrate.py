@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from tomocpt_scipion.engine.annotation import ENOUGH_PARTIAL_LABELS
 from tomocpt_scipion.engine.calibrate import (
     CENTRING_EVIDENCE,
     SATURATED_SCORE,
@@ -59,6 +60,24 @@ def test_pu_thresholds_use_f1_when_the_validation_annotations_are_complete(annot
         assert false_score + 1e-3 < threshold <= true_score
     else:  # as many picks as the 18 expected particles: the look-alikes are kept too
         assert threshold <= false_score + 1e-3
+
+
+@pytest.mark.parametrize(
+    "training_labels,keeps_look_alikes",
+    [((), True), ((ENOUGH_PARTIAL_LABELS - 1,), True), ((ENOUGH_PARTIAL_LABELS,), False)],
+)
+def test_a_partial_annotation_of_enough_training_labels_keeps_the_expected_count_alone(
+    training_labels, keeps_look_alikes
+):
+    config = recipe_config("tomopicker", diameter_a=100.0, expected_particles=12, patch_size=32)
+    volume = _tomogram()
+    tomogram = PreparedTomogram("val", volume, np.zeros_like(volume, np.uint8), TRUE_XYZ[:3], np.ones(3, int), 1.0)
+    with torch.no_grad():
+        (threshold,) = calibrate_thresholds(_VolumeAsLogits(), config, [tomogram], training_labels=training_labels)
+    false_score = 1 / (1 + np.exp(-1.0))
+    # few labels: the weighted count (12^(1/4) 18^(3/4) = 16 picks) reaches the look-alikes;
+    # enough: the 12 expected particles alone
+    assert (threshold <= false_score + 1e-3) == keeps_look_alikes, threshold
 
 
 @pytest.mark.parametrize(

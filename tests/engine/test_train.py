@@ -100,6 +100,25 @@ def test_a_pu_recipe_on_sparse_labels_trains_on_its_sparse_label_radius_records_
         assert few_labels == []
 
 
+@pytest.mark.parametrize("labelled_per_tomogram,keeps_last", [(2, True), (None, False)])
+def test_a_pu_model_validated_on_a_partial_annotation_trains_every_epoch_and_keeps_the_last_weights(
+    tiny_dataset, tmp_path, caplog, labelled_per_tomogram, keeps_last
+):
+    tomograms, coordinates, diameter = _inputs(tiny_dataset)
+    annotation = coordinates.groupby("tomo_name").head(labelled_per_tomogram) if keeps_last else coordinates
+    config = _config("tomopicker", diameter, epochs=4, patience=1)
+    with caplog.at_level(logging.INFO, logger="tomocpt_scipion.engine.train"):
+        result = train(tomograms, annotation, config, tmp_path)
+    told = [r.getMessage() for r in caplog.records if "keeping the last weights" in r.getMessage()]
+    assert len(told) == int(keeps_last), told
+    if keeps_last:
+        assert len(result.history) == 4 and result.best_epoch == 4
+        saved = torch.load(result.checkpoint, map_location="cpu", weights_only=True)
+        last = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=False)["model"]
+        assert saved["epoch"] == 4
+        assert all(torch.equal(saved["state_dict"][k], last[k]) for k in last)
+
+
 class _Interrupt(Exception):
     pass
 

@@ -216,7 +216,9 @@ class ProtTomoCPTTrain(EMProtocol):
             expertLevel=params.LEVEL_ADVANCED,
             validators=[NON_NEGATIVE],
             label="Early-stopping patience (epochs)",
-            help="0 = recipe default.",
+            help="0 = recipe default. Not applied where a positive-unlabelled loss validates on a partial "
+            "annotation: its validation loss rests on a few particles, so every epoch is trained and the last "
+            "one kept.",
         )
         form.addParam(
             "batchSize",
