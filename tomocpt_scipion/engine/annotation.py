@@ -8,7 +8,7 @@ how many there are decides more than which share of the particles they are. On t
 benchmark (README, "where this stands"), TomoPicker trained on 10 % of the ribosomes picked
 0.19 F1 below a complete annotation when that 10 % was 6 or 18 particles (two or six training
 tomograms), and 0.05 below on the mean of four seeds when it was 60 (twenty tomograms; each
-seed within 0.1 once the model kept its last epoch and the expected count, RuBisCO level):
+seed within 0.1 once the model kept its last epoch and the expected count; RuBisCO above):
 :data:`ENOUGH_PARTIAL_LABELS`. From that count on, calibration trusts the model's ranking
 (:mod:`.calibrate`).
 """
