@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from template_matching import template_matching_scores  # noqa: E402
 
 from tomocpt_scipion.engine import io  # noqa: E402
+from tomocpt_scipion.engine.annotation import labelled_per_class  # noqa: E402
 from tomocpt_scipion.engine.calibrate import calibrate_thresholds  # noqa: E402
 from tomocpt_scipion.engine.checkpoint import load_centring, load_model  # noqa: E402
 from tomocpt_scipion.engine.config import recipe_config  # noqa: E402
@@ -339,7 +340,7 @@ def _recipe_rows(
             model,
             model_config,
             [validation],
-            training_labels=[int((training["class_id"] == c).sum()) for c in range(1, len(task.classes) + 1)],
+            training_labels=labelled_per_class(training["class_id"], len(task.classes)),
         )
     centring = load_centring(checkpoint)
     on_score_map = [

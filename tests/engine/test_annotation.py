@@ -7,6 +7,7 @@ from tomocpt_scipion.engine.annotation import (
     ENOUGH_PARTIAL_LABELS,
     few_partial_labels_warning,
     is_partial_annotation,
+    labelled_per_class,
 )
 
 
@@ -31,3 +32,7 @@ def test_a_partial_annotation_with_too_few_particles_gets_a_warning_naming_class
 )
 def test_enough_partial_labels_or_a_complete_annotation_get_no_warning(labelled, tomograms, expected):
     assert few_partial_labels_warning("ribosome", labelled, tomograms, expected) is None
+
+
+def test_labelled_particles_are_counted_per_class_in_class_order_with_zero_for_an_absent_class():
+    assert labelled_per_class([2, 1, 2, 2], 3) == [1, 3, 0]

@@ -105,7 +105,9 @@ def test_a_pu_model_validated_on_a_partial_annotation_trains_every_epoch_and_kee
     tiny_dataset, tmp_path, caplog, labelled_per_tomogram, keeps_last
 ):
     tomograms, coordinates, diameter = _inputs(tiny_dataset)
-    annotation = coordinates.groupby("tomo_name").head(labelled_per_tomogram) if keeps_last else coordinates
+    annotation = (
+        coordinates if labelled_per_tomogram is None else coordinates.groupby("tomo_name").head(labelled_per_tomogram)
+    )
     config = _config("tomopicker", diameter, epochs=4, patience=1)
     with caplog.at_level(logging.INFO, logger="tomocpt_scipion.engine.train"):
         result = train(tomograms, annotation, config, tmp_path)

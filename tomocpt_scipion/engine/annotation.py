@@ -15,7 +15,16 @@ seed within 0.1 once the model kept its last epoch and the expected count; RuBis
 
 from __future__ import annotations
 
-__all__ = ["COMPLETE_ANNOTATION", "ENOUGH_PARTIAL_LABELS", "is_partial_annotation", "few_partial_labels_warning"]
+from collections import Counter
+from collections.abc import Iterable
+
+__all__ = [
+    "COMPLETE_ANNOTATION",
+    "ENOUGH_PARTIAL_LABELS",
+    "is_partial_annotation",
+    "labelled_per_class",
+    "few_partial_labels_warning",
+]
 
 #: annotations holding this part of the expected particles count as complete
 COMPLETE_ANNOTATION = 0.8
@@ -27,6 +36,12 @@ def is_partial_annotation(labelled: float, expected: float) -> bool:
     """Whether ``labelled`` particles are fewer than :data:`COMPLETE_ANNOTATION` of the
     ``expected`` ones (counted over the same tomograms)."""
     return labelled < COMPLETE_ANNOTATION * expected
+
+
+def labelled_per_class(class_ids: Iterable[int], n_classes: int) -> list[int]:
+    """How many of the labelled particles (their class ids, 1-based) each class holds, in class order."""
+    counts = Counter(int(c) for c in class_ids)
+    return [counts[c] for c in range(1, n_classes + 1)]
 
 
 def few_partial_labels_warning(

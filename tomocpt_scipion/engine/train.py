@@ -57,7 +57,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .annotation import few_partial_labels_warning, is_partial_annotation
+from .annotation import few_partial_labels_warning, is_partial_annotation, labelled_per_class
 from .calibrate import (
     CENTRING_EVIDENCE,
     calibrate_thresholds,
@@ -199,8 +199,7 @@ def _sparse_pu_annotation(config: EngineConfig, labelled: int, n_tomograms: int)
 def _warn_few_partial_labels(config: EngineConfig, coordinates: pd.DataFrame, n_tomograms: int) -> None:
     if config.loss not in PU_LOSSES or not config.expected_particles:
         return  # a PU loss without expected particles is refused by the config's validation
-    for class_id, name in enumerate(config.classes, start=1):
-        labelled = int((coordinates["class_id"] == class_id).sum())
+    for name, labelled in zip(config.classes, labelled_per_class(coordinates["class_id"], config.n_classes)):
         warning = few_partial_labels_warning(name, labelled, n_tomograms, config.expected_particles)
         if warning:
             logger.warning(warning)
@@ -451,7 +450,7 @@ def _train_run(
     if not resume and not overwrite and (out_dir / TRAIN.model).exists():
         raise FileExistsError(f"{out_dir / TRAIN.model}: a trained model exists; resume or overwrite it.")
     labelled = coordinates  # the centring network learns from these alone: pseudo-labels sit off-centre
-    training_labels = [int((labelled["class_id"] == c).sum()) for c in range(1, config.n_classes + 1)]
+    training_labels = labelled_per_class(labelled["class_id"], config.n_classes)
     if config.pseudo_labels and _sparse_pu_annotation(config, len(coordinates), len(tomograms)):
         first_model, first_config = _first_pass_model(
             tomograms,
