@@ -108,6 +108,28 @@ class TrainingResult:
     config: EngineConfig
 
 
+@dataclass(frozen=True)
+class _Data:
+    """What a run learns from and validates on: MRC files, their coordinate tables (pixels of
+    those files) and the pixel size for files whose headers have none."""
+
+    tomograms: Sequence[str | Path]
+    coordinates: pd.DataFrame
+    validation_tomograms: Sequence[str | Path]
+    validation_coordinates: pd.DataFrame | None
+    pixel_size_a: float | None
+
+
+@dataclass(frozen=True)
+class _Runtime:
+    """How a run executes, the same for every run of one :func:`train` call."""
+
+    finetune: str | Path | None
+    device: str | None
+    workers: int
+    on_epoch_end: Callable[[dict], None] | None
+
+
 def _distributed(device: torch.device) -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world > 1 and not dist.is_initialized():
@@ -153,41 +175,23 @@ def _priors(config: EngineConfig, tomograms) -> dict[str, float] | None:
 
 
 def _first_pass_model(
-    tomograms,
-    coordinates: pd.DataFrame,
-    config: EngineConfig,
-    folder: Path,
-    validation_tomograms,
-    validation_coordinates,
-    pixel_size_a: float | None,
-    resume: bool,
-    finetune,
-    device: str | None,
-    workers: int,
-    on_epoch_end,
+    data: _Data, config: EngineConfig, folder: Path, resume: bool, runtime: _Runtime
 ) -> tuple[nn.Module, EngineConfig]:
     """The model whose picks become pseudo-labels: trained on the labels alone in ``folder``
     (no centring network), or the one a resumed run already finished there."""
     if resume and (folder / TRAIN.model).exists():
         logger.info("First pass: already trained in %s, kept", folder)
     else:
-        logger.info("First pass: training on the %d labels alone, for pseudo-labels", len(coordinates))
+        logger.info("First pass: training on the %d labels alone, for pseudo-labels", len(data.coordinates))
         _train_run(
-            tomograms,
-            coordinates,
+            data,
             replace(config, pseudo_labels=False, centring_steps=0, thresholds=[]),
             folder,
-            validation_tomograms,
-            validation_coordinates,
-            pixel_size_a,
             resume and (folder / TRAIN.state).exists(),
-            finetune,
             True,
-            device,
-            workers,
-            on_epoch_end,
+            runtime,
         )
-    return load_model(folder / TRAIN.model, select_device(device))
+    return load_model(folder / TRAIN.model, select_device(runtime.device))
 
 
 def _sparse_pu_annotation(config: EngineConfig, labelled: int, n_tomograms: int) -> bool:
@@ -410,114 +414,64 @@ def train(
     """
     _warn_few_partial_labels(config, coordinates, len(tomograms))
     return _train_run(
-        tomograms,
-        coordinates,
+        _Data(tomograms, coordinates, validation_tomograms, validation_coordinates, pixel_size_a),
         config,
-        out_dir,
-        validation_tomograms,
-        validation_coordinates,
-        pixel_size_a,
+        Path(out_dir),
         resume,
-        finetune,
         overwrite,
-        device,
-        workers,
-        on_epoch_end,
+        _Runtime(finetune, device, workers, on_epoch_end),
     )
 
 
 def _train_run(
-    tomograms: Sequence[str | Path],
-    coordinates: pd.DataFrame,
-    config: EngineConfig,
-    out_dir: str | Path,
-    validation_tomograms: Sequence[str | Path] = (),
-    validation_coordinates: pd.DataFrame | None = None,
-    pixel_size_a: float | None = None,
-    resume: bool = False,
-    finetune: str | Path | None = None,
-    overwrite: bool = False,
-    device: str | None = None,
-    workers: int = 0,
-    on_epoch_end: Callable[[dict], None] | None = None,
+    data: _Data, config: EngineConfig, out_dir: Path, resume: bool, overwrite: bool, runtime: _Runtime
 ) -> TrainingResult:
     """:func:`train` without its once-per-call warnings: the ensemble's members and the
     pseudo-label first pass are runs of this on the same labels."""
-    out_dir = Path(out_dir)
     config.voxel_size_a = config.diameter_a / config.target_diameter_px if config.diameter_a else 0.0
     config.validate()
     state_path = out_dir / TRAIN.state
     if not resume and not overwrite and (out_dir / TRAIN.model).exists():
         raise FileExistsError(f"{out_dir / TRAIN.model}: a trained model exists; resume or overwrite it.")
-    labelled = coordinates  # the centring network learns from these alone: pseudo-labels sit off-centre
-    training_labels = labelled_per_class(labelled["class_id"], config.n_classes)
-    if config.pseudo_labels and _sparse_pu_annotation(config, len(coordinates), len(tomograms)):
-        first_model, first_config = _first_pass_model(
-            tomograms,
-            coordinates,
-            config,
-            out_dir / TRAIN.first_pass,
-            validation_tomograms,
-            validation_coordinates,
-            pixel_size_a,
-            resume,
-            finetune,
-            device,
-            workers,
-            on_epoch_end,
+    labelled = data  # the centring network learns from these labels alone: pseudo-labels sit off-centre
+    training_labels = labelled_per_class(data.coordinates["class_id"], config.n_classes)
+    if config.pseudo_labels and _sparse_pu_annotation(config, len(data.coordinates), len(data.tomograms)):
+        first_model, first_config = _first_pass_model(data, config, out_dir / TRAIN.first_pass, resume, runtime)
+        data = replace(
+            data,
+            coordinates=pseudo_labelled(
+                first_model,
+                first_config,
+                data.tomograms,
+                data.coordinates,
+                data.pixel_size_a,
+                select_device(runtime.device),
+            ),
         )
-        coordinates = pseudo_labelled(
-            first_model, first_config, tomograms, coordinates, pixel_size_a, select_device(device)
-        )
-        logger.info("Second pass: training again from fresh weights on %d labels", len(coordinates))
-    _label_radius_for_annotation(config, coordinates, len(tomograms))
+        logger.info("Second pass: training again from fresh weights on %d labels", len(data.coordinates))
+    _label_radius_for_annotation(config, data.coordinates, len(data.tomograms))
 
     def centring(torch_device: torch.device, validation_particles: int) -> dict | None:
-        return _centring_network(
-            tomograms,
-            labelled,
-            config,
-            validation_tomograms,
-            validation_coordinates,
-            pixel_size_a,
-            torch_device,
-            validation_particles,
-        )
+        return _centring_network(labelled, config, torch_device, validation_particles)
 
     if config.ensemble > 1:
 
         def train_member(member_config: EngineConfig, member_dir: Path, resume_member: bool) -> TrainingResult:
-            return _train_run(
-                tomograms,
-                coordinates,
-                member_config,
-                member_dir,
-                validation_tomograms,
-                validation_coordinates,
-                pixel_size_a,
-                resume_member,
-                finetune,
-                overwrite,
-                device,
-                workers,
-                on_epoch_end,
-            )
+            return _train_run(data, member_config, member_dir, resume_member, overwrite, runtime)
 
         def validation() -> list:
-            return _prepared_data(
-                tomograms, coordinates, config, validation_tomograms, validation_coordinates, pixel_size_a
-            )[1]
+            return _prepared_data(data, config)[1]
 
-        return _train_ensemble(config, out_dir, resume, train_member, validation, centring, device, training_labels)
+        return _train_ensemble(
+            config, out_dir, resume, train_member, validation, centring, runtime.device, training_labels
+        )
     if resume and not state_path.exists():
         raise FileNotFoundError(f"{state_path}: nothing to resume in {out_dir}.")
-    torch_device = select_device(device)
+    torch_device = select_device(runtime.device)
     rank, world = _distributed(torch_device)
 
-    training, validation = _prepared_data(
-        tomograms, coordinates, config, validation_tomograms, validation_coordinates, pixel_size_a
-    )
-    shared_tomogram = not validation_tomograms and len(tomograms) == 1
+    training, validation = _prepared_data(data, config)
+    shared_tomogram = not data.validation_tomograms and len(data.tomograms) == 1
     loss_fn = build_loss(
         config.loss,
         _priors(config, training),
@@ -552,11 +506,11 @@ def _train_run(
 
     torch.manual_seed(config.seed)
     model = build_model(config.backbone, config.out_channels, config.model_size)
-    if finetune:
-        _load_finetune_weights(model, finetune, config)
+    if runtime.finetune:
+        _load_finetune_weights(model, runtime.finetune, config)
     place_model(model, config.backbone, torch_device)
     optimizer = torch.optim.AdamW(
-        _parameter_groups(model, config, bool(finetune)), lr=config.lr, weight_decay=config.weight_decay
+        _parameter_groups(model, config, bool(runtime.finetune)), lr=config.lr, weight_decay=config.weight_decay
     )
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=0.5, patience=config.plateau_patience
@@ -589,7 +543,7 @@ def _train_run(
     val_loader = DataLoader(
         PatchDataset(validation, _shard(val_corners, rank, world), config, augment=False),
         batch_size=config.batch_size,
-        num_workers=workers,
+        num_workers=runtime.workers,
     )
     if world > 1:
         parallel = f", {world} processes"
@@ -624,12 +578,12 @@ def _train_run(
         keeps_last,
         rank,
         world,
-        workers,
+        runtime.workers,
         out_dir,
     )
     with _removed_on_failed_write(out_dir, keep=resume or rank != 0):
         try:
-            _train_epochs(run, progress, on_epoch_end)
+            _train_epochs(run, progress, runtime.on_epoch_end)
         except KeyboardInterrupt:
             raise TrainingInterrupted(len(progress.history)) from None
         if progress.best_epoch < 1:
@@ -656,24 +610,19 @@ def _train_run(
     return TrainingResult(out_dir / TRAIN.model, progress.history, progress.best_epoch, progress.best_loss, config)
 
 
-def _prepared_data(
-    tomograms,
-    coordinates,
-    config: EngineConfig,
-    validation_tomograms,
-    validation_coordinates,
-    pixel_size_a: float | None,
-) -> tuple[list, list]:
+def _prepared_data(data: _Data, config: EngineConfig) -> tuple[list, list]:
     """Training and validation tomograms at the training scale: the given validation ones, or
     ~20 % of the training ones (all of a single one, whose patches are then split)."""
     prepared = [
-        prepare_tomogram(p, c, config, pixel_size_a)
-        for p, c in zip(tomograms, _group_by_tomogram(tomograms, coordinates))
+        prepare_tomogram(p, c, config, data.pixel_size_a)
+        for p, c in zip(data.tomograms, _group_by_tomogram(data.tomograms, data.coordinates))
     ]
-    if validation_tomograms:
+    if data.validation_tomograms:
         validation = [
-            prepare_tomogram(p, c, config, pixel_size_a)
-            for p, c in zip(validation_tomograms, _group_by_tomogram(validation_tomograms, validation_coordinates))
+            prepare_tomogram(p, c, config, data.pixel_size_a)
+            for p, c in zip(
+                data.validation_tomograms, _group_by_tomogram(data.validation_tomograms, data.validation_coordinates)
+            )
         ]
         training = prepared
     else:
@@ -779,14 +728,7 @@ def _calibrate_and_save(
 
 
 def _centring_network(
-    tomograms,
-    coordinates,
-    config: EngineConfig,
-    validation_tomograms,
-    validation_coordinates,
-    pixel_size_a: float | None,
-    device: torch.device,
-    validation_particles: int,
+    data: _Data, config: EngineConfig, device: torch.device, validation_particles: int
 ) -> dict | None:
     """Train the centring network on the labelled centres (:mod:`.centring`) and set
     ``config.centring_diameter_px``; None when ``config.centring_steps`` is 0, or when the
@@ -801,22 +743,24 @@ def _centring_network(
             CENTRING_EVIDENCE,
         )
         return None
-    _, header_pixel = read_mrc(tomograms[0])
-    file_diameter_px = config.diameter_a / tomogram_pixel_size(tomograms[0], header_pixel, pixel_size_a)
+    _, header_pixel = read_mrc(data.tomograms[0])
+    file_diameter_px = config.diameter_a / tomogram_pixel_size(data.tomograms[0], header_pixel, data.pixel_size_a)
     config.centring_diameter_px = centring_diameter_px(config.target_diameter_px, file_diameter_px)
 
     def at_centring_scale(paths, table) -> list[tuple[np.ndarray, np.ndarray]]:
         pairs = []
         for path, rows in zip(paths, _group_by_tomogram(paths, table)):
             loaded = load_at_training_scale(
-                path, config.diameter_a, config.centring_diameter_px, config.normalisation, pixel_size_a
+                path, config.diameter_a, config.centring_diameter_px, config.normalisation, data.pixel_size_a
             )
             pairs.append((loaded.volume, rows[["x", "y", "z"]].to_numpy(float)[:, ::-1] * loaded.zoom))
         return pairs
 
-    validation = at_centring_scale(validation_tomograms, validation_coordinates) if validation_tomograms else []
+    validation = (
+        at_centring_scale(data.validation_tomograms, data.validation_coordinates) if data.validation_tomograms else []
+    )
     weights, distance = train_centring(
-        at_centring_scale(tomograms, coordinates),
+        at_centring_scale(data.tomograms, data.coordinates),
         validation,
         config.centring_crop_diameter_px,
         config.centring_steps,
