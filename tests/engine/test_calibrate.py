@@ -17,6 +17,7 @@ from tomocpt_scipion.engine.calibrate import (
     centring_helps,
     fit_score_temperature,
     partial_annotation_keep,
+    score_sum_weight,
 )
 from tomocpt_scipion.engine.config import recipe_config
 from tomocpt_scipion.engine.data import PreparedTomogram, prepare_tomogram
@@ -66,17 +67,17 @@ def test_pu_thresholds_use_f1_when_the_validation_annotations_are_complete(annot
     "training_labels,keeps_look_alikes",
     [((), True), ((ENOUGH_PARTIAL_LABELS - 1,), True), ((ENOUGH_PARTIAL_LABELS,), False)],
 )
-def test_a_partial_annotation_of_enough_training_labels_keeps_the_expected_count_alone(
+def test_a_partial_annotation_of_enough_training_labels_weighs_the_expected_count_more(
     training_labels, keeps_look_alikes
 ):
-    config = recipe_config("tomopicker", diameter_a=100.0, expected_particles=12, patch_size=32)
+    config = recipe_config("tomopicker", diameter_a=100.0, expected_particles=8, patch_size=32)
     volume = _tomogram()
     tomogram = PreparedTomogram("val", volume, np.zeros_like(volume, np.uint8), TRUE_XYZ[:3], np.ones(3, int), 1.0)
     with torch.no_grad():
         (threshold,) = calibrate_thresholds(_VolumeAsLogits(), config, [tomogram], training_labels=training_labels)
     false_score = 1 / (1 + np.exp(-1.0))
-    # few labels: the weighted count (12^(1/4) 18^(3/4) = 16 picks) reaches the look-alikes;
-    # enough: the 12 expected particles alone
+    # 12 particles then 6 look-alikes, score-sum count 18: few labels keep 8^(1/4) 18^(3/4) = 15
+    # picks, reaching the look-alikes; enough labels √(8 × 18) = 12, the particles alone
     assert (threshold <= false_score + 1e-3) == keeps_look_alikes, threshold
 
 
@@ -93,6 +94,12 @@ def test_a_partial_annotation_of_enough_training_labels_keeps_the_expected_count
 )
 def test_partial_annotations_keep_a_weighted_geometric_mean_of_the_expected_and_the_score_sum_counts(scores, kept):
     assert partial_annotation_keep(scores, 30) == kept
+
+
+def test_enough_training_labels_keep_the_plain_geometric_mean_of_the_two_counts():
+    weak_ranker = np.full(150, 0.3)  # score-sum count 150: √(30 × 150) = 67 picks
+    assert partial_annotation_keep(weak_ranker, 30, score_sum_weight(ENOUGH_PARTIAL_LABELS)) == 67
+    assert partial_annotation_keep(weak_ranker, 30, score_sum_weight(ENOUGH_PARTIAL_LABELS - 1)) == 100
 
 
 class _ScaledLogits(nn.Module):
