@@ -46,7 +46,9 @@ On eight 10 %-label models of twenty training tomograms (60 labelled particles e
 seeds 1, 2, 31 and 61, 1bxn and 3d2f seeds 1 and 2), w = 1/2 left the test F1 0.036 below its
 best on average (largest 0.063), against 0.049 (0.143) for N alone and 0.049 (0.082) for
 w = 3/4. N alone suited the ribosome (0.029 against 0.038 for 1/2 over its four models) and
-kept too few 3d2f picks (0.100 and 0.143). The weight was chosen on these models. Where the
+kept too few 3d2f picks (0.100 and 0.143). The weight was chosen on these models; four ribosome
+models trained again favoured N alone again (0.040 against 0.053), and over all twelve w = 1/2
+keeps the lowest mean (0.042 against 0.046) and worst case (0.094 against 0.143). Where the
 training labels are not given, the weight is that of few labels.
 
 The centring network (:mod:`.centring`) is kept only where it brings the validation picks
