@@ -1,6 +1,7 @@
 """Score-threshold calibration rules compared on the models ``accuracy.py`` trained.
 
     .venv/bin/python benchmarks/calibration.py benchmarks/results/centring_pu benchmarks/results/temperature
+    .venv/bin/python benchmarks/calibration.py --combine benchmarks/results/calibration benchmarks/results/calibration_b
 
 Every ``scratch/seed_<n>/<species>/<picker>_<labels>/model.pt`` under the given ``accuracy.py``
 result folders (single-class tasks) picks its validation tomogram (the one after the
@@ -20,16 +21,20 @@ over every threshold. The rules:
   particle, so the k best picks hold their scores' sum of particles and F1 is estimated as
   2 (s_1 + … + s_k) / (k + N);
 - ``count×score-sum w``: keep N^(1-w) k^w of the two counts above, N the expected count and
-  k the score-sum one, for w = 1/2 (the plain geometric mean), 3/4 (the engine's rule for
-  partial annotations of positive-unlabelled models, ``calibrate.partial_annotation_keep``)
-  and 0.9;
+  k the score-sum one, for w = 1/2 (the plain geometric mean: the engine's rule for partial
+  annotations of positive-unlabelled models that learned from at least
+  ``annotation.ENOUGH_PARTIAL_LABELS`` labelled particles), 3/4 (its rule for fewer,
+  ``calibrate.partial_annotation_keep``) and 0.9;
 - ``fine+training``: ``fine`` on the validation and the training tomograms together
   (complete annotations only);
 - ``count-window ×w``: the pick count whose F1, averaged over the counts within a factor w
   of it, is highest (complete annotations; with partial ones its F1 is against the few
   annotated particles).
 
-Writes ``calibration.csv`` and ``calibration.md`` in ``--out``.
+Writes ``calibration.csv`` and ``calibration.md`` in ``--out``. ``--combine`` writes them
+from the ``calibration.csv`` of earlier runs instead, one table over all their models (whose
+``scratch/`` need not exist any more); a row of a later folder replaces the same model and
+rule of an earlier one.
 """
 
 from __future__ import annotations
@@ -47,7 +52,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from accuracy import ALL_SPECIES, N_TRAINING, Dataset, Task, _training_rows, _validation_rows  # noqa: E402
 
 from tomocpt_scipion.engine import io  # noqa: E402
-from tomocpt_scipion.engine.calibrate import SCORE_SUM_WEIGHT, partial_annotation_keep, score_sum_count  # noqa: E402
+from tomocpt_scipion.engine.calibrate import (  # noqa: E402
+    ENOUGH_LABELS_SCORE_SUM_WEIGHT,
+    SCORE_SUM_WEIGHT,
+    partial_annotation_keep,
+    score_sum_count,
+)
 from tomocpt_scipion.engine.checkpoint import load_model  # noqa: E402
 from tomocpt_scipion.engine.infer import predict_scores  # noqa: E402
 from tomocpt_scipion.engine.metrics import evaluate_picks, match_points, threshold_sweep  # noqa: E402
@@ -56,7 +66,7 @@ from tomocpt_scipion.engine.predict import picks_from_scores  # noqa: E402
 RESULTS = Path(__file__).with_name("results")
 _FLOOR = 0.02
 COUNT_WINDOWS = (1.25, 1.5)
-SCORE_SUM_WEIGHTS = (0.5, SCORE_SUM_WEIGHT, 0.9)
+SCORE_SUM_WEIGHTS = (ENOUGH_LABELS_SCORE_SUM_WEIGHT, SCORE_SUM_WEIGHT, 0.9)
 _MAX_PICKS_PER_PARTICLE = 8
 _RUN = re.compile(r"(?P<picker>.+)_(?P<labels>[0-9.]+)$")
 
@@ -169,7 +179,10 @@ def _runs(folders: list[Path]):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folders", nargs="+", help="accuracy.py result folders (with their scratch/)")
+    parser.add_argument("folders", nargs="*", help="accuracy.py result folders (with their scratch/)")
+    parser.add_argument(
+        "--combine", nargs="+", metavar="FOLDER", help="earlier --out folders: one table from their calibration.csv"
+    )
     parser.add_argument("--labels", type=float, nargs="+", help="only the models trained on these label fractions")
     parser.add_argument(
         "--training-tomograms",
@@ -179,6 +192,14 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--out", default=str(RESULTS / "calibration"), help="results folder")
     args = parser.parse_args(argv)
+    if bool(args.folders) == bool(args.combine):
+        parser.error("give accuracy.py result folders or --combine with earlier calibration folders, not both")
+    if args.combine:
+        if Path(args.out).resolve() in {Path(f).resolve() for f in args.combine}:
+            parser.error(
+                f"--out {args.out} is one of the --combine folders, whose table it would replace: give another."
+            )
+        return _write_tables(_combined([Path(f) for f in args.combine], args.labels), Path(args.out))
     rows = []
     for folder, seed, species, picker, labels, model_path in _runs([Path(f) for f in args.folders]):
         if args.labels and labels not in args.labels:
@@ -230,8 +251,21 @@ def main(argv=None) -> int:
                 f"threshold {threshold:.4f} F1 {f1:.3f} (best {best:.3f}, gap {best - f1:.3f})",
                 flush=True,
             )
-    table = pd.DataFrame(rows)
-    out = Path(args.out)
+    return _write_tables(pd.DataFrame(rows), Path(args.out))
+
+
+def _combined(folders: list[Path], labels: list[float] | None) -> pd.DataFrame:
+    """The rows of earlier runs' ``calibration.csv`` (those of ``labels`` only, when given)."""
+    missing = [str(f) for f in folders if not (f / "calibration.csv").is_file()]
+    if missing:
+        raise FileNotFoundError(f"no calibration.csv in {', '.join(missing)}: run calibration.py with --out there")
+    table = pd.concat([pd.read_csv(f / "calibration.csv") for f in folders], ignore_index=True)
+    table = table.drop_duplicates(["folder", "seed", "species", "picker", "labels", "rule"], keep="last")
+    return table[table["labels"].isin(labels)] if labels else table
+
+
+def _write_tables(table: pd.DataFrame, out: Path) -> int:
+    """Write ``calibration.csv`` and the gap table ``calibration.md`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "calibration.csv", index=False)
     pivot = table.pivot_table(

@@ -146,3 +146,22 @@ def test_accuracy_splits_each_seeds_tomograms_into_training_validation_and_held_
     assert more.test_tilt_angle_files == tilts[5:]
     refused = _run("accuracy.py", "--training-tomograms", "0", "--out", "unused")
     assert refused.returncode != 0 and "--training-tomograms must be at least 1" in refused.stderr
+
+
+def test_calibration_combines_earlier_tables_and_a_later_run_replaces_the_same_model_and_rule(tmp_path):
+    row = dict(folder="run", seed=1, species="4v94", picker="TomoPicker", labels=0.1, rule="count", threshold=0.5)
+    earlier, later, out = tmp_path / "earlier", tmp_path / "later", tmp_path / "combined"
+    for path, rows in (
+        (earlier, [dict(row, f1=0.7, best_f1=0.8, gap=0.1), dict(row, seed=2, f1=0.6, best_f1=0.8, gap=0.2)]),
+        (later, [dict(row, f1=0.75, best_f1=0.8, gap=0.05)]),
+    ):
+        path.mkdir()
+        pd.DataFrame(rows).to_csv(path / "calibration.csv", index=False)
+    _check_tables(
+        _run("calibration.py", "--combine", earlier, later, "--out", out), out, ["calibration.csv", "calibration.md"]
+    )
+    combined = pd.read_csv(out / "calibration.csv").set_index("seed")
+    assert combined["gap"].to_dict() == pytest.approx({1: 0.05, 2: 0.2})
+    refused = _run("calibration.py", "--combine", earlier, later, "--out", later)
+    assert refused.returncode != 0 and "--combine folders" in refused.stderr
+    assert pd.read_csv(later / "calibration.csv")["gap"].tolist() == pytest.approx([0.05])

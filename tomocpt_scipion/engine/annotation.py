@@ -8,10 +8,9 @@ how many there are decides more than which share of the particles they are. On t
 benchmark (README, "where this stands"), TomoPicker trained on 10 % of the ribosomes picked
 0.19 F1 below a complete annotation when that 10 % was 6 or 18 particles (two or six training
 tomograms); when it was 60 (twenty tomograms), seven of eight models of the ribosome (four
-seeds), RuBisCO and 3d2f (two seeds each) came within 0.1 (0.03 below on the mean), once the
-model kept its last epoch and the count rule weighed the expected count more:
-:data:`ENOUGH_PARTIAL_LABELS`. From that count on,
-calibration trusts the model's ranking more (:mod:`.calibrate`).
+seeds), RuBisCO and 3d2f (two seeds each) came within 0.1, once the model kept its last epoch
+and the count rule weighed the expected count more: :data:`ENOUGH_PARTIAL_LABELS`. From that
+count on, calibration trusts the model's ranking more (:mod:`.calibrate`).
 """
 
 from __future__ import annotations

@@ -49,8 +49,8 @@ w = 3/4. N alone suited the ribosome (0.029 against 0.038 for 1/2 over its four 
 kept too few 3d2f picks (0.100 and 0.143). The weight was chosen on these models; four ribosome
 models and a RuBisCO one trained again favoured N alone (0.040 against 0.053; 0.011 against
 0.076): over all thirteen w = 1/2 and N alone are level on the mean (0.044 and 0.043), and
-w = 1/2 has the smaller worst case (0.094 against 0.143). Where the
-training labels are not given, the weight is that of few labels.
+w = 1/2 has the smaller worst case (0.094 against 0.143). Where the training labels are not
+given, the weight is that of few labels.
 
 The centring network (:mod:`.centring`) is kept only where it brings the validation picks
 closer to their particles than the score map's centroid does, shown on at least
