@@ -613,17 +613,15 @@ def _train_run(
 def _prepared_data(data: _Data, config: EngineConfig) -> tuple[list, list]:
     """Training and validation tomograms at the training scale: the given validation ones, or
     ~20 % of the training ones (all of a single one, whose patches are then split)."""
-    prepared = [
-        prepare_tomogram(p, c, config, data.pixel_size_a)
-        for p, c in zip(data.tomograms, _group_by_tomogram(data.tomograms, data.coordinates))
-    ]
-    if data.validation_tomograms:
-        validation = [
-            prepare_tomogram(p, c, config, data.pixel_size_a)
-            for p, c in zip(
-                data.validation_tomograms, _group_by_tomogram(data.validation_tomograms, data.validation_coordinates)
-            )
+
+    def prepare(paths, table) -> list:
+        return [
+            prepare_tomogram(p, c, config, data.pixel_size_a) for p, c in zip(paths, _group_by_tomogram(paths, table))
         ]
+
+    prepared = prepare(data.tomograms, data.coordinates)
+    if data.validation_tomograms:
+        validation = prepare(data.validation_tomograms, data.validation_coordinates)
         training = prepared
     else:
         train_idx, val_idx = split_validation([t.name for t in prepared])
