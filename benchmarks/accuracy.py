@@ -497,7 +497,9 @@ def _shown_pickers(table: pd.DataFrame) -> pd.DataFrame:
 def _markdown(table: pd.DataFrame) -> str:
     full = table[table["labels"].isna() | (table["labels"] == 1.0)]
     seeds = int(table["seeds"].max())
-    species = list(dict.fromkeys(full["species"]))
+    # one column order for both tables: a combined run's rows come in the order of its folders
+    order = list(dict.fromkeys(table["species"]))
+    species = [s for s in order if s in set(full["species"])]
     lines = []
     if len(full):
         lines += [
@@ -511,21 +513,22 @@ def _markdown(table: pd.DataFrame) -> str:
         lines.append(f"| {picker} | " + " | ".join(cells.get(s, "") for s in species) + " |")
     few = table[table["labels"] < 1.0]
     if len(few):
+        few_species = [s for s in order if s in set(few["species"])]
         lines += [
             "",
             "With 10 % of the labels (training and validation): F1 at the default threshold / best F1 "
             "(full labels in brackets).",
             "",
-            "| picker | " + " | ".join(dict.fromkeys(few["species"])) + " |",
-            "|---|" + "---|" * few["species"].nunique(),
+            "| picker | " + " | ".join(few_species) + " |",
+            "|---|" + "---|" * len(few_species),
         ]
         for picker, rows in few.groupby("picker", sort=False):
-            cells = []
+            cells = {}
             for row in rows.itertuples():
                 ref = full[(full["picker"] == picker) & (full["species"] == row.species)]
                 reference = f" ({ref['f1'].iloc[0]:.2f})" if len(ref) else ""
-                cells.append(f"{row.f1:.2f} / {row.best_f1:.2f}{reference}{_seeds_note(row, seeds)}")
-            lines.append(f"| {picker} | " + " | ".join(cells) + " |")
+                cells[row.species] = f"{row.f1:.2f} / {row.best_f1:.2f}{reference}{_seeds_note(row, seeds)}"
+            lines.append(f"| {picker} | " + " | ".join(cells.get(s, "") for s in few_species) + " |")
     return "\n".join(lines)
 
 

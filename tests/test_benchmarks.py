@@ -82,6 +82,26 @@ def test_accuracy_combines_earlier_runs_and_a_later_run_replaces_the_same_row(qu
     assert missing.returncode != 0 and "no accuracy_per_seed.csv in" in missing.stderr
 
 
+def test_a_combined_accuracy_table_keeps_one_species_order_when_a_later_run_replaces_a_partial_label_row(tmp_path):
+    rows = pd.DataFrame(
+        [
+            dict(seed=1, task=species, species=species, picker="TomoPicker", labels=labels, f1=f1, best_f1=f1)
+            for species in ("4v94", "1bxn")
+            for labels, f1 in ((1.0, 0.9), (0.1, 0.5))
+        ]
+    )
+    earlier, later, out = tmp_path / "earlier", tmp_path / "later", tmp_path / "combined"
+    for path, table in ((earlier, rows), (later, rows[(rows["species"] == "4v94") & (rows["labels"] == 0.1)])):
+        path.mkdir()
+        table.assign(f1=table["f1"] if path == earlier else 0.25).to_csv(path / "accuracy_per_seed.csv", index=False)
+    result = _run("accuracy.py", "--combine", earlier, later, "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    headers = [line for line in (out / "accuracy.md").read_text().splitlines() if line.startswith("| picker")]
+    assert headers == ["| picker | 4v94 | 1bxn |"] * 2
+    partial = (out / "accuracy.md").read_text().split("With 10 %")[1]
+    assert "| TomoPicker | 0.25 / 0.50 (0.90) | 0.50 / 0.50 (0.90) |" in partial
+
+
 def test_accuracy_reuses_an_earlier_runs_model_and_gets_its_figures(quick_accuracy, tmp_path):
     folder, _ = quick_accuracy
     result = _run("accuracy.py", "--quick", "--reuse-models", folder, "--out", tmp_path)

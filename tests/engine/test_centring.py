@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from tests.engine.conftest import TINY
 from tomocpt_scipion.engine import io
+from tomocpt_scipion.engine import train as train_module
 from tomocpt_scipion.engine.calibrate import CENTRING_EVIDENCE
 from tomocpt_scipion.engine.centring import (
     build_centring_network,
@@ -20,6 +22,7 @@ from tomocpt_scipion.engine.checkpoint import load_centring, read_checkpoint, sa
 from tomocpt_scipion.engine.cli import main
 from tomocpt_scipion.engine.config import recipe_config
 from tomocpt_scipion.engine.models import build_model
+from tomocpt_scipion.engine.simulate import simulate_dataset
 
 DIAMETER_PX = 12.0
 
@@ -189,3 +192,42 @@ def test_the_refining_pass_removes_the_pull_back_towards_picks_that_started_far_
     ]
     # one pass leaves them 0.38 px on the pick's side, the second 0.14 px
     assert towards_pick[1] < towards_pick[0] - 0.1, towards_pick
+
+
+def test_where_the_validation_holds_few_particles_a_share_of_many_training_labels_is_held_out_to_check_centring(
+    tmp_path, monkeypatch
+):
+    summary = simulate_dataset(tmp_path / "data", n_tomograms=6, config=TINY, seed=5)
+    tomograms = sorted((tmp_path / "data" / "tomograms").glob("*.mrc"))
+    truth = io.read_coordinates(tmp_path / "data" / "coordinates" / "4v94.star")
+    training = truth[truth["tomo_name"] != tomograms[-1].stem]
+    assert len(training) >= train_module.ENOUGH_PARTIAL_LABELS
+    learned, checked = [], []
+
+    def recording_train_centring(pairs, validation, *args, **kwargs):
+        learned.extend(len(centres) for _, centres in pairs)
+        return real_train_centring(pairs, validation, *args, **kwargs)
+
+    def recording_centring_helps(model, config, centring, evidence, device):
+        checked.extend((t.name, len(t.xyz_px)) for t in evidence)
+        return True
+
+    real_train_centring = train_module.train_centring
+    monkeypatch.setattr(train_module, "train_centring", recording_train_centring)
+    monkeypatch.setattr(train_module, "centring_helps", recording_centring_helps)
+    io.write_coordinates(
+        tmp_path / "val.star", truth[truth["tomo_name"] == tomograms[-1].stem].iloc[:2], pixel_size_a=TINY.pixel_size_a
+    )
+    io.write_coordinates(tmp_path / "training.star", training, pixel_size_a=TINY.pixel_size_a)
+    argv = ["train", "--tomograms", *tomograms[:-1], "--coordinates", tmp_path / "training.star"]
+    argv += ["--val-tomograms", tomograms[-1], "--val-coordinates", tmp_path / "val.star"]
+    argv += ["--diameter", summary["diameters_a"]["4v94"], "--recipe", "deepetpicker", "--model-size", "small"]
+    argv += ["--patch-size", "32", "--epochs", "1", "--centring-steps", "20", "--out", tmp_path / "model"]
+    assert main([str(a) for a in argv]) == 0
+
+    held_out = round(train_module.CENTRING_HOLDOUT_FRACTION * len(training))
+    assert sum(learned) == len(training) - held_out
+    assert checked[0] == (tomograms[-1].stem, 2)
+    assert sum(n for _, n in checked[1:]) == held_out
+    assert {name for name, _ in checked[1:]} <= {t.stem for t in tomograms[:-1]}
+    assert load_centring(tmp_path / "model" / "model.pt") is not None

@@ -57,7 +57,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .annotation import few_partial_labels_warning, is_partial_annotation, labelled_per_class
+from .annotation import ENOUGH_PARTIAL_LABELS, few_partial_labels_warning, is_partial_annotation, labelled_per_class
 from .calibrate import (
     CENTRING_EVIDENCE,
     calibrate_thresholds,
@@ -87,6 +87,9 @@ _LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "lr", "seconds")
 #: settings a resumed run may change (more epochs, more patience); every other one must match
 RESUMABLE_SETTINGS = ("epochs", "patience")
 _UNCOMPARED = ("thresholds", "score_temperature", "engine_version")
+#: share of the labelled training particles held out of the centring network's training to show
+#: whether it helps, where the validation tomograms hold too few particles (:func:`_centring_network`)
+CENTRING_HOLDOUT_FRACTION = 0.2
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -118,6 +121,15 @@ class _Data:
     validation_tomograms: Sequence[str | Path]
     validation_coordinates: pd.DataFrame | None
     pixel_size_a: float | None
+
+
+@dataclass(frozen=True)
+class _Centring:
+    """A trained centring network and the tomograms whose particles it did not learn from,
+    on which :func:`.calibrate.centring_helps` decides whether it is kept."""
+
+    weights: dict
+    evidence: list
 
 
 @dataclass(frozen=True)
@@ -451,8 +463,8 @@ def _train_run(
         logger.info("Second pass: training again from fresh weights on %d labels", len(data.coordinates))
     _label_radius_for_annotation(config, data.coordinates, len(data.tomograms))
 
-    def centring(torch_device: torch.device, validation_particles: int) -> dict | None:
-        return _centring_network(labelled, config, torch_device, validation_particles)
+    def centring(torch_device: torch.device, validation: list) -> _Centring | None:
+        return _centring_network(labelled, config, torch_device, validation)
 
     if config.ensemble > 1:
 
@@ -603,7 +615,7 @@ def _train_run(
                 progress.best_epoch,
                 progress.best_loss,
                 training_labels,
-                centring=centring(torch_device, sum(len(t.xyz_px) for t in validation)),
+                centring=centring(torch_device, validation),
             )
     if world > 1:
         dist.barrier()
@@ -642,7 +654,7 @@ def _train_ensemble(
     resume: bool,
     train_member: Callable[[EngineConfig, Path, bool], TrainingResult],
     validation: Callable[[], list],
-    centring: Callable[[torch.device, int], dict | None],
+    centring: Callable[[torch.device, list], _Centring | None],
     device: str | None,
     training_labels: Sequence[int],
 ) -> TrainingResult:
@@ -688,7 +700,7 @@ def _train_ensemble(
             best_loss,
             training_labels,
             history,
-            centring(torch_device, sum(len(t.xyz_px) for t in validation_set)),
+            centring(torch_device, validation_set),
         )
     if world > 1:
         dist.barrier()
@@ -705,40 +717,67 @@ def _calibrate_and_save(
     best_loss: float,
     training_labels: Sequence[int],
     history: list[dict] | None = None,
-    centring: dict | None = None,
+    centring: _Centring | None = None,
 ) -> None:
     """Calibrate the score thresholds of the finished model (in eval mode) on the validation
-    tomograms, keep the centring network only where it helps there (:mod:`.calibrate`), then
+    tomograms, keep the centring network only where it helps on its evidence (:mod:`.calibrate`), then
     write ``model.pt`` (with the centring network, when kept) and ``model.json`` (and the log
     of all ensemble members, when given) together. ``training_labels``: labelled particles per
     class it trained on."""
     config.score_temperature = fit_score_temperature(model, config, validation, device)
     config.thresholds = calibrate_thresholds(model, config, validation, device, training_labels)
-    if centring is not None and not centring_helps(
-        model, config, centring_network(centring, device), validation, device
+    weights = None
+    if centring is not None and centring_helps(
+        model, config, centring_network(centring.weights, device), centring.evidence, device
     ):
-        centring, config.centring_diameter_px = None, 0.0
+        weights = centring.weights
+    if weights is None:
+        config.centring_diameter_px = 0.0
     with staged_outputs(out_dir, overwrite=True) as staging:
-        save_checkpoint(staging / TRAIN.model, model, config, best_epoch, best_loss, centring=centring)
+        save_checkpoint(staging / TRAIN.model, model, config, best_epoch, best_loss, centring=weights)
         write_model_summary(staging / TRAIN.summary, config, best_epoch, best_loss)
         if history is not None:
             _write_log(staging, history)
 
 
-def _centring_network(
-    data: _Data, config: EngineConfig, device: torch.device, validation_particles: int
-) -> dict | None:
+def _centring_network(data: _Data, config: EngineConfig, device: torch.device, validation: list) -> _Centring | None:
     """Train the centring network on the labelled centres (:mod:`.centring`) and set
-    ``config.centring_diameter_px``; None when ``config.centring_steps`` is 0, or when the
-    validation tomograms hold too few particles to show that it helps (:func:`.calibrate.centring_helps`)."""
+    ``config.centring_diameter_px``; None when ``config.centring_steps`` is 0, or when nothing
+    can show that it helps (:func:`.calibrate.centring_helps`).
+
+    Its evidence is the ``validation`` tomograms (prepared, with their particles). Where they
+    hold fewer than :data:`.calibrate.CENTRING_EVIDENCE` particles and the training ones at
+    least :data:`.annotation.ENOUGH_PARTIAL_LABELS` labelled particles (a partial annotation of
+    a project, whose validation tomogram holds a few), :data:`CENTRING_HOLDOUT_FRACTION` of
+    those are held out of the centring network's training and join the evidence."""
     if not config.centring_steps:
         return None
-    if validation_particles < CENTRING_EVIDENCE:
+    coordinates, evidence = data.coordinates, list(validation)
+    validation_particles = sum(len(t.xyz_px) for t in validation)
+    if validation_particles < CENTRING_EVIDENCE and len(coordinates) >= ENOUGH_PARTIAL_LABELS:
+        held_out = coordinates.sample(frac=CENTRING_HOLDOUT_FRACTION, random_state=config.seed)
+        coordinates = coordinates.drop(held_out.index)
+        holding = [p for p in data.tomograms if Path(p).stem in set(held_out["tomo_name"])]
+        evidence += [
+            prepare_tomogram(p, rows, config, data.pixel_size_a)
+            for p, rows in zip(holding, _group_by_tomogram(holding, held_out))
+        ]
+        logger.info(
+            "Centring network: %d of the %d labelled training particles held out to show whether it helps "
+            "(the validation tomograms hold %d)",
+            len(held_out),
+            len(data.coordinates),
+            validation_particles,
+        )
+    elif validation_particles < CENTRING_EVIDENCE:
         logger.info(
             "Centring network not trained: the validation tomograms hold %d particle(s), fewer than the %d "
-            "needed to show that it helps; picks stay refined on the score map",
+            "needed to show that it helps, and the training ones %d labelled, fewer than the %d of which a "
+            "share would be held out to show it; picks stay refined on the score map",
             validation_particles,
             CENTRING_EVIDENCE,
+            len(coordinates),
+            ENOUGH_PARTIAL_LABELS,
         )
         return None
     _, header_pixel = read_mrc(data.tomograms[0])
@@ -758,7 +797,7 @@ def _centring_network(
         at_centring_scale(data.validation_tomograms, data.validation_coordinates) if data.validation_tomograms else []
     )
     weights, distance = train_centring(
-        at_centring_scale(data.tomograms, data.coordinates),
+        at_centring_scale(data.tomograms, coordinates),
         validation,
         config.centring_crop_diameter_px,
         config.centring_steps,
@@ -769,7 +808,7 @@ def _centring_network(
         "Centring network: mean validation distance %.2f px of the tomogram",
         distance * file_diameter_px / config.centring_diameter_px,
     )
-    return weights
+    return _Centring(weights, evidence)
 
 
 def _read_log(out_dir: Path) -> list[dict]:
