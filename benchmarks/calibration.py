@@ -27,6 +27,9 @@ over every threshold. The rules:
   ``calibrate.partial_annotation_keep``) and 0.9;
 - ``fine+training``: ``fine`` on the validation and the training tomograms together
   (complete annotations only);
+- ``pooled count×score-sum w``: ``count×score-sum w`` over the picks of the validation and
+  the training tomograms together, N the expected particles of all of them (partial
+  annotations; w = 0 keeps N picks);
 - ``count-window ×w``: the pick count whose F1, averaged over the counts within a factor w
   of it, is highest (complete annotations; with partial ones its F1 is against the few
   annotated particles).
@@ -126,11 +129,12 @@ def _rules(
     truth: pd.DataFrame,
     diameter_px: float,
     expected: int,
-    training: tuple[pd.DataFrame, pd.DataFrame] | None,
+    training: tuple[pd.DataFrame, pd.DataFrame, int],
+    complete: bool,
 ) -> dict:
-    """Each rule's threshold from the validation ``picks`` and ``truth``; ``training`` (the
-    training tomograms' picks and annotations, for the ``fine+training`` rule) is given for
-    complete annotations only, None for partial ones."""
+    """Each rule's threshold from the validation ``picks`` and ``truth`` and from ``training``,
+    the training tomograms' picks, annotation and number; ``complete``: whether the
+    annotations are complete (otherwise partial)."""
     scores = np.sort(picks["score"].to_numpy(float))[::-1]
     every = _every_score(picks, truth, diameter_px, max(len(truth), expected))
     rules = {
@@ -138,15 +142,21 @@ def _rules(
         "every-score": float(every.loc[every["f1"].idxmax(), "threshold"]),
         "count": float(scores[min(expected, len(scores)) - 1]),
     }
-    if training is not None:
+    training_picks, training_truth, training_tomograms = training
+    if complete:
         rules["fine+training"] = _fine_best(
-            pd.concat([picks, training[0]], ignore_index=True),
-            pd.concat([truth, training[1]], ignore_index=True),
+            pd.concat([picks, training_picks], ignore_index=True),
+            pd.concat([truth, training_truth], ignore_index=True),
             diameter_px,
         )
     else:
         estimate = 2 * every["recall"] * expected / (every["kept"] + expected)
         rules["labelled-recall"] = float(every.loc[estimate.idxmax(), "threshold"])
+        pooled = np.sort(np.concatenate([scores, training_picks["score"].to_numpy(float)]))[::-1]
+        pooled_expected = expected * (1 + training_tomograms)
+        for weight in (0.0, *SCORE_SUM_WEIGHTS[:2]):
+            kept = partial_annotation_keep(pooled, pooled_expected, weight)
+            rules[f"pooled count×score-sum {weight:g}"] = float(pooled[kept - 1])
     for width in COUNT_WINDOWS:
         rules[f"count-window ×{width:g}"] = float(every["threshold"].iloc[_count_window_best(every, width)])
     rules["score-sum"] = float(scores[score_sum_count(scores, expected) - 1])
@@ -222,14 +232,16 @@ def main(argv=None) -> int:
         test_truth = truth[species][truth[species]["tomo_name"].isin([p.stem for p in dataset.test_paths])]
         test_picks = _picks(model, config, dataset.test_paths)
         training = (
-            None
-            if labels < 1
-            else (_picks(model, config, dataset.training_paths), _training_rows(dataset, task, labels, seed))
+            _picks(model, config, dataset.training_paths),
+            _training_rows(dataset, task, labels, seed),
+            len(dataset.training_paths),
         )
         expected = int(round(config.expected_particles or len(test_truth) / len(dataset.test_paths)))
         best = float(_every_score(test_picks, test_truth, diameter_px, len(test_truth))["f1"].max())
         val_picks = _picks(model, config, [dataset.validation_path])
-        rules = _rules(val_picks, _validation_rows(dataset, task, labels, seed), diameter_px, expected, training)
+        rules = _rules(
+            val_picks, _validation_rows(dataset, task, labels, seed), diameter_px, expected, training, labels >= 1
+        )
         for rule, threshold in rules.items():
             f1 = _f1_at(test_picks, test_truth, diameter_px, threshold)
             rows.append(
