@@ -61,7 +61,8 @@ network's training (:data:`.train.CENTRING_HOLDOUT_FRACTION`). It is trained on 
 particles alone, and nothing else tells whether a network trained on a handful of them learned
 to centre: on the WBP benchmark, TomoPicker models trained on 6 labelled ribosomes (3
 validation particles) lost F1 to their centring network (README); with 60 labelled ribosomes
-(3 validation particles, 12 held out) it took their picks from 3.1-3.9 px to 1.0-2.2 px.
+(3 validation particles, 12 held out) it took their picks from 3.1-3.9 px to 1.0-2.2 px, and
+the medium proteins' (1bxn, 3d2f) from 0.9-1.4 px to 0.65-0.83 px.
 """
 
 from __future__ import annotations
