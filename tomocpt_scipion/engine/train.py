@@ -752,7 +752,7 @@ def _centring_network(data: _Data, config: EngineConfig, device: torch.device, v
     those are held out of the centring network's training and join the evidence."""
     if not config.centring_steps:
         return None
-    coordinates, evidence = data.coordinates, list(validation)
+    coordinates, evidence = data.coordinates.reset_index(drop=True), list(validation)  # drop() goes by index
     validation_particles = sum(len(t.xyz_px) for t in validation)
     if validation_particles < CENTRING_EVIDENCE and len(coordinates) >= ENOUGH_PARTIAL_LABELS:
         held_out = coordinates.sample(frac=CENTRING_HOLDOUT_FRACTION, random_state=config.seed)
