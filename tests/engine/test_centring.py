@@ -10,6 +10,7 @@ import torch
 from tests.engine.conftest import TINY
 from tomocpt_scipion.engine import io
 from tomocpt_scipion.engine import train as train_module
+from tomocpt_scipion.engine.annotation import ENOUGH_PARTIAL_LABELS
 from tomocpt_scipion.engine.calibrate import CENTRING_EVIDENCE
 from tomocpt_scipion.engine.centring import (
     build_centring_network,
@@ -201,7 +202,7 @@ def test_where_the_validation_holds_few_particles_a_share_of_many_training_label
     tomograms = sorted((tmp_path / "data" / "tomograms").glob("*.mrc"))
     truth = io.read_coordinates(tmp_path / "data" / "coordinates" / "4v94.star")
     training = truth[truth["tomo_name"] != tomograms[-1].stem]
-    assert len(training) >= train_module.ENOUGH_PARTIAL_LABELS
+    assert len(training) >= ENOUGH_PARTIAL_LABELS
     learned, checked = [], []
 
     def recording_train_centring(pairs, validation, *args, **kwargs):

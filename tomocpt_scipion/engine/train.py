@@ -757,7 +757,8 @@ def _centring_network(data: _Data, config: EngineConfig, device: torch.device, v
     if validation_particles < CENTRING_EVIDENCE and len(coordinates) >= ENOUGH_PARTIAL_LABELS:
         held_out = coordinates.sample(frac=CENTRING_HOLDOUT_FRACTION, random_state=config.seed)
         coordinates = coordinates.drop(held_out.index)
-        holding = [p for p in data.tomograms if Path(p).stem in set(held_out["tomo_name"])]
+        names = set(held_out["tomo_name"])
+        holding = [p for p in data.tomograms if Path(p).stem in names]
         evidence += [
             prepare_tomogram(p, rows, config, data.pixel_size_a)
             for p, rows in zip(holding, _group_by_tomogram(holding, held_out))
