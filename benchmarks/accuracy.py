@@ -33,7 +33,8 @@ tomograms differently (another ``--training-tomograms``) is refused, since its m
 trained on tomograms this run holds out. With ``--recalibrate``
 their score thresholds are calibrated again by the engine's current rule
 (:func:`calibrate.calibrate_thresholds`, on the validation tomogram and its annotated
-fraction) instead of the ones stored when they were trained.
+fraction, with the training tomograms as in ``train``) instead of the ones stored when they
+were trained.
 
 Writes ``accuracy_per_seed.csv``, ``accuracy.csv`` (mean over seeds), ``accuracy.md`` and
 ``accuracy.png`` in ``--out``.
@@ -341,6 +342,10 @@ def _recipe_rows(
             model_config,
             [validation],
             training_labels=labelled_per_class(training["class_id"], len(task.classes)),
+            training_tomograms=[
+                prepare_tomogram(path, training[training["tomo_name"] == path.stem], model_config)
+                for path in dataset.training_paths
+            ],
         )
     centring = load_centring(checkpoint)
     on_score_map = [

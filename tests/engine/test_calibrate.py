@@ -24,7 +24,8 @@ from tomocpt_scipion.engine.data import PreparedTomogram, prepare_tomogram
 from tomocpt_scipion.engine.infer import run_network
 from tomocpt_scipion.engine.io import coordinate_table, write_mrc
 
-TRUE_XYZ = np.array([[x, y, z] for z in (12, 28, 44) for y in (12, 28, 44) for x in (12, 28)], float)[:12]
+GRID_XYZ = np.array([[x, y, z] for z in (12, 28, 44) for y in (12, 28, 44) for x in (12, 28)], float)
+TRUE_XYZ = GRID_XYZ[:12]
 FALSE_XYZ = np.array([[44, y, z] for z in (12, 28, 44) for y in (12, 28, 44)], float)[:6]
 
 
@@ -35,10 +36,11 @@ class _VolumeAsLogits(nn.Module):
         return x
 
 
-def _tomogram():
+def _tomogram(true_xyz=TRUE_XYZ, false_xyz=FALSE_XYZ, false_logit=1.0):
+    """Logits of particles (score ~1) and look-alikes (score sigmoid(``false_logit``), ~0.73)."""
     zz, yy, xx = np.mgrid[:64, :64, :64]
     volume = np.full((64, 64, 64), -8.0, np.float32)
-    for centres, peak in ((TRUE_XYZ, 6.0), (FALSE_XYZ, 1.0)):  # particles score ~1, look-alikes ~0.73
+    for centres, peak in ((true_xyz, 6.0), (false_xyz, false_logit)):
         for x, y, z in centres:
             blob = peak * np.exp(-((xx - x) ** 2 + (yy - y) ** 2 + (zz - z) ** 2) / 8.0) - 8.0 * (
                 1 - np.exp(-((xx - x) ** 2 + (yy - y) ** 2 + (zz - z) ** 2) / 8.0)
@@ -79,6 +81,25 @@ def test_a_partial_annotation_of_enough_training_labels_weighs_the_expected_coun
     # 12 particles then 6 look-alikes, score-sum count 18: few labels keep 8^(1/4) 18^(3/4) = 15
     # picks, reaching the look-alikes; enough labels √(8 × 18) = 12, the particles alone
     assert (threshold <= false_score + 1e-3) == keeps_look_alikes, threshold
+
+
+def test_a_partial_annotation_counts_over_the_training_tomograms_picks_too():
+    config = recipe_config("tomopicker", diameter_a=100.0, expected_particles=12, patch_size=32)
+
+    def prepared(name, volume, labelled):
+        return PreparedTomogram(
+            name, volume, np.zeros_like(volume, np.uint8), labelled, np.ones(len(labelled), int), 1.0
+        )
+
+    # the validation tomogram holds 6 of the 12 expected particles, so its count reaches its 6
+    # look-alikes; the training tomogram holds 18 and none: together 24 particles for 24 expected
+    validation = prepared("val", _tomogram(GRID_XYZ[:6], FALSE_XYZ, false_logit=-1.0), GRID_XYZ[:3])
+    training = prepared("train", _tomogram(GRID_XYZ, np.zeros((0, 3))), GRID_XYZ[:3])
+    look_alike = 1 / (1 + np.exp(1.0))
+    with torch.no_grad():
+        (alone,) = calibrate_thresholds(_VolumeAsLogits(), config, [validation])
+        (pooled,) = calibrate_thresholds(_VolumeAsLogits(), config, [validation], training_tomograms=[training])
+    assert alone <= look_alike + 1e-3 < pooled, (alone, pooled)
 
 
 @pytest.mark.parametrize(

@@ -195,15 +195,12 @@ def test_the_refining_pass_removes_the_pull_back_towards_picks_that_started_far_
     assert towards_pick[1] < towards_pick[0] - 0.1, towards_pick
 
 
-def test_where_the_validation_holds_few_particles_a_share_of_many_training_labels_is_held_out_to_check_centring(
-    tmp_path, monkeypatch
-):
-    summary = simulate_dataset(tmp_path / "data", n_tomograms=6, config=TINY, seed=5)
-    tomograms = sorted((tmp_path / "data" / "tomograms").glob("*.mrc"))
-    truth = io.read_coordinates(tmp_path / "data" / "coordinates" / "4v94.star")
-    training = truth[truth["tomo_name"] != tomograms[-1].stem]
-    assert len(training) >= ENOUGH_PARTIAL_LABELS
+@pytest.fixture
+def recorded(monkeypatch):
+    """The labelled centres per tomogram the centring network learns from, and the (name,
+    particles) of each tomogram of its evidence; the check keeps every network."""
     learned, checked = [], []
+    real_train_centring = train_module.train_centring
 
     def recording_train_centring(pairs, validation, *args, **kwargs):
         learned.extend(len(centres) for _, centres in pairs)
@@ -213,18 +210,34 @@ def test_where_the_validation_holds_few_particles_a_share_of_many_training_label
         checked.extend((t.name, len(t.xyz_px)) for t in evidence)
         return True
 
-    real_train_centring = train_module.train_centring
     monkeypatch.setattr(train_module, "train_centring", recording_train_centring)
     monkeypatch.setattr(train_module, "centring_helps", recording_centring_helps)
+    return learned, checked
+
+
+def _train_argv(tomograms, coordinates, summary, out) -> list[str]:
+    argv = ["train", "--tomograms", *tomograms, "--coordinates", coordinates]
+    argv += ["--diameter", summary["diameters_a"]["4v94"], "--recipe", "deepetpicker", "--model-size", "small"]
+    argv += ["--patch-size", "32", "--epochs", "1", "--centring-steps", "20", "--out", out]
+    return [str(a) for a in argv]
+
+
+def test_where_the_validation_holds_few_particles_a_share_of_many_training_labels_is_held_out_to_check_centring(
+    tmp_path, recorded
+):
+    summary = simulate_dataset(tmp_path / "data", n_tomograms=6, config=TINY, seed=5)
+    tomograms = sorted((tmp_path / "data" / "tomograms").glob("*.mrc"))
+    truth = io.read_coordinates(tmp_path / "data" / "coordinates" / "4v94.star")
+    training = truth[truth["tomo_name"] != tomograms[-1].stem]
+    assert len(training) >= ENOUGH_PARTIAL_LABELS
+    learned, checked = recorded
     io.write_coordinates(
         tmp_path / "val.star", truth[truth["tomo_name"] == tomograms[-1].stem].iloc[:2], pixel_size_a=TINY.pixel_size_a
     )
     io.write_coordinates(tmp_path / "training.star", training, pixel_size_a=TINY.pixel_size_a)
-    argv = ["train", "--tomograms", *tomograms[:-1], "--coordinates", tmp_path / "training.star"]
-    argv += ["--val-tomograms", tomograms[-1], "--val-coordinates", tmp_path / "val.star"]
-    argv += ["--diameter", summary["diameters_a"]["4v94"], "--recipe", "deepetpicker", "--model-size", "small"]
-    argv += ["--patch-size", "32", "--epochs", "1", "--centring-steps", "20", "--out", tmp_path / "model"]
-    assert main([str(a) for a in argv]) == 0
+    argv = _train_argv(tomograms[:-1], tmp_path / "training.star", summary, tmp_path / "model")
+    argv += ["--val-tomograms", str(tomograms[-1]), "--val-coordinates", str(tmp_path / "val.star")]
+    assert main(argv) == 0
 
     held_out = round(train_module.CENTRING_HOLDOUT_FRACTION * len(training))
     assert sum(learned) == len(training) - held_out
@@ -232,3 +245,28 @@ def test_where_the_validation_holds_few_particles_a_share_of_many_training_label
     assert sum(n for _, n in checked[1:]) == held_out
     assert {name for name, _ in checked[1:]} <= {t.stem for t in tomograms[:-1]}
     assert load_centring(tmp_path / "model" / "model.pt") is not None
+
+
+@pytest.mark.parametrize("n_tomograms", [1, 6])
+def test_without_validation_tomograms_the_centring_network_is_checked_on_particles_it_did_not_learn_from(
+    tmp_path, recorded, caplog, n_tomograms
+):
+    summary = simulate_dataset(tmp_path / "data", n_tomograms=n_tomograms, config=TINY, seed=5)
+    tomograms = sorted((tmp_path / "data" / "tomograms").glob("*.mrc"))
+    truth = io.read_coordinates(tmp_path / "data" / "coordinates" / "4v94.star")
+    learned, checked = recorded
+    with caplog.at_level(logging.INFO):
+        assert (
+            main(_train_argv(tomograms, tmp_path / "data" / "coordinates" / "4v94.star", summary, tmp_path / "m")) == 0
+        )
+
+    if n_tomograms == 1:  # it trains and validates: no particle it did not learn from, too few to hold out
+        assert len(truth) < ENOUGH_PARTIAL_LABELS
+        assert learned == [] and checked == []
+        assert "validation tomograms hold 0 particle(s)" in caplog.text
+        assert load_centring(tmp_path / "m" / "model.pt") is None
+    else:  # the last tomogram is split off to validate
+        split_off = (truth["tomo_name"] == tomograms[-1].stem).sum()
+        assert split_off >= CENTRING_EVIDENCE
+        assert sum(learned) == len(truth) - split_off
+        assert checked == [(tomograms[-1].stem, split_off)]

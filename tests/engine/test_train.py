@@ -101,7 +101,7 @@ def test_a_pu_recipe_on_sparse_labels_trains_on_its_sparse_label_radius_records_
 
 
 @pytest.mark.parametrize("labelled_per_tomogram,keeps_last", [(2, True), (None, False)])
-def test_a_pu_model_validated_on_a_partial_annotation_trains_every_epoch_and_keeps_the_last_weights(
+def test_a_partial_pu_validation_trains_every_epoch_keeps_the_last_weights_and_counts_over_all_tomograms(
     tiny_dataset, tmp_path, caplog, labelled_per_tomogram, keeps_last
 ):
     tomograms, coordinates, diameter = _inputs(tiny_dataset)
@@ -109,11 +109,14 @@ def test_a_pu_model_validated_on_a_partial_annotation_trains_every_epoch_and_kee
         coordinates if labelled_per_tomogram is None else coordinates.groupby("tomo_name").head(labelled_per_tomogram)
     )
     config = _config("tomopicker", diameter, epochs=4, patience=1)
-    with caplog.at_level(logging.INFO, logger="tomocpt_scipion.engine.train"):
+    with caplog.at_level(logging.INFO, logger="tomocpt_scipion.engine"):
         result = train(tomograms, annotation, config, tmp_path)
     told = [r.getMessage() for r in caplog.records if "keeping the last weights" in r.getMessage()]
     assert len(told) == int(keeps_last), told
-    if keeps_last:
+    counted = [r.getMessage() for r in caplog.records if "expected particles in" in r.getMessage()]
+    assert len(counted) == int(keeps_last), counted
+    if keeps_last:  # the count runs over the training tomograms' picks too
+        assert f"expected particles in {len(tomograms)} tomogram(s), 1 of them validation" in counted[0]
         assert len(result.history) == 4 and result.best_epoch == 4
         saved = torch.load(result.checkpoint, map_location="cpu", weights_only=True)
         last = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=False)["model"]

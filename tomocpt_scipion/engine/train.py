@@ -133,6 +133,17 @@ class _Centring:
 
 
 @dataclass(frozen=True)
+class _Calibration:
+    """What a finished model is calibrated on (:func:`.calibrate.calibrate_thresholds`): the
+    validation and training tomograms, prepared, and the labelled training particles per class
+    (pseudo-labels not counted)."""
+
+    validation: list
+    training: list
+    training_labels: Sequence[int]
+
+
+@dataclass(frozen=True)
 class _Runtime:
     """How a run executes, the same for every run of one :func:`train` call."""
 
@@ -471,12 +482,11 @@ def _train_run(
         def train_member(member_config: EngineConfig, member_dir: Path, resume_member: bool) -> TrainingResult:
             return _train_run(data, member_config, member_dir, resume_member, overwrite, runtime)
 
-        def validation() -> list:
-            return _prepared_data(data, config)[1]
+        def calibration() -> _Calibration:
+            training, validation = _prepared_data(data, config)
+            return _Calibration(validation, training, training_labels)
 
-        return _train_ensemble(
-            config, out_dir, resume, train_member, validation, centring, runtime.device, training_labels
-        )
+        return _train_ensemble(config, out_dir, resume, train_member, calibration, centring, runtime.device)
     if resume and not state_path.exists():
         raise FileNotFoundError(f"{state_path}: nothing to resume in {out_dir}.")
     torch_device = select_device(runtime.device)
@@ -609,12 +619,11 @@ def _train_run(
             _calibrate_and_save(
                 model.eval(),
                 config,
-                validation,
+                _Calibration(validation, training, training_labels),
                 torch_device,
                 out_dir,
                 progress.best_epoch,
                 progress.best_loss,
-                training_labels,
                 centring=centring(torch_device, validation),
             )
     if world > 1:
@@ -653,13 +662,12 @@ def _train_ensemble(
     out_dir: Path,
     resume: bool,
     train_member: Callable[[EngineConfig, Path, bool], TrainingResult],
-    validation: Callable[[], list],
+    calibration: Callable[[], _Calibration],
     centring: Callable[[torch.device, list], _Centring | None],
     device: str | None,
-    training_labels: Sequence[int],
 ) -> TrainingResult:
     """Train the members one after the other (see the module doc), then one centring network,
-    then calibrate and write them as one (``training_labels``: labelled particles per class)."""
+    then calibrate and write them as one."""
     results = []
     for k in range(config.ensemble):
         member_dir = out_dir / TRAIN.member_folder.format(k + 1)
@@ -689,18 +697,17 @@ def _train_ensemble(
     if rank == 0:
         ensemble = Ensemble([load_model(result.checkpoint)[0] for result in results])
         place_model(ensemble, config.backbone, torch_device)
-        validation_set = validation()
+        prepared = calibration()
         _calibrate_and_save(
             ensemble,
             config,
-            validation_set,
+            prepared,
             torch_device,
             out_dir,
             best_epoch,
             best_loss,
-            training_labels,
             history,
-            centring(torch_device, validation_set),
+            centring(torch_device, prepared.validation),
         )
     if world > 1:
         dist.barrier()
@@ -710,22 +717,22 @@ def _train_ensemble(
 def _calibrate_and_save(
     model: nn.Module,
     config: EngineConfig,
-    validation: list,
+    calibration: _Calibration,
     device: torch.device,
     out_dir: Path,
     best_epoch: int,
     best_loss: float,
-    training_labels: Sequence[int],
     history: list[dict] | None = None,
     centring: _Centring | None = None,
 ) -> None:
-    """Calibrate the score thresholds of the finished model (in eval mode) on the validation
-    tomograms, keep the centring network only where it helps on its evidence (:mod:`.calibrate`), then
-    write ``model.pt`` (with the centring network, when kept) and ``model.json`` (and the log
-    of all ensemble members, when given) together. ``training_labels``: labelled particles per
-    class it trained on."""
-    config.score_temperature = fit_score_temperature(model, config, validation, device)
-    config.thresholds = calibrate_thresholds(model, config, validation, device, training_labels)
+    """Calibrate the score thresholds of the finished model (in eval mode), keep the centring
+    network only where it helps on its evidence (:mod:`.calibrate`), then write ``model.pt``
+    (with the centring network, when kept) and ``model.json`` (and the log of all ensemble
+    members, when given) together."""
+    config.score_temperature = fit_score_temperature(model, config, calibration.validation, device)
+    config.thresholds = calibrate_thresholds(
+        model, config, calibration.validation, device, calibration.training_labels, calibration.training
+    )
     weights = None
     if centring is not None and centring_helps(
         model, config, centring_network(centring.weights, device), centring.evidence, device
@@ -745,15 +752,24 @@ def _centring_network(data: _Data, config: EngineConfig, device: torch.device, v
     ``config.centring_diameter_px``; None when ``config.centring_steps`` is 0, or when nothing
     can show that it helps (:func:`.calibrate.centring_helps`).
 
-    Its evidence is the ``validation`` tomograms (prepared, with their particles). Where they
-    hold fewer than :data:`.calibrate.CENTRING_EVIDENCE` particles and the training ones at
-    least :data:`.annotation.ENOUGH_PARTIAL_LABELS` labelled particles (a partial annotation of
-    a project, whose validation tomogram holds a few), :data:`CENTRING_HOLDOUT_FRACTION` of
-    those are held out of the centring network's training and join the evidence."""
+    Its evidence is the ``validation`` tomograms (prepared, with their particles), whose particles
+    it does not learn from, also where they were split off the training tomograms. Where they
+    hold fewer than :data:`.calibrate.CENTRING_EVIDENCE` particles, or are the one training
+    tomogram itself, and the training ones hold at least :data:`.annotation.ENOUGH_PARTIAL_LABELS`
+    labelled particles (a partial annotation of a project, whose validation tomogram holds a few),
+    :data:`CENTRING_HOLDOUT_FRACTION` of those are held out of the centring network's training and
+    join the evidence."""
     if not config.centring_steps:
         return None
-    coordinates, evidence = data.coordinates.reset_index(drop=True), list(validation)  # drop() goes by index
-    validation_particles = sum(len(t.xyz_px) for t in validation)
+    validation_names = {t.name for t in validation}
+    coordinates = data.coordinates.reset_index(drop=True)  # drop() goes by index
+    learned = ~coordinates["tomo_name"].isin(validation_names)
+    if learned.any():
+        coordinates, evidence = coordinates[learned].reset_index(drop=True), list(validation)
+        split_off = [p for p in data.tomograms if Path(p).stem in validation_names]
+    else:  # one tomogram trains and validates: its particles show nothing the network did not see
+        evidence, split_off = [], []
+    validation_particles = sum(len(t.xyz_px) for t in evidence)
     if validation_particles < CENTRING_EVIDENCE and len(coordinates) >= ENOUGH_PARTIAL_LABELS:
         held_out = coordinates.sample(frac=CENTRING_HOLDOUT_FRACTION, random_state=config.seed)
         coordinates = coordinates.drop(held_out.index)
@@ -765,16 +781,16 @@ def _centring_network(data: _Data, config: EngineConfig, device: torch.device, v
         ]
         logger.info(
             "Centring network: %d of the %d labelled training particles held out to show whether it helps "
-            "(the validation tomograms hold %d)",
+            "(the validation tomograms hold %d it does not learn from)",
             len(held_out),
-            len(data.coordinates),
+            len(held_out) + len(coordinates),
             validation_particles,
         )
     elif validation_particles < CENTRING_EVIDENCE:
         logger.info(
-            "Centring network not trained: the validation tomograms hold %d particle(s), fewer than the %d "
-            "needed to show that it helps, and the training ones %d labelled, fewer than the %d of which a "
-            "share would be held out to show it; picks stay refined on the score map",
+            "Centring network not trained: the validation tomograms hold %d particle(s) it would not learn "
+            "from, fewer than the %d needed to show that it helps, and the training ones %d labelled, fewer "
+            "than the %d of which a share would be held out to show it; picks stay refined on the score map",
             validation_particles,
             CENTRING_EVIDENCE,
             len(coordinates),
@@ -794,12 +810,16 @@ def _centring_network(data: _Data, config: EngineConfig, device: torch.device, v
             pairs.append((loaded.volume, rows[["x", "y", "z"]].to_numpy(float)[:, ::-1] * loaded.zoom))
         return pairs
 
-    validation = (
-        at_centring_scale(data.validation_tomograms, data.validation_coordinates) if data.validation_tomograms else []
-    )
+    if data.validation_tomograms:
+        validation_pairs = at_centring_scale(data.validation_tomograms, data.validation_coordinates)
+    else:
+        validation_pairs = at_centring_scale(
+            split_off, data.coordinates[data.coordinates["tomo_name"].isin(validation_names)]
+        )
+    learned_from = [p for p in data.tomograms if p not in split_off]
     weights, distance = train_centring(
-        at_centring_scale(data.tomograms, coordinates),
-        validation,
+        at_centring_scale(learned_from, coordinates),
+        validation_pairs,
         config.centring_crop_diameter_px,
         config.centring_steps,
         config.seed,
