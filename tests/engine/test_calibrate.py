@@ -65,6 +65,30 @@ def test_pu_thresholds_use_f1_when_the_validation_annotations_are_complete(annot
         assert threshold <= false_score + 1e-3
 
 
+@pytest.mark.parametrize("training_annotated,pooled", [(12, True), (3, False)])
+def test_a_complete_pu_annotation_takes_the_f1_best_threshold_over_completely_annotated_training_tomograms_too(
+    training_annotated, pooled
+):
+    config = recipe_config("tomopicker", diameter_a=100.0, expected_particles=12, patch_size=32)
+
+    def prepared(name, volume, labelled):
+        return PreparedTomogram(
+            name, volume, np.zeros_like(volume, np.uint8), labelled, np.ones(len(labelled), int), 1.0
+        )
+
+    # validation: 12 clear particles and 1 look-alike, so the best cut alone is above the look-alike;
+    # training: 6 clear and 6 faint particles (scored as the look-alike), whose F1 needs the low cut
+    validation = prepared("val", _tomogram(TRUE_XYZ, FALSE_XYZ[:1]), TRUE_XYZ)
+    training_xyz = np.vstack([GRID_XYZ[:6], FALSE_XYZ])
+    training = prepared("train", _tomogram(GRID_XYZ[:6], FALSE_XYZ), training_xyz[:training_annotated])
+    faint = 1 / (1 + np.exp(-1.0))
+    with torch.no_grad():
+        (alone,) = calibrate_thresholds(_VolumeAsLogits(), config, [validation])
+        (both,) = calibrate_thresholds(_VolumeAsLogits(), config, [validation], training_tomograms=[training])
+    assert alone > faint + 1e-3
+    assert (both <= faint + 1e-3) == pooled, (alone, both)
+
+
 @pytest.mark.parametrize(
     "training_labels,keeps_look_alikes",
     [((), True), ((ENOUGH_PARTIAL_LABELS - 1,), True), ((ENOUGH_PARTIAL_LABELS,), False)],

@@ -223,11 +223,12 @@ def calibrate_thresholds(
     device : torch device.
     training_labels : labelled particles of each class the model trained on (class order);
         where they are unknown (empty), the count rule weighs as for few of them.
-    training_tomograms : the tomograms it trained on, at the training scale: where a class's
-        validation annotation is partial, their picks join the validation picks the count rule
-        keeps from, with the particles expected in all of them (empty: the validation picks alone;
-        a tomogram that is also a validation one, as when one tomogram both trains and validates,
-        counts once).
+    training_tomograms : the tomograms it trained on, at the training scale, with the user's
+        labels (not pseudo-labels). For a PU loss their picks join the validation picks: where
+        a class's validation annotation is partial, the count rule keeps from them all, with the
+        particles expected in all of them; where it is complete, F1 is over them all if their
+        annotation of the class is complete too. Empty: the validation tomograms alone; a
+        tomogram that is also a validation one (one tomogram both trains and validates) counts once.
 
     Returns
     -------
@@ -236,7 +237,7 @@ def calibrate_thresholds(
     """
     device = torch.device(device)
     validation_names = {t.name for t in tomograms}
-    training_tomograms = [t for t in training_tomograms if t.name not in validation_names]
+    pooled = [t for t in training_tomograms if t.name not in validation_names] if config.loss in PU_LOSSES else []
     thresholds = []
     training_picks = None
     for class_id, picks in enumerate(_class_picks(model, config, tomograms, device), start=1):
@@ -251,33 +252,39 @@ def calibrate_thresholds(
                 FALLBACK_THRESHOLD,
             )
             continue
+        if pooled and training_picks is None:  # once, for every class
+            logger.info("Scoring the %d training tomogram(s) to calibrate on them too", len(pooled))
+            training_picks = _class_picks(model, config, pooled, device)
+        more_picks = training_picks[class_id - 1] if pooled else picks.iloc[:0]
+        more_truth = _truth(pooled, class_id) if pooled else truth.iloc[:0]
         expected = int(round(config.expected_particles * len(tomograms))) if config.expected_particles else 0
+        pooled_expected = int(round(config.expected_particles * len(pooled))) if pooled else 0
         if config.loss in PU_LOSSES and is_partial_annotation(len(truth), expected):
-            pooled = [picks["score"].to_numpy()]
-            if training_tomograms:
-                if training_picks is None:  # once, for every class
-                    logger.info(
-                        "Scoring the %d training tomogram(s) for the partial-annotation count", len(training_tomograms)
-                    )
-                    training_picks = _class_picks(model, config, training_tomograms, device)
-                pooled.append(training_picks[class_id - 1]["score"].to_numpy())
-            scores = np.sort(np.concatenate(pooled))[::-1]
-            pooled_tomograms = len(tomograms) + len(training_tomograms)
-            pooled_expected = int(round(config.expected_particles * pooled_tomograms))
+            scores = np.sort(np.concatenate([picks["score"].to_numpy(), more_picks["score"].to_numpy()]))[::-1]
             labelled = training_labels[class_id - 1] if training_labels else 0
             weight = score_sum_weight(labelled)
-            kept = partial_annotation_keep(scores, pooled_expected, weight)
+            kept = partial_annotation_keep(scores, expected + pooled_expected, weight)
             threshold = float(scores[kept - 1])
             how = (
-                f"{kept} picks kept for {pooled_expected} expected particles in {pooled_tomograms} tomogram(s), "
-                f"{len(tomograms)} of them validation (score-sum weight {weight:g}: {labelled} labelled "
-                "training particles)"
+                f"{kept} picks kept for {expected + pooled_expected} expected particles in "
+                f"{len(tomograms) + len(pooled)} tomogram(s), {len(tomograms)} of them validation "
+                f"(score-sum weight {weight:g}: {labelled} labelled training particles)"
             )
         else:
-            sweep = threshold_sweep(picks, truth, config.training_diameters_px[class_id - 1], grid="fine")
+            if is_partial_annotation(len(more_truth), pooled_expected):  # F1 would punish unlabelled particles
+                more_picks, more_truth = picks.iloc[:0], truth.iloc[:0]
+            sweep = threshold_sweep(
+                pd.concat([picks, more_picks], ignore_index=True),
+                pd.concat([truth, more_truth], ignore_index=True),
+                config.training_diameters_px[class_id - 1],
+                grid="fine",
+            )
             best = sweep.loc[sweep["f1"].idxmax()]
             threshold = float(best["threshold"])
-            how = f"F1 {best['f1']:.3f} (precision {best['precision']:.2f}, recall {best['recall']:.2f})"
+            how = (
+                f"F1 {best['f1']:.3f} (precision {best['precision']:.2f}, recall {best['recall']:.2f}) over "
+                f"{len(set(truth['tomo_name']) | set(more_truth['tomo_name']))} tomogram(s)"
+            )
         thresholds.append(threshold)
         logger.info("Class %s: calibrated score threshold %.3f, %s", config.classes[class_id - 1], threshold, how)
     return thresholds

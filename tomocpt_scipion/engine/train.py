@@ -8,7 +8,8 @@ Files written in ``out_dir`` (each atomically):
 - when training ends, together: ``model.pt``, the best checkpoint (lowest validation loss,
   see :mod:`.checkpoint`; the last epoch's where the validation annotation is partial under a
   PU loss, see below) whose config carries the score thresholds calibrated on the
-  validation tomograms (:mod:`.calibrate`), and ``model.json``, its config, epoch and
+  validation tomograms (and, for a partial annotation of a PU loss, the training ones too:
+  :mod:`.calibrate`), and ``model.json``, its config, epoch and
   validation loss (readable without torch).
 
 Where a positive-unlabelled loss validates on a partial annotation (fewer labelled particles
@@ -135,8 +136,8 @@ class _Centring:
 @dataclass(frozen=True)
 class _Calibration:
     """What a finished model is calibrated on (:func:`.calibrate.calibrate_thresholds`): the
-    validation and training tomograms, prepared, and the labelled training particles per class
-    (pseudo-labels not counted)."""
+    validation and training tomograms, prepared with the user's labels (no pseudo-labels), and
+    the labelled training particles per class."""
 
     validation: list
     training: list
@@ -483,7 +484,7 @@ def _train_run(
             return _train_run(data, member_config, member_dir, resume_member, overwrite, runtime)
 
         def calibration() -> _Calibration:
-            training, validation = _prepared_data(data, config)
+            training, validation = _prepared_data(labelled, config)
             return _Calibration(validation, training, training_labels)
 
         return _train_ensemble(config, out_dir, resume, train_member, calibration, centring, runtime.device)
@@ -616,6 +617,8 @@ def _train_run(
             )
         if rank == 0:
             model.load_state_dict(progress.best_weights)
+            if labelled is not data:  # calibrated and checked against the user's labels, not pseudo-labels
+                training, validation = _prepared_data(labelled, config)
             _calibrate_and_save(
                 model.eval(),
                 config,
