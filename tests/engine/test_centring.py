@@ -247,10 +247,11 @@ def test_where_the_validation_holds_few_particles_a_share_of_many_training_label
     assert load_centring(tmp_path / "model" / "model.pt") is not None
 
 
-@pytest.mark.parametrize("n_tomograms", [1, 6])
+@pytest.mark.parametrize("n_tomograms,enough_labels", [(1, ENOUGH_PARTIAL_LABELS), (1, 10), (6, ENOUGH_PARTIAL_LABELS)])
 def test_without_validation_tomograms_the_centring_network_is_checked_on_particles_it_did_not_learn_from(
-    tmp_path, recorded, caplog, n_tomograms
+    tmp_path, recorded, caplog, monkeypatch, n_tomograms, enough_labels
 ):
+    monkeypatch.setattr(train_module, "ENOUGH_PARTIAL_LABELS", enough_labels)
     summary = simulate_dataset(tmp_path / "data", n_tomograms=n_tomograms, config=TINY, seed=5)
     tomograms = sorted((tmp_path / "data" / "tomograms").glob("*.mrc"))
     truth = io.read_coordinates(tmp_path / "data" / "coordinates" / "4v94.star")
@@ -260,7 +261,12 @@ def test_without_validation_tomograms_the_centring_network_is_checked_on_particl
             main(_train_argv(tomograms, tmp_path / "data" / "coordinates" / "4v94.star", summary, tmp_path / "m")) == 0
         )
 
-    if n_tomograms == 1:  # it trains and validates: no particle it did not learn from, too few to hold out
+    if n_tomograms == 1 and len(truth) >= enough_labels:  # it trains and validates: a share is held out
+        held_out = round(train_module.CENTRING_HOLDOUT_FRACTION * len(truth))
+        assert sum(learned) == len(truth) - held_out
+        assert checked == [(tomograms[0].stem, held_out)]
+        assert load_centring(tmp_path / "m" / "model.pt") is not None
+    elif n_tomograms == 1:  # no particle it did not learn from, too few to hold out
         assert len(truth) < ENOUGH_PARTIAL_LABELS
         assert learned == [] and checked == []
         assert "validation tomograms hold 0 particle(s)" in caplog.text

@@ -81,8 +81,8 @@ evidence closer to their particles than the score map's centroid does, shown on 
 :data:`CENTRING_EVIDENCE` matched particles (:func:`centring_helps`). The evidence is particles
 it did not learn from: the validation tomograms (given, or split off the training ones; one
 tomogram that both trains and validates shows nothing), and where they hold too few particles
-and the training annotation many, the share of the labelled training particles that ``train`` held out of the centring
-network's training (:data:`.train.CENTRING_HOLDOUT_FRACTION`). It is trained on the labelled
+and the training annotation many, the share of the labelled training particles that ``train``
+held out of the centring network's training (:data:`.train.CENTRING_HOLDOUT_FRACTION`). It is trained on the labelled
 particles alone, and nothing else tells whether a network trained on a handful of them learned
 to centre: on the WBP benchmark, TomoPicker models trained on 6 labelled ribosomes (3
 validation particles) lost F1 to their centring network (README); with 60 labelled ribosomes

@@ -766,12 +766,14 @@ def _centring_network(data: _Data, config: EngineConfig, device: torch.device, v
         return None
     validation_names = {t.name for t in validation}
     coordinates = data.coordinates.reset_index(drop=True)  # drop() goes by index
-    learned = ~coordinates["tomo_name"].isin(validation_names)
-    if learned.any():
-        coordinates, evidence = coordinates[learned].reset_index(drop=True), list(validation)
+    validating = coordinates["tomo_name"].isin(validation_names)
+    if validating.all():  # one tomogram trains and validates: its particles show nothing the network did not see
+        evidence, split_off, split_off_rows = [], [], coordinates.iloc[:0]
+    else:
+        evidence = list(validation)
         split_off = [p for p in data.tomograms if Path(p).stem in validation_names]
-    else:  # one tomogram trains and validates: its particles show nothing the network did not see
-        evidence, split_off = [], []
+        split_off_rows = coordinates[validating]
+        coordinates = coordinates[~validating].reset_index(drop=True)
     validation_particles = sum(len(t.xyz_px) for t in evidence)
     if validation_particles < CENTRING_EVIDENCE and len(coordinates) >= ENOUGH_PARTIAL_LABELS:
         held_out = coordinates.sample(frac=CENTRING_HOLDOUT_FRACTION, random_state=config.seed)
@@ -816,9 +818,7 @@ def _centring_network(data: _Data, config: EngineConfig, device: torch.device, v
     if data.validation_tomograms:
         validation_pairs = at_centring_scale(data.validation_tomograms, data.validation_coordinates)
     else:
-        validation_pairs = at_centring_scale(
-            split_off, data.coordinates[data.coordinates["tomo_name"].isin(validation_names)]
-        )
+        validation_pairs = at_centring_scale(split_off, split_off_rows)
     learned_from = [p for p in data.tomograms if p not in split_off]
     weights, distance = train_centring(
         at_centring_scale(learned_from, coordinates),
