@@ -67,8 +67,9 @@ def test_pu_thresholds_use_f1_when_the_validation_annotations_are_complete(annot
 
 @pytest.mark.parametrize("training_annotated,pooled", [(12, True), (3, False)])
 def test_a_complete_pu_annotation_takes_the_f1_best_threshold_over_completely_annotated_training_tomograms_too(
-    training_annotated, pooled
+    training_annotated, pooled, caplog
 ):
+    caplog.set_level(logging.INFO, logger="tomocpt_scipion.engine.calibrate")
     config = recipe_config("tomopicker", diameter_a=100.0, expected_particles=12, patch_size=32)
 
     def prepared(name, volume, labelled):
@@ -87,6 +88,8 @@ def test_a_complete_pu_annotation_takes_the_f1_best_threshold_over_completely_an
         (both,) = calibrate_thresholds(_VolumeAsLogits(), config, [validation], training_tomograms=[training])
     assert alone > faint + 1e-3
     assert (both <= faint + 1e-3) == pooled, (alone, both)
+    # a partial training annotation is not scored at all: its picks would not be used
+    assert ("training tomogram(s) to calibrate on them too" in caplog.text) == pooled
 
 
 @pytest.mark.parametrize(

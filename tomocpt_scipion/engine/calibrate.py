@@ -267,14 +267,19 @@ def calibrate_thresholds(
                 FALLBACK_THRESHOLD,
             )
             continue
-        if pooled and training_picks is None:  # once, for every class
-            logger.info("Scoring the %d training tomogram(s) to calibrate on them too", len(pooled))
-            training_picks = _class_picks(model, config, pooled, device)
-        more_picks = training_picks[class_id - 1] if pooled else picks.iloc[:0]
-        more_truth = _truth(pooled, class_id) if pooled else truth.iloc[:0]
         expected = int(round(config.expected_particles * len(tomograms))) if config.expected_particles else 0
         pooled_expected = int(round(config.expected_particles * len(pooled))) if pooled else 0
-        if config.loss in PU_LOSSES and is_partial_annotation(len(truth), expected):
+        more_truth = _truth(pooled, class_id) if pooled else truth.iloc[:0]
+        counts = config.loss in PU_LOSSES and is_partial_annotation(len(truth), expected)
+        # F1 against a partial training annotation would punish the unlabelled particles picked
+        if not counts and is_partial_annotation(len(more_truth), pooled_expected):
+            more_truth = truth.iloc[:0]
+        uses_training = bool(pooled) and (counts or len(more_truth) > 0)
+        if uses_training and training_picks is None:  # once, for every class
+            logger.info("Scoring the %d training tomogram(s) to calibrate on them too", len(pooled))
+            training_picks = _class_picks(model, config, pooled, device)
+        more_picks = training_picks[class_id - 1] if uses_training else picks.iloc[:0]
+        if counts:
             scores = np.sort(np.concatenate([picks["score"].to_numpy(), more_picks["score"].to_numpy()]))[::-1]
             labelled = training_labels[class_id - 1] if training_labels else 0
             weight = score_sum_weight(labelled)
@@ -286,8 +291,6 @@ def calibrate_thresholds(
                 f"(score-sum weight {weight:g}: {labelled} labelled training particles)"
             )
         else:
-            if is_partial_annotation(len(more_truth), pooled_expected):  # F1 would punish unlabelled particles
-                more_picks, more_truth = picks.iloc[:0], truth.iloc[:0]
             sweep = threshold_sweep(
                 pd.concat([picks, more_picks], ignore_index=True),
                 pd.concat([truth, more_truth], ignore_index=True),

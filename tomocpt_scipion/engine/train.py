@@ -8,9 +8,8 @@ Files written in ``out_dir`` (each atomically):
 - when training ends, together: ``model.pt``, the best checkpoint (lowest validation loss,
   see :mod:`.checkpoint`; the last epoch's where the validation annotation is partial under a
   PU loss, see below) whose config carries the score thresholds calibrated on the
-  validation tomograms (and, for a partial annotation of a PU loss, the training ones too:
-  :mod:`.calibrate`), and ``model.json``, its config, epoch and
-  validation loss (readable without torch).
+  validation tomograms (and, for a PU loss, the training ones too: :mod:`.calibrate`), and
+  ``model.json``, its config, epoch and validation loss (readable without torch).
 
 Where a positive-unlabelled loss validates on a partial annotation (fewer labelled particles
 per validation tomogram than :data:`.annotation.COMPLETE_ANNOTATION` of the expected ones),
