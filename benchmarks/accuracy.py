@@ -61,14 +61,14 @@ from template_matching import template_matching_scores  # noqa: E402
 from tomocpt_scipion.engine import io  # noqa: E402
 from tomocpt_scipion.engine.annotation import labelled_per_class  # noqa: E402
 from tomocpt_scipion.engine.calibrate import calibrate_thresholds  # noqa: E402
-from tomocpt_scipion.engine.checkpoint import load_centring, load_model  # noqa: E402
+from tomocpt_scipion.engine.checkpoint import load_centring, load_model, load_templates  # noqa: E402
 from tomocpt_scipion.engine.config import recipe_config  # noqa: E402
 from tomocpt_scipion.engine.data import prepare_tomogram  # noqa: E402
 from tomocpt_scipion.engine.infer import predict_scores  # noqa: E402
 from tomocpt_scipion.engine.metrics import evaluate_picks  # noqa: E402
 from tomocpt_scipion.engine.outputs import TRAIN  # noqa: E402
 from tomocpt_scipion.engine.peaks import find_peaks  # noqa: E402
-from tomocpt_scipion.engine.predict import centre_picks, picks_from_scores  # noqa: E402
+from tomocpt_scipion.engine.predict import centre_picks, picks_from_scores, template_rescored  # noqa: E402
 from tomocpt_scipion.engine.report import evaluation_report  # noqa: E402
 from tomocpt_scipion.engine.simulate import SimulationConfig, simulate_dataset, species_density  # noqa: E402
 from tomocpt_scipion.engine.specs import LOSS_SPECS  # noqa: E402
@@ -331,6 +331,7 @@ def _recipe_rows(
             f"{checkpoint} is a {model_config.recipe} model of {model_config.classes}; "
             f"expected {recipes[name][0]} of {list(task.classes)} for {name} on task {task.name}."
         )
+    templates = load_templates(checkpoint)
     recalibrated = recalibrate and not trained
     if recalibrated:
         validation = prepare_tomogram(
@@ -346,10 +347,16 @@ def _recipe_rows(
                 prepare_tomogram(path, training[training["tomo_name"] == path.stem], model_config)
                 for path in dataset.training_paths
             ],
+            templates=templates,
         )
     centring = load_centring(checkpoint)
     on_score_map = [
-        picks_from_scores(predict_scores(model, model_config, path), model_config, path.stem, threshold=PICK_FLOOR)
+        template_rescored(
+            picks_from_scores(predict_scores(model, model_config, path), model_config, path.stem, threshold=PICK_FLOOR),
+            path,
+            model_config,
+            templates,
+        )
         for path in dataset.test_paths
     ]
     picks = pd.concat(

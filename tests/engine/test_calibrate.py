@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from tomocpt_scipion.engine import calibrate
 from tomocpt_scipion.engine.annotation import ENOUGH_PARTIAL_LABELS
 from tomocpt_scipion.engine.calibrate import (
     CENTRING_EVIDENCE,
@@ -23,6 +24,7 @@ from tomocpt_scipion.engine.config import recipe_config
 from tomocpt_scipion.engine.data import PreparedTomogram, prepare_tomogram
 from tomocpt_scipion.engine.infer import run_network
 from tomocpt_scipion.engine.io import coordinate_table, write_mrc
+from tomocpt_scipion.engine.particle_template import ParticleTemplate
 
 GRID_XYZ = np.array([[x, y, z] for z in (12, 28, 44) for y in (12, 28, 44) for x in (12, 28)], float)
 TRUE_XYZ = GRID_XYZ[:12]
@@ -108,6 +110,23 @@ def test_a_partial_annotation_of_enough_training_labels_weighs_the_expected_coun
     # 12 particles then 6 look-alikes, score-sum count 18: few labels keep 8^(1/4) 18^(3/4) = 15
     # picks, reaching the look-alikes; enough labels √(8 × 18) = 12, the particles alone
     assert (threshold <= false_score + 1e-3) == keeps_look_alikes, threshold
+
+
+def test_a_class_rescored_by_a_particle_template_keeps_the_expected_count_alone(monkeypatch):
+    # the rescoring itself (which reads the tomogram's file) is left out: the same scores, another rule
+    monkeypatch.setattr(calibrate, "template_rescored", lambda table, *args, **kwargs: table)
+    config = recipe_config("tomopicker", diameter_a=100.0, expected_particles=8, patch_size=32)
+    volume = _tomogram()
+    tomogram = PreparedTomogram("val", volume, np.zeros_like(volume, np.uint8), TRUE_XYZ[:3], np.ones(3, int), 1.0)
+    template = ParticleTemplate(np.zeros((15, 15, 15), np.float32), 0.2, 0.05)
+    with torch.no_grad():
+        (plain,) = calibrate_thresholds(_VolumeAsLogits(), config, [tomogram], training_labels=(3,))
+        (rescored,) = calibrate_thresholds(
+            _VolumeAsLogits(), config, [tomogram], training_labels=(3,), templates={0: template}
+        )
+    false_score, true_score = 1 / (1 + np.exp(-1.0)), 1 / (1 + np.exp(-6.0))
+    # 12 particles then 6 look-alikes: 8^(1/4) 18^(3/4) = 15 picks reach the look-alikes; 8 do not
+    assert plain <= false_score + 1e-3 < rescored <= true_score + 1e-6, (plain, rescored)
 
 
 def test_a_partial_annotation_counts_over_the_training_tomograms_picks_too():

@@ -18,7 +18,7 @@ from tomocpt_scipion.engine.cli import main
 from tomocpt_scipion.engine.config import recipe_config
 from tomocpt_scipion.engine.train import train
 
-#: small networks and patches that fit the tiny volumes, CPU-friendly, no centring network, one
+#: small networks and patches that fit the tiny volumes, CPU-friendly, no centring network nor particle template, one
 #: grid per epoch (the epoch's length has its own tests in test_data.py)
 RECIPE_SETTINGS = {
     "tomocpt": dict(model_size="small", patch_size=64, batch_size=2, centring_steps=0),
@@ -30,6 +30,7 @@ RECIPE_SETTINGS = {
         expected_particles=12,
         centring_steps=0,
         min_patches_per_epoch=0,
+        particle_template=False,  # minutes on a sparse annotation; test_particle_template.py trains with it
     ),
 }
 

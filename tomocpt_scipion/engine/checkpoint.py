@@ -4,7 +4,8 @@ A checkpoint is a dict of plain types and tensors, so ``torch.load(weights_only=
 reads it without unpickling arbitrary objects:
 ``{"format": CHECKPOINT_FORMAT, "state_dict": ..., "config": EngineConfig.to_dict(),
 "epoch": int, "val_loss": float}``, and ``"centring"``, the weights of the centring network
-(:mod:`.centring`), when one was trained.
+(:mod:`.centring`), when one was trained, and ``"templates"``, ``{class index: template}``
+(:class:`.particle_template.ParticleTemplate`), when training made any.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .config import EngineConfig
 from .device import place_model
 from .io import atomic_path
 from .models import build_network
+from .particle_template import ParticleTemplate
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -28,6 +30,7 @@ __all__ = [
     "read_checkpoint",
     "load_model",
     "load_centring",
+    "load_templates",
     "write_model_summary",
 ]
 
@@ -42,8 +45,10 @@ def save_checkpoint(
     val_loss: float,
     overwrite: bool = True,
     centring: dict[str, torch.Tensor] | None = None,
+    templates: dict[int, ParticleTemplate] | None = None,
 ) -> Path:
-    """Write weights + config (+ the centring network's weights) atomically (plain CPU tensors)."""
+    """Write weights + config (+ the centring network's weights, the particle templates)
+    atomically (plain CPU tensors)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -54,6 +59,8 @@ def save_checkpoint(
     }
     if centring is not None:
         payload["centring"] = {k: v.detach().cpu() for k, v in centring.items()}
+    if templates:
+        payload["templates"] = {str(index): template.to_payload() for index, template in templates.items()}
     with atomic_path(path, overwrite=overwrite) as tmp:
         torch.save(payload, tmp)
     return Path(path)
@@ -123,6 +130,23 @@ def load_centring(path: str | Path, device: torch.device | str = "cpu") -> nn.Mo
     except (RuntimeError, AttributeError, TypeError) as error:
         first_line = str(error).strip().splitlines()[0]
         raise ValueError(f"{path}: its centring weights do not fit the centring network: {first_line}") from None
+
+
+def load_templates(path: str | Path) -> dict[int, ParticleTemplate]:
+    """The particle templates of a checkpoint, class index (0-based) → template; empty when it has none.
+
+    Raises
+    ------
+    ValueError
+        Not a checkpoint, or a template entry that is not one.
+    """
+    payload = read_checkpoint(path)
+    try:
+        return {
+            int(index): ParticleTemplate.from_payload(entry) for index, entry in payload.get("templates", {}).items()
+        }
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path}: its particle templates cannot be read ({type(error).__name__}: {error}).") from None
 
 
 def write_model_summary(path: str | Path, config: EngineConfig, epoch: int, val_loss: float) -> Path:

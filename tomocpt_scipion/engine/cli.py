@@ -446,6 +446,12 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
         "model, add its confident picks in the training tomograms to the labels, train again",
     )
     parser.add_argument(
+        "--particle-template",
+        action=argparse.BooleanOptionalAction,
+        help="on sparse labels (PU losses): average the labelled particles, and the training picks that "
+        "match them best, into a template and rescore every pick by its local match to it (TomoPicker: on)",
+    )
+    parser.add_argument(
         "--min-patches-per-epoch",
         type=_NON_NEGATIVE_INT,
         help="repeat an epoch's patch sampling (grid moved by a random origin) until it holds this many "
@@ -488,6 +494,7 @@ _TRAIN_OVERRIDES = (
     "stride",
     "min_patches_per_epoch",
     "pseudo_labels",
+    "particle_template",
     "target_diameter_px",
     "label_radius_fraction",
     "sparse_label_radius_fraction",
@@ -795,10 +802,11 @@ def _thresholds_text(config) -> str:
 
 
 def _inspect(args: argparse.Namespace) -> None:
-    from .checkpoint import load_centring, load_model, read_checkpoint, write_model_summary
+    from .checkpoint import load_centring, load_model, load_templates, read_checkpoint, write_model_summary
 
     _, config = load_model(args.model)  # builds the network and loads the weights: a mismatch fails here
     centring = load_centring(args.model)
+    templates = load_templates(args.model)
     payload = read_checkpoint(args.model)
     members = f"ensemble of {config.ensemble} × " if config.ensemble > 1 else ""
     print(
@@ -807,6 +815,7 @@ def _inspect(args: argparse.Namespace) -> None:
         f"{config.voxel_size_a:.2f} Å/px; epoch {payload['epoch']}, validation loss {payload['val_loss']:.4g}; "
         f"score threshold {_thresholds_text(config)}; "
         f"centring network {f'at {config.centring_diameter_px:.1f} px per particle' if centring else 'none'}; "
+        f"particle template {', '.join(config.classes[i] for i in sorted(templates)) or 'none'}; "
         f"engine {config.engine_version}"
     )
     if args.json:

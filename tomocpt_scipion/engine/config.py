@@ -54,6 +54,9 @@ class EngineConfig:
     pseudo_labels : on sparse annotations with a PU loss, train a first model, add its
         confident picks in the training tomograms to the labels and train again
         (:mod:`.pseudo_labels`).
+    particle_template : where a PU loss trains on a sparse annotation of a class, average its
+        labelled particles (and the training picks that match them best) into a template and
+        rescore every pick by its local match (:mod:`.particle_template`).
     min_patches_per_epoch : an epoch repeats its sampling until it holds at least this many
         patches (see :func:`.data.sample_patches`); 0 = one sampling per epoch.
     augment : augmentations switched on, from :data:`AUGMENTATIONS`.
@@ -95,6 +98,7 @@ class EngineConfig:
     jitter_px: int = 8
     min_patches_per_epoch: int = 0
     pseudo_labels: bool = False
+    particle_template: bool = False
     augment: list[str] = field(default_factory=lambda: ["rot90", "flip", "invert"])
     epochs: int = 100
     batch_size: int = 8
@@ -296,6 +300,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         sampling="all",
         # not the paper's: a small tomogram's grid is a few optimiser steps per epoch (README)
         min_patches_per_epoch=256,
+        # not the paper's: 6 labelled ribosomes do not teach a network the other large complexes (README)
+        particle_template=True,
         epochs=20,
         batch_size=8,
         lr=2e-3,

@@ -3,7 +3,9 @@
 Peaks are found on the score map at the training scale (particle ≈ ``target_diameter_px``)
 and scaled back to pixels of each tomogram file, so picking costs the same whatever the
 tomogram's pixel size. With ``refine="learned"`` (the default) every pick is then moved by
-the model's centring network on the tomogram itself (:mod:`.centring`). Masks (MRC, any
+the model's centring network on the tomogram itself (:mod:`.centring`). A model with particle
+templates (:mod:`.particle_template`) picks down to :data:`.specs.CANDIDATE_FLOOR`, rescores those
+classes' picks by their local match to the template and applies the threshold to that score. Masks (MRC, any
 shape) are looked up at the training grid by nearest neighbour, scaled by the ratio of the
 mask's to the tomogram's shape.
 
@@ -31,15 +33,17 @@ from .filtering import filter_picks, read_mask, resolve_class_overlaps, suppress
 from .infer import ScoreMap, predict_scores, score_map_at_original_grid
 from .io import coordinate_table, read_mrc, write_coordinates, write_mrc
 from .outputs import PREDICT
+from .particle_template import TEMPLATE_SCALE, ParticleTemplate, rescored
 from .peaks import find_peaks
 from .plots import plot_picks
 from .preprocess import load_at_training_scale
-from .specs import DEFAULT_PEAK_METHOD, REFINEMENTS, SCORE_MAP_REFINEMENTS
+from .specs import CANDIDATE_FLOOR, DEFAULT_PEAK_METHOD, REFINEMENTS, SCORE_MAP_REFINEMENTS
 
 __all__ = [
     "pick_tomogram",
     "picks_from_scores",
     "centre_picks",
+    "template_rescored",
     "write_picks",
     "write_score_maps",
     "write_preview",
@@ -180,6 +184,42 @@ def centre_picks(
     return moved.loc[kept].sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
 
 
+def template_rescored(
+    table: pd.DataFrame,
+    tomogram: str | Path,
+    config: EngineConfig,
+    templates: dict[int, ParticleTemplate],
+    pixel_size_a: float | None = None,
+) -> pd.DataFrame:
+    """The picks of one tomogram (pixels of the file), the score of every class with a particle
+    template replaced by its combined score (:func:`.particle_template.combined_scores`), best
+    first; unchanged without templates."""
+    if not templates or table.empty:
+        return table
+    loaded = load_at_training_scale(
+        tomogram, config.diameter_a, config.target_diameter_px * TEMPLATE_SCALE, config.normalisation, pixel_size_a
+    )
+    diameters_px = [d * TEMPLATE_SCALE for d in config.training_diameters_px]
+    logger.info(
+        "%s: %d pick(s) rescored by their match to the particle template of %s",
+        Path(tomogram).name,
+        int(table["class_id"].isin([i + 1 for i in templates]).sum()),
+        ", ".join(config.classes[i] for i in sorted(templates)),
+    )
+    return rescored(table, loaded.volume, loaded.zoom, diameters_px, templates)
+
+
+def _above_thresholds(
+    table: pd.DataFrame, config: EngineConfig, threshold: float | None, max_picks: int | None
+) -> pd.DataFrame:
+    """The picks at or above ``threshold`` (None: each class's calibrated one), at most ``max_picks`` a class."""
+    limits = table["class_id"].map(lambda c: config.class_threshold(c - 1) if threshold is None else threshold)
+    kept = table[table["score"] >= limits]
+    if max_picks is not None:
+        kept = kept.groupby("class_id", sort=False).head(max_picks)
+    return kept.reset_index(drop=True)
+
+
 def pick_tomogram(
     model,
     config: EngineConfig,
@@ -193,6 +233,7 @@ def pick_tomogram(
     max_picks: int | None = None,
     refine: str = REFINEMENTS[0],
     centring: torch.nn.Module | None = None,
+    templates: dict[int, ParticleTemplate] | None = None,
     device: torch.device | str = "cpu",
     **network_options,
 ) -> tuple[pd.DataFrame, ScoreMap]:
@@ -208,6 +249,8 @@ def pick_tomogram(
         (``min_distance_a`` in Å, default the particle diameter; ``threshold`` None: the
         model's calibrated threshold per class; ``refine="learned"``: see :func:`centre_picks`).
     centring : the model's centring network (:func:`.checkpoint.load_centring`), or None.
+    templates : the model's particle templates (:func:`.checkpoint.load_templates`), or None:
+        ``threshold`` and ``max_picks`` then apply to the rescored picks.
     device : torch device.
     **network_options : merge, window, overlap, pad, batch_size, tta (see :func:`.infer.run_network`).
 
@@ -218,9 +261,23 @@ def pick_tomogram(
     score_map = predict_scores(model, config, tomogram, pixel_size_a, device, **network_options)
     read = read_mask(mask, score_map.original_shape) if mask else None
     mask_array = mask_at_training_grid(read[0], score_map) if read else None
+    candidates = min(CANDIDATE_FLOOR, CANDIDATE_FLOOR if threshold is None else threshold)
     table = picks_from_scores(
-        score_map, config, Path(tomogram).stem, method, threshold, min_distance_a, max_picks, refine, mask_array, device
+        score_map,
+        config,
+        Path(tomogram).stem,
+        method,
+        candidates if templates else threshold,
+        min_distance_a,
+        None if templates else max_picks,
+        refine,
+        mask_array,
+        device,
     )
+    if templates:
+        table = _above_thresholds(
+            template_rescored(table, tomogram, config, templates, pixel_size_a), config, threshold, max_picks
+        )
     if refine == "learned":
         table = centre_picks(table, tomogram, config, centring, pixel_size_a, device, min_distance_a)
         if read:  # centring can move a pick across the mask's edge
@@ -321,7 +378,7 @@ def predict_tomograms(
     -------
     The names of the files written.
     """
-    from .checkpoint import load_centring, load_model
+    from .checkpoint import load_centring, load_model, load_templates
     from .device import select_device
     from .inputs import check_distinct_tomograms, check_mask_count, tomogram_geometry
     from .io import staged_outputs
@@ -332,7 +389,15 @@ def predict_tomograms(
     device = select_device(device)
     model, config = load_model(model_path, device)
     centring = load_centring(model_path, device) if refine == "learned" else None
+    templates = load_templates(model_path)
     if diameter_a:
+        if templates:
+            logger.warning(
+                "Particle templates not used: they show particles of %.0f Å, not the %.0f Å asked for",
+                config.diameter_a,
+                diameter_a,
+            )
+            templates = {}
         config = config.for_diameter(diameter_a)
     expected = output_names(list(shapes), config.classes, save_scores, preview)
     tables = []
@@ -346,6 +411,7 @@ def predict_tomograms(
                 mask=masks[i] if masks else None,
                 refine=refine,
                 centring=centring,
+                templates=templates,
                 device=device,
                 **pick_options,
             )

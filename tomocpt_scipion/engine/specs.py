@@ -90,6 +90,9 @@ SWEEP_GRIDS = (Choice("percentiles", "score percentiles 2-98 % (tomoCPT)"), Choi
 PEAK_METHODS = ("local-max", "mp-nms", "greedy")
 PEAK_METHOD_LABELS = ("local maxima (tomoCPT)", "mean-pooling NMS (DeepETPicker)", "greedy spheres (TomoPicker)")
 DEFAULT_PEAK_METHOD = PEAK_METHODS[0]
+#: network score down to which candidates are picked where a threshold is not on the network
+#: score alone: calibration sweeps above it, and a particle template rescores from it
+CANDIDATE_FLOOR = 0.02
 
 #: sub-voxel refinement of picks on the score map (see :mod:`.peaks`)
 SCORE_MAP_REFINEMENTS = ("centroid", "quadratic", "none")

@@ -63,6 +63,7 @@ from .calibrate import (
     calibrate_thresholds,
     centring_helps,
     fit_score_temperature,
+    training_scale_picks,
 )
 from .centring import centring_diameter_px, centring_network, train_centring
 from .checkpoint import load_model, read_checkpoint, save_checkpoint, write_model_summary
@@ -74,6 +75,7 @@ from .labels import label_voxel_count
 from .losses import build_loss, pu_priors
 from .models import Ensemble, build_model, encoder_prefixes
 from .outputs import TRAIN
+from .particle_template import TEMPLATE_SCALE, ParticleTemplate, build_template
 from .plots import plot_learning_curve
 from .preprocess import load_at_training_scale, tomogram_pixel_size
 from .pseudo_labels import pseudo_labelled
@@ -732,21 +734,76 @@ def _calibrate_and_save(
     (with the centring network, when kept) and ``model.json`` (and the log of all ensemble
     members, when given) together."""
     config.score_temperature = fit_score_temperature(model, config, calibration.validation, device)
+    templates = _particle_templates(model, config, calibration, device)
     config.thresholds = calibrate_thresholds(
-        model, config, calibration.validation, device, calibration.training_labels, calibration.training
+        model, config, calibration.validation, device, calibration.training_labels, calibration.training, templates
     )
     weights = None
     if centring is not None and centring_helps(
-        model, config, centring_network(centring.weights, device), centring.evidence, device
+        model, config, centring_network(centring.weights, device), centring.evidence, device, templates
     ):
         weights = centring.weights
     if weights is None:
         config.centring_diameter_px = 0.0
     with staged_outputs(out_dir, overwrite=True) as staging:
-        save_checkpoint(staging / TRAIN.model, model, config, best_epoch, best_loss, centring=weights)
+        save_checkpoint(
+            staging / TRAIN.model, model, config, best_epoch, best_loss, centring=weights, templates=templates
+        )
         write_model_summary(staging / TRAIN.summary, config, best_epoch, best_loss)
         if history is not None:
             _write_log(staging, history)
+
+
+def _particle_templates(
+    model: nn.Module, config: EngineConfig, calibration: _Calibration, device: torch.device
+) -> dict[int, ParticleTemplate]:
+    """The particle templates (:mod:`.particle_template`) of the classes a PU loss learned from a
+    sparse annotation, built on the training tomograms: their labelled particles and the
+    finished model's picks there."""
+    tomograms = [t for t in calibration.training if t.path is not None]
+    if not (config.particle_template and config.loss in PU_LOSSES and config.expected_particles and tomograms):
+        return {}
+    expected = config.expected_particles * len(tomograms)
+    sparse = [
+        index
+        for index, labelled in enumerate(calibration.training_labels)
+        if labelled and is_partial_annotation(labelled, expected)
+    ]
+    if not sparse:
+        return {}
+    picks = training_scale_picks(model, config, tomograms, device)
+    loaded = [
+        load_at_training_scale(
+            t.path, config.diameter_a, config.target_diameter_px * TEMPLATE_SCALE, config.normalisation, t.pixel_size_a
+        )
+        for t in tomograms
+    ]
+    templates = {}
+    for index in sparse:
+        started = time.time()
+        # pixels at the training scale → at the template scale, (z, y, x)
+        ratios = [volume.zoom / t.zoom for volume, t in zip(loaded, tomograms)]
+        labelled = [t.xyz_px[t.class_ids == index + 1][:, ::-1] * r for t, r in zip(tomograms, ratios)]
+        candidates = []
+        for t, ratio in zip(tomograms, ratios):
+            own = picks[index][picks[index]["tomo_name"] == t.name]
+            candidates.append(own.assign(**{axis: own[axis] * ratio for axis in "xyz"}))
+        templates[index] = build_template(
+            [volume.volume for volume in loaded],
+            labelled,
+            candidates,
+            config.training_diameters_px[index] * TEMPLATE_SCALE,
+            config.expected_particles,
+        )
+        logger.info(
+            "Class %s: particle template made from %d labelled particle(s) and the best-matching picks of %d "
+            "training tomogram(s) in %.0f s; every pick is rescored by its match to it",
+            config.classes[index],
+            sum(len(c) for c in labelled),
+            len(tomograms),
+            time.time() - started,
+        )
+    return templates
 
 
 def _centring_network(data: _Data, config: EngineConfig, device: torch.device, validation: list) -> _Centring | None:

@@ -1,0 +1,156 @@
+"""Particle templates: local matching, the reference-free average of a few labelled particles,
+the combined score, the checkpoint round trip, and training and picking with them."""
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage
+from scipy.spatial.transform import Rotation
+
+from tomocpt_scipion.engine import particle_template
+from tomocpt_scipion.engine.checkpoint import load_model, load_templates, save_checkpoint
+from tomocpt_scipion.engine.cli import main
+from tomocpt_scipion.engine.models import build_network
+from tomocpt_scipion.engine.particle_template import (
+    ParticleTemplate,
+    build_template,
+    combined_scores,
+    local_match,
+    particle_boxes,
+    rotation_set,
+    template_geometry,
+    template_scores,
+)
+from tomocpt_scipion.engine.predict import predict_tomograms
+from tomocpt_scipion.engine.simulate import species_density
+from tomocpt_scipion.engine.train import train
+
+from .test_train import _config, _inputs
+
+
+@pytest.fixture(autouse=True)
+def _fewer_rotations(monkeypatch):
+    """100 rotations instead of 1000: the tiny trainings below build and match templates in seconds."""
+    monkeypatch.setattr(particle_template, "N_ROTATIONS", 100)
+
+
+#: Å per pixel at which a ribosome (4v94) is 10 px across, the proteasome (4cr2) about 8
+PIXEL_A = 33.3
+
+
+def _rotated(density: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    centre = (np.array(density.shape) - 1) / 2
+    return ndimage.affine_transform(density, rotation, offset=centre - rotation @ centre, order=1)
+
+
+def _crowd(seed: int = 0, noise: float = 0.4):
+    """Ribosomes and proteasomes in random orientations on a grid in noise (protein dark), and
+    the centres (z, y, x) of each."""
+    rng = np.random.default_rng(seed)
+    densities = {name: species_density(name, PIXEL_A) for name in ("4v94", "4cr2")}
+    volume = np.zeros((28, 100, 100), np.float32)
+    centres = {name: [] for name in densities}
+    sites = [(14, y, x) for y in range(12, 90, 19) for x in range(12, 90, 19)]
+    for i, site in enumerate(rng.permutation(sites)):
+        name = ("4v94", "4cr2")[i % 2]
+        density = _rotated(densities[name], Rotation.random(random_state=seed * 100 + i).as_matrix())
+        half = density.shape[0] // 2
+        volume[tuple(slice(c - half, c - half + density.shape[0]) for c in site)] += density
+        centres[name].append(site)
+    noisy = -volume + rng.normal(0, noise, volume.shape).astype(np.float32)
+    return noisy, {name: np.array(c, float) for name, c in centres.items()}
+
+
+def test_local_match_finds_a_planted_rotated_particle_and_its_offset():
+    density = species_density("4v94", PIXEL_A)
+    geometry = template_geometry(10.0)
+    template = np.zeros((geometry.box,) * 3, np.float32)
+    corner = (geometry.box - density.shape[0]) // 2
+    template[(slice(corner, corner + density.shape[0]),) * 3] = density
+    rotations = rotation_set(50)
+    volume = np.random.default_rng(1).normal(0, 0.2, (40, 40, 40)).astype(np.float32)
+    # the particle turned by rotation 7 of the set, centred at (20, 21, 19)
+    turned = _rotated(template, rotations[7][::-1, ::-1].astype(float))  # the set's (x, y, z) matrix on (z, y, x)
+    half = geometry.box // 2
+    volume[20 - half : 20 + half + 1, 21 - half : 21 + half + 1, 19 - half : 19 + half + 1] += turned
+    ncc, rotation, shift = local_match(
+        particle_boxes(volume, np.array([[18.0, 22.0, 19.0]]), geometry.box), template, geometry, rotations
+    )
+    assert rotation[0] == 7
+    assert shift[0].tolist() == [2, -1, 0]  # the box centre (18, 22, 19) + shift = the particle
+    assert ncc[0] > 0.5
+    background = local_match(
+        particle_boxes(volume, np.array([[20.0, 21.0, 4.0]]), geometry.box), template, geometry, rotations
+    )[0]
+    assert background[0] < 0.2
+
+
+def test_a_template_from_three_labelled_ribosomes_tells_ribosomes_from_proteasomes():
+    volume, centres = _crowd()
+    ribosomes, proteasomes = centres["4v94"], centres["4cr2"]
+    rng = np.random.default_rng(2)
+    picks = np.concatenate([ribosomes, proteasomes]) + rng.normal(0, 1, (len(ribosomes) + len(proteasomes), 3))
+    candidates = pd.DataFrame(picks, columns=["z", "y", "x"]).assign(score=rng.uniform(0.3, 0.9, len(picks)))
+    rotations = rotation_set(300)
+    template = build_template([volume], [ribosomes[:3]], [candidates], 10.0, len(ribosomes), rotations)
+    on_ribosomes = template_scores(volume, ribosomes[3:], template.volume, 10.0, rotations)
+    on_proteasomes = template_scores(volume, proteasomes, template.volume, 10.0, rotations)
+    # how often an unlabelled ribosome matches better than a proteasome (0.5: no better than chance)
+    assert (on_ribosomes[:, None] > on_proteasomes[None]).mean() > 0.9
+    assert template.ncc_std > 0
+
+
+def test_the_combined_score_follows_the_template_and_the_network_breaks_its_ties():
+    network = np.array([0.9, 0.3, 0.6, 0.6])
+    ncc = np.array([0.10, 0.30, 0.20, 0.25])
+    scores = combined_scores(network, ncc, mean=0.2, std=0.05)
+    assert np.argsort(-scores).tolist() == [1, 3, 2, 0]
+    tied = combined_scores(np.array([0.4, 0.8]), np.array([0.2, 0.2]), mean=0.2, std=0.05)
+    assert tied[1] > tied[0]
+    assert np.all((scores > 0) & (scores < 1))
+
+
+def test_templates_round_trip_through_the_checkpoint(tmp_path):
+    config = _config("tomopicker", 200.0, epochs=1)
+    model = build_network(config.backbone, config.out_channels, config.model_size)
+    template = ParticleTemplate(np.random.default_rng(0).normal(size=(19, 19, 19)).astype(np.float32), 0.21, 0.04)
+    save_checkpoint(tmp_path / "model.pt", model, config, 1, 0.5, templates={0: template})
+    read = load_templates(tmp_path / "model.pt")
+    assert list(read) == [0]
+    np.testing.assert_array_equal(read[0].volume, template.volume)
+    assert (read[0].ncc_mean, read[0].ncc_std) == (0.21, 0.04)
+    save_checkpoint(tmp_path / "plain.pt", model, config, 1, 0.5)
+    assert load_templates(tmp_path / "plain.pt") == {}
+
+
+def test_a_sparse_annotation_trains_a_template_that_rescores_the_picks(tiny_dataset, tmp_path, caplog, capsys):
+    tomograms, coordinates, diameter = _inputs(tiny_dataset)
+    config = _config("tomopicker", diameter, epochs=1, particle_template=True)
+    with caplog.at_level(logging.INFO):
+        result = train(tomograms, coordinates.groupby("tomo_name").head(3), config, tmp_path / "model")
+        templates = load_templates(result.checkpoint)
+        assert list(templates) == [0]
+        assert "particle template made from 3 labelled particle(s)"  # one tomogram trains, one validates in caplog.text
+        predict_tomograms(result.checkpoint, tomograms[:1], tmp_path / "picks", refine="centroid")
+    assert "rescored by their match to the particle template of" in caplog.text
+    main(["inspect", str(result.checkpoint)])
+    assert "particle template particle;" in capsys.readouterr().out
+    picks = pd.read_csv(tmp_path / "picks" / "picks.csv")
+    threshold = load_model(result.checkpoint)[1].thresholds[0]
+    assert len(picks) and picks["score"].min() >= threshold
+
+
+def test_a_complete_annotation_trains_no_template(tiny_dataset, tmp_path):
+    tomograms, coordinates, diameter = _inputs(tiny_dataset)
+    config = _config("tomopicker", diameter, epochs=1, particle_template=True)
+    result = train(tomograms, coordinates, config, tmp_path)
+    assert load_templates(result.checkpoint) == {}
+
+
+def test_a_loss_that_is_not_positive_unlabelled_trains_no_template(tiny_dataset, tmp_path):
+    tomograms, coordinates, diameter = _inputs(tiny_dataset)
+    config = _config("deepetpicker", diameter, epochs=1, particle_template=True)
+    result = train(tomograms, coordinates.groupby("tomo_name").head(3), config, tmp_path)
+    assert load_templates(result.checkpoint) == {}
