@@ -191,9 +191,9 @@ def template_rescored(
     templates: dict[int, ParticleTemplate],
     pixel_size_a: float | None = None,
 ) -> pd.DataFrame:
-    """The picks of one tomogram (pixels of the file), the score of every class with a particle
-    template replaced by its combined score (:func:`.particle_template.combined_scores`), best
-    first; unchanged without templates."""
+    """The picks of one tomogram (pixels of the file), those of every class with a particle
+    template moved to where it matches best and scored by :func:`.particle_template.combined_scores`,
+    best first; unchanged without templates."""
     if not templates or table.empty:
         return table
     loaded = load_at_training_scale(
@@ -201,7 +201,7 @@ def template_rescored(
     )
     diameters_px = [d * TEMPLATE_SCALE for d in config.training_diameters_px]
     logger.info(
-        "%s: %d pick(s) rescored by their match to the particle template of %s",
+        "%s: %d pick(s) rescored by their match to the particle template of %s, and moved to where it matches",
         Path(tomogram).name,
         int(table["class_id"].isin([i + 1 for i in templates]).sum()),
         ", ".join(config.classes[i] for i in sorted(templates)),
