@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from tomocpt_scipion.engine import particle_template
+from tomocpt_scipion.engine import io, particle_template
 from tomocpt_scipion.engine.checkpoint import load_model, load_templates, save_checkpoint
 from tomocpt_scipion.engine.cli import main
 from tomocpt_scipion.engine.models import build_network
@@ -23,7 +23,7 @@ from tomocpt_scipion.engine.particle_template import (
     template_geometry,
     template_matches,
 )
-from tomocpt_scipion.engine.predict import predict_tomograms
+from tomocpt_scipion.engine.predict import predict_tomograms, template_rescored
 from tomocpt_scipion.engine.simulate import species_density
 from tomocpt_scipion.engine.train import train
 
@@ -105,6 +105,28 @@ def test_a_match_moves_a_pick_onto_an_off_grid_particle_centre_within_a_quarter_
         )
         true_centres.append(np.abs(matched[0] - (20 + np.array(offset))).max())
     assert max(true_centres) < 0.25, true_centres
+
+
+def test_two_picks_of_one_particle_move_onto_it_and_merge(tmp_path, monkeypatch):
+    monkeypatch.setattr(particle_template, "N_ROTATIONS", 1)  # the identity below: the particle is not turned
+    monkeypatch.setattr(particle_template, "rotation_set", lambda n=None: np.eye(3, dtype=np.float32)[None])
+    config = _config("tomopicker", 333.0, epochs=1)
+    pixel_a = 333.0 / (config.target_diameter_px * particle_template.TEMPLATE_SCALE)  # the template scale
+    density = species_density("4v94", pixel_a)
+    geometry = template_geometry(config.target_diameter_px * particle_template.TEMPLATE_SCALE)
+    template = np.zeros((geometry.box,) * 3, np.float32)
+    corner = (geometry.box - density.shape[0]) // 2
+    template[(slice(corner, corner + density.shape[0]),) * 3] = density
+    volume = np.random.default_rng(4).normal(0, 0.1, (48, 64, 64)).astype(np.float32)
+    half = geometry.box // 2
+    volume[24 - half : 24 + half + 1, 30 - half : 30 + half + 1, 33 - half : 33 + half + 1] += template
+    io.write_mrc(tmp_path / "t.mrc", volume, pixel_a)
+    picks = pd.DataFrame(
+        {"tomo_name": "t", "x": [31.0, 35.0], "y": [31.0, 29.0], "z": [23.0, 25.0], "score": [0.6, 0.5], "class_id": 1}
+    )
+    moved = template_rescored(picks, tmp_path / "t.mrc", config, {0: ParticleTemplate(template, 0.0, 1.0)})
+    assert len(moved) == 1
+    np.testing.assert_allclose(moved[["x", "y", "z"]].to_numpy()[0], [33, 30, 24], atol=0.5)
 
 
 def test_a_template_from_three_labelled_ribosomes_tells_ribosomes_from_proteasomes():

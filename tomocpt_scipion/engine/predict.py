@@ -160,19 +160,7 @@ def centre_picks(
     after = centre_positions(centring, loaded.volume, loaded.zoom, before, config.centring_crop_diameter_px, device)
     after = np.clip(after, 0, np.array(loaded.original_shape[::-1]) - 1)
     moved = table.assign(x=after[:, 0], y=after[:, 1], z=after[:, 2])
-
-    def merge_px(class_id: int) -> float:
-        diameter_a = config.diameters_a[class_id - 1]
-        return min(diameter_a / 2, diameter_a if min_distance_a is None else min_distance_a) / loaded.pixel_size_a
-
-    kept = np.concatenate(
-        [
-            rows.index.to_numpy()[
-                suppress_close(rows[["x", "y", "z"]].to_numpy(), rows["score"].to_numpy(), merge_px(class_id))
-            ]
-            for class_id, rows in moved.groupby("class_id", sort=False)
-        ]
-    )
+    kept = _merged(moved, config, loaded.pixel_size_a, min_distance_a)
     logger.info(
         "%s: centring network moved %d pick(s) by %.2f px on average; %d landed on a better pick's "
         "particle and were dropped",
@@ -184,16 +172,36 @@ def centre_picks(
     return moved.loc[kept].sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
 
 
+def _merged(moved: pd.DataFrame, config: EngineConfig, pixel_size_a: float, min_distance_a: float | None) -> np.ndarray:
+    """Index labels of the moved picks kept: of picks of one class that ended closer than half the
+    diameter (or ``min_distance_a``, when smaller), the best-scoring one."""
+
+    def merge_px(class_id: int) -> float:
+        diameter_a = config.diameters_a[class_id - 1]
+        return min(diameter_a / 2, diameter_a if min_distance_a is None else min_distance_a) / pixel_size_a
+
+    return np.concatenate(
+        [
+            rows.index.to_numpy()[
+                suppress_close(rows[["x", "y", "z"]].to_numpy(), rows["score"].to_numpy(), merge_px(class_id))
+            ]
+            for class_id, rows in moved.groupby("class_id", sort=False)
+        ]
+    )
+
+
 def template_rescored(
     table: pd.DataFrame,
     tomogram: str | Path,
     config: EngineConfig,
     templates: dict[int, ParticleTemplate],
     pixel_size_a: float | None = None,
+    min_distance_a: float | None = None,
 ) -> pd.DataFrame:
     """The picks of one tomogram (pixels of the file), those of every class with a particle
     template moved to where it matches best and scored by :func:`.particle_template.combined_scores`,
-    best first; unchanged without templates."""
+    best first; two that end on one particle (closer than half the diameter, or ``min_distance_a``
+    when smaller) merge into the better one, as after the centring network. Unchanged without templates."""
     if not templates or table.empty:
         return table
     loaded = load_at_training_scale(
@@ -206,7 +214,9 @@ def template_rescored(
         int(table["class_id"].isin([i + 1 for i in templates]).sum()),
         ", ".join(config.classes[i] for i in sorted(templates)),
     )
-    return rescored(table, loaded.volume, loaded.zoom, diameters_px, templates)
+    moved = rescored(table, loaded.volume, loaded.zoom, diameters_px, templates)
+    kept = moved.loc[_merged(moved, config, loaded.pixel_size_a, min_distance_a)]
+    return kept.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def _above_thresholds(
@@ -276,7 +286,10 @@ def pick_tomogram(
     )
     if templates:
         table = _above_thresholds(
-            template_rescored(table, tomogram, config, templates, pixel_size_a), config, threshold, max_picks
+            template_rescored(table, tomogram, config, templates, pixel_size_a, min_distance_a),
+            config,
+            threshold,
+            max_picks,
         )
     if refine == "learned":
         table = centre_picks(table, tomogram, config, centring, pixel_size_a, device, min_distance_a)
