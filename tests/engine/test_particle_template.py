@@ -196,3 +196,23 @@ def test_a_loss_that_is_not_positive_unlabelled_trains_no_template(tiny_dataset,
     config = _config("deepetpicker", diameter, epochs=1, particle_template=True)
     result = train(tomograms, coordinates.groupby("tomo_name").head(3), config, tmp_path)
     assert load_templates(result.checkpoint) == {}
+
+
+def test_only_the_best_network_picks_per_expected_particle_are_matched_and_kept(monkeypatch):
+    monkeypatch.setattr(particle_template, "rotation_set", lambda n=None: np.eye(3, dtype=np.float32)[None])
+    volume = np.random.default_rng(5).normal(size=(30, 60, 60)).astype(np.float32)
+    picks = pd.DataFrame(
+        {
+            "x": np.arange(6) * 8.0 + 10,
+            "y": 30.0,
+            "z": 15.0,
+            "score": [0.9, 0.8, 0.7, 0.6, 0.5, 0.4],
+            "class_id": [1, 1, 1, 1, 1, 2],
+        }
+    )
+    template = ParticleTemplate(np.ones((15, 15, 15), np.float32), 0.0, 1.0)
+    kept = particle_template.rescored(picks, volume, 1.0, [8.0, 8.0], {0: template}, expected_particles=0.5)
+    # candidate_limit(0.5) = 2 picks of class 1 are matched; class 2 has no template and stays
+    assert particle_template.candidate_limit(0.5) == 2
+    assert sorted(kept["class_id"].tolist()) == [1, 1, 2]
+    assert kept.loc[kept["class_id"] == 2, "score"].tolist() == [0.4]

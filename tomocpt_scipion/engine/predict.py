@@ -214,7 +214,7 @@ def template_rescored(
         int(table["class_id"].isin([i + 1 for i in templates]).sum()),
         ", ".join(config.classes[i] for i in sorted(templates)),
     )
-    moved = rescored(table, loaded.volume, loaded.zoom, diameters_px, templates)
+    moved = rescored(table, loaded.volume, loaded.zoom, diameters_px, templates, config.expected_particles)
     kept = moved.loc[_merged(moved, config, loaded.pixel_size_a, min_distance_a)]
     return kept.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
 
