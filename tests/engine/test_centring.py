@@ -206,7 +206,7 @@ def recorded(monkeypatch):
         learned.extend(len(centres) for _, centres in pairs)
         return real_train_centring(pairs, validation, *args, **kwargs)
 
-    def recording_centring_helps(model, config, centring, evidence, device):
+    def recording_centring_helps(model, config, centring, evidence, device, templates=None):
         checked.extend((t.name, len(t.xyz_px)) for t in evidence)
         return True
 

@@ -70,9 +70,9 @@ given, the weight is that of few labels.
 A class rescored by a particle template (:mod:`.particle_template`) keeps the expected count
 alone (:data:`TEMPLATE_SCORE_SUM_WEIGHT`): its scores are a standardised template match, not
 probabilities, and the picks that are no particle, the most numerous, score near 0.4, so their
-sum over-counts. On the WBP benchmark's 10 %-label ribosome models (seed 1, README) 3/4 kept 151
-picks for 90 expected particles and left the test F1 at 0.654 against its best 0.831; N alone
-gave 0.778.
+sum over-counts. On the WBP benchmark's 10 %-label ribosome model of seed 1 (README) w = 3/4
+left the test F1 at 0.654 against its best 0.831 (commit cf0c584, before the picks moved to the
+match); with N alone, and the picks moved, it is 0.762 against 0.816.
 
 The count runs over the picks of the validation tomograms and, where ``train`` gives them, of
 the training tomograms too, N the particles expected in all of them: one validation tomogram of
