@@ -40,6 +40,14 @@ def _fewer_rotations(monkeypatch):
 PIXEL_A = 33.3
 
 
+def _boxed(density: np.ndarray, box: int) -> np.ndarray:
+    """``density`` centred in a (box, box, box) array of zeros."""
+    boxed = np.zeros((box,) * 3, np.float32)
+    corner = (box - density.shape[0]) // 2
+    boxed[(slice(corner, corner + density.shape[0]),) * 3] = density
+    return boxed
+
+
 def _rotated(density: np.ndarray, rotation: np.ndarray) -> np.ndarray:
     centre = (np.array(density.shape) - 1) / 2
     return ndimage.affine_transform(density, rotation, offset=centre - rotation @ centre, order=1)
@@ -66,9 +74,7 @@ def _crowd(seed: int = 0, noise: float = 0.4):
 def test_local_match_finds_a_planted_rotated_particle_and_its_offset():
     density = species_density("4v94", PIXEL_A)
     geometry = template_geometry(10.0)
-    template = np.zeros((geometry.box,) * 3, np.float32)
-    corner = (geometry.box - density.shape[0]) // 2
-    template[(slice(corner, corner + density.shape[0]),) * 3] = density
+    template = _boxed(density, geometry.box)
     rotations = rotation_set(50)
     volume = np.random.default_rng(1).normal(0, 0.2, (40, 40, 40)).astype(np.float32)
     # the particle turned by rotation 7 of the set, centred at (20, 21, 19)
@@ -90,9 +96,7 @@ def test_local_match_finds_a_planted_rotated_particle_and_its_offset():
 def test_a_match_moves_a_pick_onto_an_off_grid_particle_centre_within_a_quarter_pixel():
     density = species_density("4v94", PIXEL_A)
     geometry = template_geometry(10.0)
-    template = np.zeros((geometry.box,) * 3, np.float32)
-    corner = (geometry.box - density.shape[0]) // 2
-    template[(slice(corner, corner + density.shape[0]),) * 3] = density
+    template = _boxed(density, geometry.box)
     half = geometry.box // 2
     volume = np.random.default_rng(3).normal(0, 0.1, (40, 40, 40)).astype(np.float32)
     true_centres = []
@@ -114,9 +118,7 @@ def test_two_picks_of_one_particle_move_onto_it_and_merge(tmp_path, monkeypatch)
     pixel_a = 333.0 / (config.target_diameter_px * particle_template.TEMPLATE_SCALE)  # the template scale
     density = species_density("4v94", pixel_a)
     geometry = template_geometry(config.target_diameter_px * particle_template.TEMPLATE_SCALE)
-    template = np.zeros((geometry.box,) * 3, np.float32)
-    corner = (geometry.box - density.shape[0]) // 2
-    template[(slice(corner, corner + density.shape[0]),) * 3] = density
+    template = _boxed(density, geometry.box)
     volume = np.random.default_rng(4).normal(0, 0.1, (48, 64, 64)).astype(np.float32)
     half = geometry.box // 2
     volume[24 - half : 24 + half + 1, 30 - half : 30 + half + 1, 33 - half : 33 + half + 1] += template

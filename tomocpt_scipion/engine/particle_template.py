@@ -117,13 +117,17 @@ def rotation_set(n: int | None = None) -> np.ndarray:
     return Rotation.random(n or N_ROTATIONS, random_state=0).as_matrix().astype(np.float32)
 
 
+def _box_centres(volume: np.ndarray, centres_zyx: np.ndarray) -> np.ndarray:
+    """(n, 3) the centres rounded to whole pixels and moved inside ``volume``: where boxes are centred."""
+    return np.clip(np.rint(np.asarray(centres_zyx, float).reshape(-1, 3)), 0, np.array(np.shape(volume)) - 1)
+
+
 def particle_boxes(volume: np.ndarray, centres_zyx: np.ndarray, box: int) -> np.ndarray:
     """(n, box, box, box) float32 boxes centred on the rounded centres (``box`` odd; a centre
     outside the volume moves to its edge), zero outside the volume, each standardised (mean 0, std 1)."""
     half = box // 2
     padded = np.pad(np.asarray(volume, dtype=np.float32), half + 1)
-    centres = np.clip(np.rint(np.asarray(centres_zyx, float).reshape(-1, 3)), 0, np.array(np.shape(volume)) - 1)
-    corners = centres.astype(int) + 1  # padded by half + 1
+    corners = _box_centres(volume, centres_zyx).astype(int) + 1  # padded by half + 1
     boxes = (
         np.stack([padded[z : z + box, y : y + box, x : x + box] for z, y, x in corners])
         if len(corners)
@@ -142,6 +146,14 @@ def _resampled(volumes: torch.Tensor, matrices: torch.Tensor, shifts_zyx: torch.
         theta[:, :, 3] = shifts_zyx.flip(1).float() * 2 / (n - 1)
     grid = F.affine_grid(theta, (len(matrices), 1, n, n, n), align_corners=True)
     return F.grid_sample(volumes[:, None], grid, align_corners=True)[:, 0]
+
+
+def _turned_templates(reference: torch.Tensor, matrices: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``reference`` turned by each of ``matrices``, masked, zero-mean under the mask and of unit norm."""
+    edge = reference.shape[-1]
+    turned = _resampled(reference.expand(len(matrices), edge, edge, edge), matrices) * mask
+    turned = turned - turned.sum((-3, -2, -1), keepdim=True) / mask.sum() * mask
+    return turned / turned.flatten(1).norm(dim=1).clamp(min=1e-6)[:, None, None, None]
 
 
 def local_match(
@@ -180,9 +192,7 @@ def local_match(
     reference = torch.from_numpy(np.ascontiguousarray(template, dtype=np.float32))
     for start in range(0, len(rotations), _CHUNK):
         matrices = torch.from_numpy(rotations[start : start + _CHUNK])
-        rotated = _resampled(reference.expand(len(matrices), edge, edge, edge), matrices) * mask
-        rotated = rotated - rotated.sum((-3, -2, -1), keepdim=True) / voxels * mask
-        rotated = rotated / rotated.flatten(1).norm(dim=1).clamp(min=1e-6)[:, None, None, None]
+        rotated = _turned_templates(reference, matrices, mask)
         correlation = torch.fft.irfftn(
             spectra[:, None] * torch.fft.rfftn(rotated, dim=(-3, -2, -1)).conj()[None], s=(edge,) * 3
         )
@@ -196,9 +206,7 @@ def local_match(
     peak = torch.stack([best_shift // side**2, best_shift // side % side, best_shift % side], 1)
     # the NCC around each box's peak, at its best rotation, for a parabola through the peak on each axis
     matrices = torch.from_numpy(rotations[best_rotation.numpy()])
-    rotated = _resampled(reference.expand(n, edge, edge, edge), matrices) * mask
-    rotated = rotated - rotated.sum((-3, -2, -1), keepdim=True) / voxels * mask
-    rotated = rotated / rotated.flatten(1).norm(dim=1).clamp(min=1e-6)[:, None, None, None]
+    rotated = _turned_templates(reference, matrices, mask)
     ncc = around(torch.fft.irfftn(spectra * torch.fft.rfftn(rotated, dim=(-3, -2, -1)).conj(), s=(edge,) * 3)) / spread
     offsets = torch.zeros(n, 3)
     rows = torch.arange(n)
@@ -291,8 +299,7 @@ def template_matches(
     geometry = template_geometry(diameter_px)
     rotations = rotation_set() if rotations is None else rotations
     ncc, _, shift = local_match(particle_boxes(volume, centres_zyx, geometry.box), template, geometry, rotations)
-    centres = np.clip(np.rint(np.asarray(centres_zyx, float).reshape(-1, 3)), 0, np.array(np.shape(volume)) - 1)
-    return ncc, centres + shift
+    return ncc, _box_centres(volume, centres_zyx) + shift
 
 
 def candidate_limit(expected_particles: float) -> int:
