@@ -72,7 +72,7 @@ BOOTSTRAP_ROUNDS = 2
 #: share of the particles expected in the training tomograms that join the labelled ones' average
 BOOTSTRAP_SHARE = 2.0 / 3.0
 #: picks matched per expected particle: the network's weaker picks are dropped unmatched (the match
-#: costs about 0.2 s a pick on one CPU core; a RuBisCO model at 10 % of the labels gives hundreds)
+#: searches 1000 rotations for every pick; a RuBisCO model at 10 % of the labels gives hundreds)
 CANDIDATES_PER_EXPECTED = 4
 #: picks matched at once (memory: picks × rotations chunk × box³ complex values)
 _CHUNK = 8
