@@ -19,6 +19,7 @@ from tomocpt_scipion.engine.particle_template import (
     combined_scores,
     local_match,
     particle_boxes,
+    reference_free_average,
     rotation_set,
     template_geometry,
     template_matches,
@@ -144,6 +145,29 @@ def test_a_template_from_three_labelled_ribosomes_tells_ribosomes_from_proteasom
     # how often an unlabelled ribosome matches better than a proteasome (0.5: no better than chance)
     assert (on_ribosomes[:, None] > on_proteasomes[None]).mean() > 0.9
     assert template.ncc_std > 0
+
+
+def test_many_labelled_particles_choose_the_first_reference_among_a_few_and_still_average_the_particle(
+    monkeypatch,
+):
+    volume, centres = _crowd()
+    ribosomes, proteasomes = centres["4v94"], centres["4cr2"]
+    geometry = template_geometry(10.0)
+    rotations = rotation_set(300)
+    matched = []
+
+    def counting(boxes, *args):
+        matched.append(len(boxes))
+        return local_match(boxes, *args)
+
+    monkeypatch.setattr(particle_template, "local_match", counting)
+    average = reference_free_average(particle_boxes(volume, ribosomes, geometry.box), geometry, rotations)
+    few, rounds = particle_template.REFERENCE_CANDIDATES, particle_template.ALIGNMENT_ROUNDS
+    # every particle against every other one would be 13 × 12 matches before the rounds
+    assert sum(matched) == few * (few - 1) + rounds * len(ribosomes) < len(ribosomes) * (len(ribosomes) - 1)
+    on_ribosomes = template_matches(volume, ribosomes, average, 10.0, rotations)[0]
+    on_proteasomes = template_matches(volume, proteasomes, average, 10.0, rotations)[0]
+    assert (on_ribosomes[:, None] > on_proteasomes[None]).mean() > 0.9
 
 
 def test_the_combined_score_follows_the_template_and_the_network_breaks_its_ties():

@@ -43,6 +43,7 @@ __all__ = [
     "particle_boxes",
     "local_match",
     "reference_free_average",
+    "REFERENCE_CANDIDATES",
     "bootstrap_template",
     "template_matches",
     "combined_scores",
@@ -67,6 +68,10 @@ SHIFT_FRACTION = 0.25
 NETWORK_WEIGHT = 1.0 / 8.0
 #: rounds of aligning the labelled particles to their average
 ALIGNMENT_ROUNDS = 3
+#: labelled particles compared with one another to choose the first reference: choosing among
+#: all n costs n (n - 1) local matches (3540 for the 60 labelled particles of a twenty-tomogram
+#: annotation at 10 %, against 56 for 8)
+REFERENCE_CANDIDATES = 8
 #: rounds of re-averaging with the best-matching picks of the training tomograms
 BOOTSTRAP_ROUNDS = 2
 #: share of the particles expected in the training tomograms that join the labelled ones' average
@@ -237,8 +242,9 @@ def _aligned_average(
 def reference_free_average(
     boxes: np.ndarray, geometry: TemplateGeometry, rotations: np.ndarray, rounds: int = ALIGNMENT_ROUNDS
 ) -> np.ndarray:
-    """Average of particles in unknown orientations: the particle the others match best is the
-    first reference, then every particle is aligned to the average ``rounds`` times.
+    """Average of particles in unknown orientations: the first reference is the particle the
+    others match best among :data:`REFERENCE_CANDIDATES` of them (spread evenly over ``boxes``),
+    then every particle is aligned to the average ``rounds`` times.
 
     Parameters
     ----------
@@ -246,10 +252,11 @@ def reference_free_average(
     """
     if len(boxes) == 1:
         return boxes[0].copy()
+    chosen = boxes[np.unique(np.linspace(0, len(boxes) - 1, REFERENCE_CANDIDATES).round().astype(int))]
     agreement = [
-        local_match(np.delete(boxes, i, 0), boxes[i], geometry, rotations)[0].mean() for i in range(len(boxes))
+        local_match(np.delete(chosen, i, 0), chosen[i], geometry, rotations)[0].mean() for i in range(len(chosen))
     ]
-    reference = boxes[int(np.argmax(agreement))]
+    reference = chosen[int(np.argmax(agreement))]
     for _ in range(rounds):
         reference, _ = _aligned_average(boxes, reference, geometry, rotations)
     return reference
