@@ -170,6 +170,26 @@ def test_many_labelled_particles_choose_the_first_reference_among_a_few_and_stil
     assert (on_ribosomes[:, None] > on_proteasomes[None]).mean() > 0.9
 
 
+def test_a_template_off_its_centre_moves_back_to_where_the_labelled_centres_fall():
+    density = species_density("4v94", PIXEL_A)
+    geometry = template_geometry(10.0)
+    centred = _boxed(density, geometry.box)
+    offset_zyx = np.array([0.0, 1.5, -1.0])
+    template = ndimage.shift(centred, offset_zyx, order=1)
+    # labelled particles on their centres, each turned its own way
+    labelled = np.stack(
+        [_boxed(_rotated(density, Rotation.random(random_state=i).as_matrix()), geometry.box) for i in range(6)]
+    )
+
+    def centroid(volume):
+        weights = np.clip(volume, 0, None)
+        return np.array([(weights * axis).sum() / weights.sum() for axis in np.indices(volume.shape)])
+
+    moved = particle_template.label_centred(template, labelled, geometry, rotation_set(300))
+    assert np.linalg.norm(centroid(template) - centroid(centred) - offset_zyx) < 0.1
+    assert np.linalg.norm(centroid(moved) - centroid(centred)) < 0.3, centroid(moved) - centroid(centred)
+
+
 def test_the_combined_score_follows_the_template_and_the_network_breaks_its_ties():
     network = np.array([0.9, 0.3, 0.6, 0.6])
     ncc = np.array([0.10, 0.30, 0.20, 0.25])

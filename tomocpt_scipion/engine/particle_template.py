@@ -43,6 +43,7 @@ __all__ = [
     "particle_boxes",
     "local_match",
     "reference_free_average",
+    "label_centred",
     "REFERENCE_CANDIDATES",
     "bootstrap_template",
     "template_matches",
@@ -239,6 +240,30 @@ def _aligned_average(
     return turned.mean(0).numpy(), ncc
 
 
+def label_centred(
+    template: np.ndarray, labelled: np.ndarray, geometry: TemplateGeometry, rotations: np.ndarray
+) -> np.ndarray:
+    """``template`` moved so that its centre is where the labelled particles' centres fall on
+    average once aligned to it.
+
+    An average made without a reference has no centre of its own: its first reference is one
+    noisy particle, and every alignment may move it by a fraction of a pixel. Each pick matched
+    to it would move by that much too (the template's offset, turned by the pick's rotation).
+    The user's labels define the centre; each one's error averages out over the labelled particles.
+
+    Parameters
+    ----------
+    labelled : standardised boxes centred on the labelled particles (:func:`particle_boxes`).
+    """
+    _, rotation, shift = local_match(labelled, template, geometry, rotations)
+    # the aligned box(R^T p + s) matches template(p) (_aligned_average): its centre, the labelled
+    # centre, is at p = -R s in the template's frame ((x, y, z) like the matrices)
+    centres_xyz = -np.einsum("nij,nj->ni", rotations[rotation], shift[:, ::-1])
+    offset_zyx = torch.from_numpy(centres_xyz.mean(0)[::-1].copy())[None]
+    volume = torch.from_numpy(np.ascontiguousarray(template, dtype=np.float32))[None]
+    return _resampled(volume, torch.eye(3)[None], offset_zyx)[0].numpy()
+
+
 def reference_free_average(
     boxes: np.ndarray, geometry: TemplateGeometry, rotations: np.ndarray, rounds: int = ALIGNMENT_ROUNDS
 ) -> np.ndarray:
@@ -285,11 +310,12 @@ def bootstrap_template(
     The template and the mean and std of the candidates' NCC against it (the standardisation
     of :func:`combined_scores`).
     """
-    template = reference_free_average(labelled, geometry, rotations)
+    template = label_centred(reference_free_average(labelled, geometry, rotations), labelled, geometry, rotations)
     ncc = local_match(candidates, template, geometry, rotations)[0]
     for _ in range(BOOTSTRAP_ROUNDS if n_particles > 0 and len(candidates) else 0):
         ranked = np.argsort(-combined_scores(network_scores, ncc, ncc.mean(), ncc.std()), kind="stable")
         template, _ = _aligned_average(candidates[ranked[:n_particles]], template, geometry, rotations)
+        template = label_centred(template, labelled, geometry, rotations)
         ncc = local_match(candidates, template, geometry, rotations)[0]
     return template, float(ncc.mean()), float(max(ncc.std(), 1e-6))
 
