@@ -170,15 +170,17 @@ def test_many_labelled_particles_choose_the_first_reference_among_a_few_and_stil
     assert (on_ribosomes[:, None] > on_proteasomes[None]).mean() > 0.9
 
 
-def test_a_template_off_its_centre_moves_back_to_where_the_labelled_centres_fall():
+def test_a_template_off_its_centre_moves_back_to_where_the_labelled_centres_fall_despite_one_label_off():
     density = species_density("4v94", PIXEL_A)
     geometry = template_geometry(10.0)
     centred = _boxed(density, geometry.box)
     offset_zyx = np.array([0.0, 1.5, -1.0])
     template = ndimage.shift(centred, offset_zyx, order=1)
-    # labelled particles on their centres, each turned its own way
+    # labelled particles on their centres, each turned its own way, and one labelled 3 px off
+    turned = [_rotated(density, Rotation.random(random_state=i).as_matrix()) for i in range(7)]
     labelled = np.stack(
-        [_boxed(_rotated(density, Rotation.random(random_state=i).as_matrix()), geometry.box) for i in range(6)]
+        [_boxed(d, geometry.box) for d in turned[:6]]
+        + [ndimage.shift(_boxed(turned[6], geometry.box), (0, 3, 3), order=1)]
     )
 
     def centroid(volume):
