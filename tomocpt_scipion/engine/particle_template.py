@@ -6,7 +6,8 @@ proteasome) beside the target (README). Template matching with the exact structu
 them apart, but a user rarely has it. The labelled particles are the structure, seen in
 noise in unknown orientations: aligned to one another (reference-free) and averaged, then
 re-averaged with the picks of the training tomograms that match that average best, they make
-a template of the target. Each pick is then matched locally: the best
+a template of the target, centred where the labelled centres fall (:func:`label_centred`).
+Each pick is then matched locally: the best
 normalised cross-correlation (NCC) of the template over a fixed set of rotations and shifts
 of up to :data:`SHIFT_FRACTION` of a diameter around it. The pick's score becomes
 
