@@ -16,7 +16,7 @@ of up to :data:`SHIFT_FRACTION` of a diameter around it. The pick's score become
 mean and std those of the NCC of the training tomograms' picks: the template's verdict
 leads and the network's score breaks its ties. The pick moves to where the template matches
 best, refined below a pixel: without a centring network (too few labels to train one) the
-score map alone leaves picks a quarter of a diameter off.
+score map alone leaves picks up to half a diameter off.
 
 All volumes here are (z, y, x) arrays at the template scale, :data:`TEMPLATE_SCALE` times the
 training scale (a particle of ``EngineConfig.training_diameters_px`` × that), and centres are
@@ -63,9 +63,10 @@ __all__ = [
 TEMPLATE_SCALE = 1.6
 #: rotations searched (seeded uniform draws: about 25° apart, finer than a 10 px particle resolves)
 N_ROTATIONS = 1000
-#: largest shift searched around a pick, as a fraction of the diameter (picks sit a quarter of a
-#: diameter or less from their particle: the score map's own offset, with no centring network)
-SHIFT_FRACTION = 0.25
+#: largest shift searched around a pick, as a fraction of the diameter: without a centring network
+#: a sparse model's score map peaks up to half a diameter off some particles (at their rim, or
+#: between a ribosome and its neighbour); a quarter left those picks there (README)
+SHIFT_FRACTION = 0.5
 #: weight of the network's logit beside the template's standardised NCC
 NETWORK_WEIGHT = 1.0 / 8.0
 #: rounds of aligning the labelled particles to their average
@@ -177,6 +178,7 @@ def local_match(
     each axis (at most half a pixel).
     """
     n, edge = len(boxes), geometry.box
+    template = _fitted(template, edge)
     if n == 0:
         return np.zeros(0), np.zeros(0, int), np.zeros((0, 3), int)
     data = torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32))
@@ -228,6 +230,15 @@ def local_match(
         offsets[:, axis] = step.clamp(-0.5, 0.5)
     shift_zyx = peak - geometry.max_shift + offsets
     return best.numpy().astype(float), best_rotation.numpy(), shift_zyx.numpy().astype(float)
+
+
+def _fitted(template: np.ndarray, edge: int) -> np.ndarray:
+    """``template`` zero-padded or cropped about its centre to an ``edge``-pixel cube: a template
+    kept from a search of another largest shift (the mask, set by the diameter alone, fits both)."""
+    margin = (edge - template.shape[-1]) // 2
+    if margin >= 0:
+        return np.pad(template, margin)
+    return template[-margin:margin, -margin:margin, -margin:margin]
 
 
 def _aligned_average(
