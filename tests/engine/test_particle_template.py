@@ -112,14 +112,13 @@ def test_a_match_moves_a_pick_onto_an_off_grid_particle_centre_within_a_quarter_
     assert max(true_centres) < 0.25, true_centres
 
 
-def test_a_pick_on_the_edge_of_its_particle_moves_onto_its_centre_with_a_template_kept_from_a_smaller_box():
+def test_a_pick_on_the_rim_of_its_particle_moves_onto_its_centre_with_a_template_made_in_a_smaller_box():
     """Without a centring network a sparse model's score map can peak at a particle's rim, up to
     half a diameter off (WBP benchmark, 10 %-label ribosomes): the search reaches that far. The
-    template is boxed for a quarter-diameter search, as checkpoints before it kept it."""
+    template is boxed for the narrower search that made it."""
     density = species_density("4v94", PIXEL_A)
-    geometry = template_geometry(10.0)
-    kept = _boxed(density, 2 * int(np.ceil(10.0 / 2 + 1 + 10.0 / 4)) + 1)
-    assert kept.shape[0] < geometry.box
+    kept = _boxed(density, template_geometry(10.0).box)
+    assert kept.shape[0] < template_geometry(10.0, particle_template.PICK_SHIFT_FRACTION).box
     volume = np.random.default_rng(5).normal(0, 0.1, (48, 48, 48)).astype(np.float32)
     half = kept.shape[0] // 2
     volume[24 - half : 24 + half + 1, 22 - half : 22 + half + 1, 25 - half : 25 + half + 1] += kept

@@ -9,7 +9,7 @@ re-averaged with the picks of the training tomograms that match that average bes
 a template of the target, centred where the labelled centres fall (:func:`label_centred`).
 Each pick is then matched locally: the best
 normalised cross-correlation (NCC) of the template over a fixed set of rotations and shifts
-of up to :data:`SHIFT_FRACTION` of a diameter around it. The pick's score becomes
+of up to :data:`PICK_SHIFT_FRACTION` of a diameter around it. The pick's score becomes
 
     sigmoid(logit(network score) × :data:`NETWORK_WEIGHT` + (NCC − mean) / std),
 
@@ -55,7 +55,8 @@ __all__ = [
     "candidate_limit",
     "TEMPLATE_SCALE",
     "NETWORK_WEIGHT",
-    "SHIFT_FRACTION",
+    "ALIGNMENT_SHIFT_FRACTION",
+    "PICK_SHIFT_FRACTION",
 ]
 
 #: template scale / training scale: a ribosome of 10 training pixels is matched at 16; on the WBP
@@ -63,10 +64,14 @@ __all__ = [
 TEMPLATE_SCALE = 1.6
 #: rotations searched (seeded uniform draws: about 25° apart, finer than a 10 px particle resolves)
 N_ROTATIONS = 1000
+#: largest shift searched when the template is made (the labelled particles and the training picks
+#: aligned to it), as a fraction of the diameter: noisy particles aligned over half a diameter
+#: averaged into a template that moved the WBP benchmark's ribosome picks 10 px off (README)
+ALIGNMENT_SHIFT_FRACTION = 0.25
 #: largest shift searched around a pick, as a fraction of the diameter: without a centring network
 #: a sparse model's score map peaks up to half a diameter off some particles (at their rim, or
 #: between a ribosome and its neighbour); a quarter left those picks there (README)
-SHIFT_FRACTION = 0.5
+PICK_SHIFT_FRACTION = 0.5
 #: weight of the network's logit beside the template's standardised NCC
 NETWORK_WEIGHT = 1.0 / 8.0
 #: rounds of aligning the labelled particles to their average
@@ -101,12 +106,13 @@ class TemplateGeometry:
         return (np.sqrt((grid**2).sum(0)) <= self.mask_radius).astype(np.float32)
 
 
-def template_geometry(diameter_px: float) -> TemplateGeometry:
+def template_geometry(diameter_px: float, shift_fraction: float = ALIGNMENT_SHIFT_FRACTION) -> TemplateGeometry:
     """The geometry for a particle of ``diameter_px``: a mask one pixel wider than the particle,
-    shifts up to :data:`SHIFT_FRACTION` of its diameter, an odd box that holds the mask at every
-    shift, its edge a product of 3, 5 and 7 (fast FFTs)."""
+    shifts up to ``shift_fraction`` of its diameter, an odd box that holds the mask at every
+    shift, its edge a product of 3, 5 and 7 (fast FFTs). A template is made in the box of
+    :data:`ALIGNMENT_SHIFT_FRACTION`."""
     mask_radius = diameter_px / 2 + 1
-    max_shift = max(1, int(np.ceil(SHIFT_FRACTION * diameter_px)))
+    max_shift = max(1, int(np.ceil(shift_fraction * diameter_px)))
     box = 2 * int(np.ceil(mask_radius + max_shift)) + 1
     while not _fast_fft_size(box):  # a prime edge (29) takes twice as long as 27
         box += 2
@@ -343,8 +349,9 @@ def template_matches(
     rotations: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best local NCC of ``template`` around each centre of ``volume`` (default rotations:
-    :func:`rotation_set`), and where it matches: (n,) NCC, (n, 3) centres (z, y, x), pixels."""
-    geometry = template_geometry(diameter_px)
+    :func:`rotation_set`), within :data:`PICK_SHIFT_FRACTION` of a diameter, and where it
+    matches: (n,) NCC, (n, 3) centres (z, y, x), pixels."""
+    geometry = template_geometry(diameter_px, PICK_SHIFT_FRACTION)
     rotations = rotation_set() if rotations is None else rotations
     ncc, _, shift = local_match(particle_boxes(volume, centres_zyx, geometry.box), template, geometry, rotations)
     return ncc, _box_centres(volume, centres_zyx) + shift
@@ -365,8 +372,8 @@ def combined_scores(network_scores: np.ndarray, ncc: np.ndarray, mean: float, st
 
 @dataclass(frozen=True)
 class ParticleTemplate:
-    """A class's template at the template scale, and the mean and std of the training picks'
-    NCC against it (the standardisation of :func:`combined_scores`)."""
+    """A class's template at the template scale, in the box it was made in, and the mean and std
+    of the training picks' NCC against it there (the standardisation of :func:`combined_scores`)."""
 
     volume: np.ndarray
     ncc_mean: float
