@@ -72,7 +72,7 @@ from tomocpt_scipion.engine.predict import centre_picks, picks_from_scores, temp
 from tomocpt_scipion.engine.report import evaluation_report  # noqa: E402
 from tomocpt_scipion.engine.simulate import SimulationConfig, simulate_dataset, species_density  # noqa: E402
 from tomocpt_scipion.engine.specs import LOSS_SPECS  # noqa: E402
-from tomocpt_scipion.engine.train import train  # noqa: E402
+from tomocpt_scipion.engine.train import particle_templates, train  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results")
 ROOT = Path(__file__).resolve().parents[1]
@@ -338,15 +338,18 @@ def _recipe_rows(
             dataset.validation_path, _validation_rows(dataset, task, fraction, seed), model_config
         )
         training = _training_rows(dataset, task, fraction, seed)
+        training_labels = labelled_per_class(training["class_id"], len(task.classes))
+        training_tomograms = [
+            prepare_tomogram(path, training[training["tomo_name"] == path.stem], model_config)
+            for path in dataset.training_paths
+        ]
+        templates = particle_templates(model, model_config, training_tomograms, training_labels)
         model_config.thresholds = calibrate_thresholds(
             model,
             model_config,
             [validation],
-            training_labels=labelled_per_class(training["class_id"], len(task.classes)),
-            training_tomograms=[
-                prepare_tomogram(path, training[training["tomo_name"] == path.stem], model_config)
-                for path in dataset.training_paths
-            ],
+            training_labels=training_labels,
+            training_tomograms=training_tomograms,
             templates=templates,
         )
     centring = load_centring(checkpoint)
@@ -635,7 +638,8 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--recalibrate",
         action="store_true",
-        help="calibrate the reused models' score thresholds again, by the engine's current rule",
+        help="make the reused models' particle templates and calibrate their score thresholds again, "
+        "by the engine's current rules",
     )
     parser.add_argument(
         "--training-tomograms",

@@ -2,6 +2,7 @@
 the combined score, the checkpoint round trip, and training and picking with them."""
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ from scipy.spatial.transform import Rotation
 from tomocpt_scipion.engine import io, particle_template
 from tomocpt_scipion.engine.checkpoint import load_model, load_templates, save_checkpoint
 from tomocpt_scipion.engine.cli import main
+from tomocpt_scipion.engine.data import prepare_tomogram
 from tomocpt_scipion.engine.models import build_network
 from tomocpt_scipion.engine.particle_template import (
     ParticleTemplate,
@@ -26,7 +28,7 @@ from tomocpt_scipion.engine.particle_template import (
 )
 from tomocpt_scipion.engine.predict import predict_tomograms, template_rescored
 from tomocpt_scipion.engine.simulate import species_density
-from tomocpt_scipion.engine.train import train
+from tomocpt_scipion.engine.train import particle_templates, train
 
 from .test_train import _config, _inputs
 
@@ -238,7 +240,8 @@ def test_a_sparse_annotation_trains_a_template_that_rescores_the_picks(tiny_data
         result = train(tomograms, coordinates.groupby("tomo_name").head(3), config, tmp_path / "model")
         templates = load_templates(result.checkpoint)
         assert list(templates) == [0]
-        assert "particle template made from 3 labelled particle(s)"  # one tomogram trains, one validates in caplog.text
+        # one tomogram trains, one validates
+        assert "particle template made from 3 labelled particle(s)" in caplog.text
         predict_tomograms(result.checkpoint, tomograms[:1], tmp_path / "picks", refine="centroid")
     assert "rescored by their match to the particle template of" in caplog.text
     main(["inspect", str(result.checkpoint)])
@@ -246,6 +249,26 @@ def test_a_sparse_annotation_trains_a_template_that_rescores_the_picks(tiny_data
     picks = pd.read_csv(tmp_path / "picks" / "picks.csv")
     threshold = load_model(result.checkpoint)[1].thresholds[0]
     assert len(picks) and picks["score"].min() >= threshold
+
+
+def test_a_finished_model_makes_its_templates_again_from_the_sparse_classes_of_a_training_annotation(
+    tiny_dataset, tmp_path
+):
+    """What `accuracy.py --reuse-models --recalibrate` does to measure a change of the template
+    rules without training again."""
+    tomograms, coordinates, diameter = _inputs(tiny_dataset)
+    config = _config("tomopicker", diameter, epochs=1, particle_template=True)
+    sparse = coordinates.groupby("tomo_name").head(3)
+    result = train(tomograms, sparse, config, tmp_path / "model")
+    model, trained_config = load_model(result.checkpoint)
+    name = Path(tomograms[0]).stem
+    few = prepare_tomogram(tomograms[0], sparse[sparse["tomo_name"] == name], trained_config)
+    made = particle_templates(model, trained_config, [few], [3])
+    assert list(made) == [0]
+    assert made[0].volume.shape == load_templates(result.checkpoint)[0].volume.shape
+    every = coordinates[coordinates["tomo_name"] == name]
+    complete = prepare_tomogram(tomograms[0], every, trained_config)
+    assert particle_templates(model, trained_config, [complete], [len(every)]) == {}
 
 
 def test_a_complete_annotation_trains_no_template(tiny_dataset, tmp_path):

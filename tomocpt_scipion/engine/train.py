@@ -68,7 +68,14 @@ from .calibrate import (
 from .centring import centring_diameter_px, centring_network, train_centring
 from .checkpoint import load_model, read_checkpoint, save_checkpoint, write_model_summary
 from .config import EngineConfig
-from .data import PatchDataset, missing_label_patches, prepare_tomogram, sample_patches, split_validation
+from .data import (
+    PatchDataset,
+    PreparedTomogram,
+    missing_label_patches,
+    prepare_tomogram,
+    sample_patches,
+    split_validation,
+)
 from .device import autocast, place_batch, place_model, select_device
 from .io import atomic_path, read_mrc, staged_outputs
 from .labels import label_voxel_count
@@ -81,7 +88,7 @@ from .preprocess import load_at_training_scale, tomogram_pixel_size
 from .pseudo_labels import pseudo_labelled
 from .specs import LOSS_SPECS, PU_LOSSES
 
-__all__ = ["train", "TrainingResult", "TrainingInterrupted", "RESUMABLE_SETTINGS"]
+__all__ = ["train", "particle_templates", "TrainingResult", "TrainingInterrupted", "RESUMABLE_SETTINGS"]
 
 logger = logging.getLogger(__name__)
 
@@ -734,7 +741,7 @@ def _calibrate_and_save(
     (with the centring network, when kept) and ``model.json`` (and the log of all ensemble
     members, when given) together."""
     config.score_temperature = fit_score_temperature(model, config, calibration.validation, device)
-    templates = _particle_templates(model, config, calibration, device)
+    templates = particle_templates(model, config, calibration.training, calibration.training_labels, device)
     config.thresholds = calibrate_thresholds(
         model, config, calibration.validation, device, calibration.training_labels, calibration.training, templates
     )
@@ -754,19 +761,29 @@ def _calibrate_and_save(
             _write_log(staging, history)
 
 
-def _particle_templates(
-    model: nn.Module, config: EngineConfig, calibration: _Calibration, device: torch.device
+def particle_templates(
+    model: nn.Module,
+    config: EngineConfig,
+    training: Sequence[PreparedTomogram],
+    training_labels: Sequence[int],
+    device: torch.device | str = "cpu",
 ) -> dict[int, ParticleTemplate]:
     """The particle templates (:mod:`.particle_template`) of the classes a PU loss learned from a
-    sparse annotation, built on the training tomograms: their labelled particles and the
-    finished model's picks there."""
-    tomograms = [t for t in calibration.training if t.path is not None]
+    sparse annotation, built on the ``training`` tomograms (prepared with the user's labels):
+    their labelled particles and the finished model's picks there.
+
+    Parameters
+    ----------
+    training_labels : labelled training particles per class (class order).
+    """
+    device = torch.device(device)
+    tomograms = [t for t in training if t.path is not None]
     if not (config.particle_template and config.loss in PU_LOSSES and config.expected_particles and tomograms):
         return {}
     expected = config.expected_particles * len(tomograms)
     sparse = [
         index
-        for index, labelled in enumerate(calibration.training_labels)
+        for index, labelled in enumerate(training_labels)
         if labelled and is_partial_annotation(labelled, expected)
     ]
     if not sparse:
