@@ -24,7 +24,7 @@ from tomocpt_scipion.engine.config import recipe_config
 from tomocpt_scipion.engine.data import PreparedTomogram, prepare_tomogram
 from tomocpt_scipion.engine.infer import run_network
 from tomocpt_scipion.engine.io import coordinate_table, write_mrc
-from tomocpt_scipion.engine.particle_template import ParticleTemplate
+from tomocpt_scipion.engine.particle_template import SPARSE_NETWORK_WEIGHT, ParticleTemplate
 
 GRID_XYZ = np.array([[x, y, z] for z in (12, 28, 44) for y in (12, 28, 44) for x in (12, 28)], float)
 TRUE_XYZ = GRID_XYZ[:12]
@@ -118,7 +118,7 @@ def test_a_class_rescored_by_a_particle_template_keeps_the_expected_count_alone(
     config = recipe_config("tomopicker", diameter_a=100.0, expected_particles=8, patch_size=32)
     volume = _tomogram()
     tomogram = PreparedTomogram("val", volume, np.zeros_like(volume, np.uint8), TRUE_XYZ[:3], np.ones(3, int), 1.0)
-    template = ParticleTemplate(np.zeros((15, 15, 15), np.float32), 0.2, 0.05)
+    template = ParticleTemplate(np.zeros((15, 15, 15), np.float32), 0.2, 0.05, SPARSE_NETWORK_WEIGHT)
     with torch.no_grad():
         (plain,) = calibrate_thresholds(_VolumeAsLogits(), config, [tomogram], training_labels=(3,))
         (rescored,) = calibrate_thresholds(

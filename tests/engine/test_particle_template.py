@@ -16,6 +16,8 @@ from tomocpt_scipion.engine.cli import main
 from tomocpt_scipion.engine.data import prepare_tomogram
 from tomocpt_scipion.engine.models import build_network
 from tomocpt_scipion.engine.particle_template import (
+    COMPLETE_NETWORK_WEIGHT,
+    SPARSE_NETWORK_WEIGHT,
     ParticleTemplate,
     build_template,
     combined_scores,
@@ -145,7 +147,9 @@ def test_two_picks_of_one_particle_move_onto_it_and_merge(tmp_path, monkeypatch)
     picks = pd.DataFrame(
         {"tomo_name": "t", "x": [31.0, 35.0], "y": [31.0, 29.0], "z": [23.0, 25.0], "score": [0.6, 0.5], "class_id": 1}
     )
-    moved = template_rescored(picks, tmp_path / "t.mrc", config, {0: ParticleTemplate(template, 0.0, 1.0)})
+    moved = template_rescored(
+        picks, tmp_path / "t.mrc", config, {0: ParticleTemplate(template, 0.0, 1.0, SPARSE_NETWORK_WEIGHT)}
+    )
     assert len(moved) == 1
     np.testing.assert_allclose(moved[["x", "y", "z"]].to_numpy()[0], [33, 30, 24], atol=0.5)
 
@@ -157,7 +161,9 @@ def test_a_template_from_three_labelled_ribosomes_tells_ribosomes_from_proteasom
     picks = np.concatenate([ribosomes, proteasomes]) + rng.normal(0, 1, (len(ribosomes) + len(proteasomes), 3))
     candidates = pd.DataFrame(picks, columns=["z", "y", "x"]).assign(score=rng.uniform(0.3, 0.9, len(picks)))
     rotations = rotation_set(300)
-    template = build_template([volume], [ribosomes[:3]], [candidates], 10.0, len(ribosomes), rotations)
+    template = build_template(
+        [volume], [ribosomes[:3]], [candidates], 10.0, len(ribosomes), SPARSE_NETWORK_WEIGHT, rotations
+    )
     on_ribosomes = template_matches(volume, ribosomes[3:], template.volume, 10.0, rotations)[0]
     on_proteasomes = template_matches(volume, proteasomes, template.volume, 10.0, rotations)[0]
     # how often an unlabelled ribosome matches better than a proteasome (0.5: no better than chance)
@@ -210,25 +216,34 @@ def test_a_template_off_its_centre_moves_back_to_where_the_labelled_centres_fall
     assert np.linalg.norm(centroid(moved) - centroid(centred)) < 0.3, centroid(moved) - centroid(centred)
 
 
-def test_the_combined_score_follows_the_template_and_the_network_breaks_its_ties():
+def test_the_combined_score_of_a_sparse_model_follows_the_template_and_the_network_breaks_its_ties():
     network = np.array([0.9, 0.3, 0.6, 0.6])
     ncc = np.array([0.10, 0.30, 0.20, 0.25])
-    scores = combined_scores(network, ncc, mean=0.2, std=0.05)
+    scores = combined_scores(network, ncc, 0.2, 0.05, SPARSE_NETWORK_WEIGHT)
     assert np.argsort(-scores).tolist() == [1, 3, 2, 0]
-    tied = combined_scores(np.array([0.4, 0.8]), np.array([0.2, 0.2]), mean=0.2, std=0.05)
+    tied = combined_scores(np.array([0.4, 0.8]), np.array([0.2, 0.2]), 0.2, 0.05, SPARSE_NETWORK_WEIGHT)
     assert tied[1] > tied[0]
     assert np.all((scores > 0) & (scores < 1))
+
+
+def test_the_network_of_a_complete_annotation_outweighs_a_small_difference_of_template_match():
+    network, ncc = np.array([0.9, 0.3]), np.array([0.19, 0.21])
+    assert np.argmax(combined_scores(network, ncc, 0.2, 0.05, SPARSE_NETWORK_WEIGHT)) == 1
+    assert np.argmax(combined_scores(network, ncc, 0.2, 0.05, COMPLETE_NETWORK_WEIGHT)) == 0
 
 
 def test_templates_round_trip_through_the_checkpoint(tmp_path):
     config = _config("tomopicker", 200.0, epochs=1)
     model = build_network(config.backbone, config.out_channels, config.model_size)
-    template = ParticleTemplate(np.random.default_rng(0).normal(size=(19, 19, 19)).astype(np.float32), 0.21, 0.04)
+    volume = np.random.default_rng(0).normal(size=(19, 19, 19)).astype(np.float32)
+    template = ParticleTemplate(volume, 0.21, 0.04, COMPLETE_NETWORK_WEIGHT)
     save_checkpoint(tmp_path / "model.pt", model, config, 1, 0.5, templates={0: template})
     read = load_templates(tmp_path / "model.pt")
     assert list(read) == [0]
     np.testing.assert_array_equal(read[0].volume, template.volume)
-    assert (read[0].ncc_mean, read[0].ncc_std) == (0.21, 0.04)
+    assert (read[0].ncc_mean, read[0].ncc_std, read[0].network_weight) == (0.21, 0.04, COMPLETE_NETWORK_WEIGHT)
+    older = {key: value for key, value in template.to_payload().items() if key != "network_weight"}
+    assert ParticleTemplate.from_payload(older).network_weight == SPARSE_NETWORK_WEIGHT
     save_checkpoint(tmp_path / "plain.pt", model, config, 1, 0.5)
     assert load_templates(tmp_path / "plain.pt") == {}
 
@@ -240,6 +255,7 @@ def test_a_sparse_annotation_trains_a_template_that_rescores_the_picks(tiny_data
         result = train(tomograms, coordinates.groupby("tomo_name").head(3), config, tmp_path / "model")
         templates = load_templates(result.checkpoint)
         assert list(templates) == [0]
+        assert templates[0].network_weight == SPARSE_NETWORK_WEIGHT
         # one tomogram trains, one validates
         assert "particle template made from 3 labelled particle(s)" in caplog.text
         predict_tomograms(result.checkpoint, tomograms[:1], tmp_path / "picks", refine="centroid")
@@ -251,9 +267,7 @@ def test_a_sparse_annotation_trains_a_template_that_rescores_the_picks(tiny_data
     assert len(picks) and picks["score"].min() >= threshold
 
 
-def test_a_finished_model_makes_its_templates_again_from_the_sparse_classes_of_a_training_annotation(
-    tiny_dataset, tmp_path
-):
+def test_a_finished_model_makes_its_templates_again_from_a_training_annotation(tiny_dataset, tmp_path):
     """What `accuracy.py --reuse-models --recalibrate` does to measure a change of the template
     rules without training again."""
     tomograms, coordinates, diameter = _inputs(tiny_dataset)
@@ -266,16 +280,19 @@ def test_a_finished_model_makes_its_templates_again_from_the_sparse_classes_of_a
     made = particle_templates(model, trained_config, [few], [3])
     assert list(made) == [0]
     assert made[0].volume.shape == load_templates(result.checkpoint)[0].volume.shape
+    assert made[0].network_weight == SPARSE_NETWORK_WEIGHT
     every = coordinates[coordinates["tomo_name"] == name]
     complete = prepare_tomogram(tomograms[0], every, trained_config)
-    assert particle_templates(model, trained_config, [complete], [len(every)]) == {}
+    assert particle_templates(model, trained_config, [complete], [len(every)])[0].network_weight == (
+        COMPLETE_NETWORK_WEIGHT
+    )
 
 
-def test_a_complete_annotation_trains_no_template(tiny_dataset, tmp_path):
+def test_a_complete_annotation_trains_a_template_that_weighs_the_network_more(tiny_dataset, tmp_path):
     tomograms, coordinates, diameter = _inputs(tiny_dataset)
     config = _config("tomopicker", diameter, epochs=1, particle_template=True)
     result = train(tomograms, coordinates, config, tmp_path)
-    assert load_templates(result.checkpoint) == {}
+    assert [t.network_weight for t in load_templates(result.checkpoint).values()] == [COMPLETE_NETWORK_WEIGHT]
 
 
 def test_a_loss_that_is_not_positive_unlabelled_trains_no_template(tiny_dataset, tmp_path):
@@ -297,7 +314,7 @@ def test_only_the_best_network_picks_per_expected_particle_are_matched_and_kept(
             "class_id": [1, 1, 1, 1, 1, 2],
         }
     )
-    template = ParticleTemplate(np.ones((15, 15, 15), np.float32), 0.0, 1.0)
+    template = ParticleTemplate(np.ones((15, 15, 15), np.float32), 0.0, 1.0, SPARSE_NETWORK_WEIGHT)
     kept = particle_template.rescored(picks, volume, 1.0, [8.0, 8.0], {0: template}, expected_particles=0.5)
     # candidate_limit(0.5) = 2 picks of class 1 are matched; class 2 has no template and stays
     assert particle_template.candidate_limit(0.5) == 2

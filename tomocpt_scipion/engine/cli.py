@@ -448,8 +448,9 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--particle-template",
         action=argparse.BooleanOptionalAction,
-        help="on sparse labels (PU losses): average the labelled particles, and the training picks that "
-        "match them best, into a template and rescore every pick by its local match to it (TomoPicker: on)",
+        help="PU losses: average the labelled particles, and the training picks that match them best, into "
+        "a template and rescore every pick by its local match to it, the network's score weighing more where "
+        "the annotation is complete (TomoPicker: on)",
     )
     parser.add_argument(
         "--min-patches-per-epoch",

@@ -11,12 +11,15 @@ Each pick is then matched locally: the best
 normalised cross-correlation (NCC) of the template over a fixed set of rotations and shifts
 of up to :data:`PICK_SHIFT_FRACTION` of a diameter around it. The pick's score becomes
 
-    sigmoid(logit(network score) × :data:`NETWORK_WEIGHT` + (NCC − mean) / std),
+    sigmoid(logit(network score) × w + (NCC − mean) / std),
 
-mean and std those of the NCC of the training tomograms' picks: the template's verdict
-leads and the network's score breaks its ties. The pick moves to where the template matches
-best, refined below a pixel: without a centring network (too few labels to train one) the
-score map alone leaves picks up to half a diameter off.
+mean and std those of the NCC of the training tomograms' picks, w the network's weight:
+:data:`SPARSE_NETWORK_WEIGHT` where the network learned from a sparse annotation (the
+template's verdict leads and the network's score breaks its ties),
+:data:`COMPLETE_NETWORK_WEIGHT` where it learned from a complete one (there the template still
+tells a distractor of the same size from the target better than the network alone, README).
+The pick moves to where the template matches best, refined below a pixel: without a centring
+network (too few labels to train one) the score map alone leaves picks up to half a diameter off.
 
 All volumes here are (z, y, x) arrays at the template scale, :data:`TEMPLATE_SCALE` times the
 training scale (a particle of ``EngineConfig.training_diameters_px`` × that), and centres are
@@ -54,7 +57,8 @@ __all__ = [
     "CANDIDATES_PER_EXPECTED",
     "candidate_limit",
     "TEMPLATE_SCALE",
-    "NETWORK_WEIGHT",
+    "SPARSE_NETWORK_WEIGHT",
+    "COMPLETE_NETWORK_WEIGHT",
     "ALIGNMENT_SHIFT_FRACTION",
     "PICK_SHIFT_FRACTION",
 ]
@@ -72,8 +76,11 @@ ALIGNMENT_SHIFT_FRACTION = 0.25
 #: a sparse model's score map peaks up to half a diameter off some particles (at their rim, or
 #: between a ribosome and its neighbour); a quarter left those picks there (README)
 PICK_SHIFT_FRACTION = 0.5
-#: weight of the network's logit beside the template's standardised NCC
-NETWORK_WEIGHT = 1.0 / 8.0
+#: weight of the network's logit beside the template's standardised NCC, for a network that
+#: learned from a sparse annotation
+SPARSE_NETWORK_WEIGHT = 1.0 / 8.0
+#: the same for a network that learned from a complete annotation
+COMPLETE_NETWORK_WEIGHT = 1.0 / 2.0
 #: rounds of aligning the labelled particles to their average
 ALIGNMENT_ROUNDS = 3
 #: labelled particles compared with one another to choose the first reference: choosing among
@@ -315,6 +322,7 @@ def bootstrap_template(
     n_particles: int,
     geometry: TemplateGeometry,
     rotations: np.ndarray,
+    network_weight: float,
 ) -> tuple[np.ndarray, float, float]:
     """A template from the labelled particles, re-averaged :data:`BOOTSTRAP_ROUNDS` times with
     the ``n_particles`` candidates that score best (:func:`combined_scores`) against it.
@@ -325,6 +333,7 @@ def bootstrap_template(
     candidates : standardised boxes of the network's picks in the same tomograms.
     network_scores : their network scores.
     n_particles : how many candidates join the average (0: the labelled particles alone).
+    network_weight : the network's weight in :func:`combined_scores`.
 
     Returns
     -------
@@ -334,7 +343,7 @@ def bootstrap_template(
     template = label_centred(reference_free_average(labelled, geometry, rotations), labelled, geometry, rotations)
     ncc = local_match(candidates, template, geometry, rotations)[0]
     for _ in range(BOOTSTRAP_ROUNDS if n_particles > 0 and len(candidates) else 0):
-        ranked = np.argsort(-combined_scores(network_scores, ncc, ncc.mean(), ncc.std()), kind="stable")
+        ranked = np.argsort(-combined_scores(network_scores, ncc, ncc.mean(), ncc.std(), network_weight), kind="stable")
         template, _ = _aligned_average(candidates[ranked[:n_particles]], template, geometry, rotations)
         template = label_centred(template, labelled, geometry, rotations)
         ncc = local_match(candidates, template, geometry, rotations)[0]
@@ -363,21 +372,25 @@ def candidate_limit(expected_particles: float) -> int:
     return int(np.ceil(CANDIDATES_PER_EXPECTED * expected_particles))
 
 
-def combined_scores(network_scores: np.ndarray, ncc: np.ndarray, mean: float, std: float) -> np.ndarray:
-    """sigmoid(logit(network score) × :data:`NETWORK_WEIGHT` + (NCC − mean) / std), in (0, 1)."""
+def combined_scores(
+    network_scores: np.ndarray, ncc: np.ndarray, mean: float, std: float, network_weight: float
+) -> np.ndarray:
+    """sigmoid(logit(network score) × ``network_weight`` + (NCC − mean) / std), in (0, 1)."""
     scores = np.clip(np.asarray(network_scores, float), 1e-6, 1 - 1e-6)
-    logit = np.log(scores / (1 - scores)) * NETWORK_WEIGHT + (np.asarray(ncc, float) - mean) / std
+    logit = np.log(scores / (1 - scores)) * network_weight + (np.asarray(ncc, float) - mean) / std
     return 1.0 / (1.0 + np.exp(-logit))
 
 
 @dataclass(frozen=True)
 class ParticleTemplate:
-    """A class's template at the template scale, in the box it was made in, and the mean and std
-    of the training picks' NCC against it there (the standardisation of :func:`combined_scores`)."""
+    """A class's template at the template scale, in the box it was made in, the mean and std
+    of the training picks' NCC against it there (the standardisation of :func:`combined_scores`)
+    and the network's weight beside it there."""
 
     volume: np.ndarray
     ncc_mean: float
     ncc_std: float
+    network_weight: float
 
     def to_payload(self) -> dict:
         """Tensors and floats, for a checkpoint read with ``torch.load(weights_only=True)``."""
@@ -385,12 +398,17 @@ class ParticleTemplate:
             "volume": torch.from_numpy(np.ascontiguousarray(self.volume)),
             "ncc_mean": self.ncc_mean,
             "ncc_std": self.ncc_std,
+            "network_weight": self.network_weight,
         }
 
     @classmethod
     def from_payload(cls, payload: Mapping) -> ParticleTemplate:
         return cls(
-            np.asarray(payload["volume"], dtype=np.float32), float(payload["ncc_mean"]), float(payload["ncc_std"])
+            np.asarray(payload["volume"], dtype=np.float32),
+            float(payload["ncc_mean"]),
+            float(payload["ncc_std"]),
+            # checkpoints written before complete annotations had templates hold sparse ones alone
+            float(payload.get("network_weight", SPARSE_NETWORK_WEIGHT)),
         )
 
 
@@ -400,6 +418,7 @@ def build_template(
     candidates: Sequence[pd.DataFrame],
     diameter_px: float,
     expected_particles: float,
+    network_weight: float,
     rotations: np.ndarray | None = None,
 ) -> ParticleTemplate:
     """The template of one class from its labelled particles and the network's picks.
@@ -413,6 +432,8 @@ def build_template(
     diameter_px : the class's diameter at the template scale.
     expected_particles : particles of the class expected per tomogram (:data:`BOOTSTRAP_SHARE`
         of all of them re-average the template).
+    network_weight : the network's weight in :func:`combined_scores`: :data:`SPARSE_NETWORK_WEIGHT`
+        or :data:`COMPLETE_NETWORK_WEIGHT`, by the annotation it learned from.
     rotations : (n, 3, 3) rotations searched (default :func:`rotation_set`).
     """
     geometry = template_geometry(diameter_px)
@@ -424,8 +445,8 @@ def build_template(
     )
     scores = np.concatenate([t["score"].to_numpy(float) for t in candidates])
     n_particles = min(len(picked), int(round(BOOTSTRAP_SHARE * expected_particles * len(volumes))))
-    template, mean, std = bootstrap_template(labelled, picked, scores, n_particles, geometry, rotations)
-    return ParticleTemplate(template, mean, std)
+    template, mean, std = bootstrap_template(labelled, picked, scores, n_particles, geometry, rotations, network_weight)
+    return ParticleTemplate(template, mean, std, network_weight)
 
 
 def rescored(
@@ -461,7 +482,7 @@ def rescored(
         if not len(rows):
             continue
         ncc, matched = template_matches(volume, xyz[rows, ::-1] * zoom, template.volume, diameters_px[index])
-        scores[rows] = combined_scores(scores[rows], ncc, template.ncc_mean, template.ncc_std)
+        scores[rows] = combined_scores(scores[rows], ncc, template.ncc_mean, template.ncc_std, template.network_weight)
         xyz[rows] = matched[:, ::-1] / zoom
     moved = table.assign(x=xyz[:, 0], y=xyz[:, 1], z=xyz[:, 2], score=scores)
     return moved.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)

@@ -82,7 +82,13 @@ from .labels import label_voxel_count
 from .losses import build_loss, pu_priors
 from .models import Ensemble, build_model, encoder_prefixes
 from .outputs import TRAIN
-from .particle_template import TEMPLATE_SCALE, ParticleTemplate, build_template
+from .particle_template import (
+    COMPLETE_NETWORK_WEIGHT,
+    SPARSE_NETWORK_WEIGHT,
+    TEMPLATE_SCALE,
+    ParticleTemplate,
+    build_template,
+)
 from .plots import plot_learning_curve
 from .preprocess import load_at_training_scale, tomogram_pixel_size
 from .pseudo_labels import pseudo_labelled
@@ -768,9 +774,10 @@ def particle_templates(
     training_labels: Sequence[int],
     device: torch.device | str = "cpu",
 ) -> dict[int, ParticleTemplate]:
-    """The particle templates (:mod:`.particle_template`) of the classes a PU loss learned from a
-    sparse annotation, built on the ``training`` tomograms (prepared with the user's labels):
-    their labelled particles and the finished model's picks there.
+    """The particle templates (:mod:`.particle_template`) of the classes a PU loss learned,
+    built on the ``training`` tomograms (prepared with the user's labels): their labelled
+    particles and the finished model's picks there, the network weighted by whether the
+    annotation of the class is sparse or complete.
 
     Parameters
     ----------
@@ -781,12 +788,12 @@ def particle_templates(
     if not (config.particle_template and config.loss in PU_LOSSES and config.expected_particles and tomograms):
         return {}
     expected = config.expected_particles * len(tomograms)
-    sparse = [
-        index
+    weights = {
+        index: SPARSE_NETWORK_WEIGHT if is_partial_annotation(labelled, expected) else COMPLETE_NETWORK_WEIGHT
         for index, labelled in enumerate(training_labels)
-        if labelled and is_partial_annotation(labelled, expected)
-    ]
-    if not sparse:
+        if labelled
+    }
+    if not weights:
         return {}
     picks = training_scale_picks(model, config, tomograms, device)
     loaded = [
@@ -796,7 +803,7 @@ def particle_templates(
         for t in tomograms
     ]
     templates = {}
-    for index in sparse:
+    for index, weight in weights.items():
         started = time.time()
         # pixels at the training scale → at the template scale, (z, y, x)
         ratios = [volume.zoom / t.zoom for volume, t in zip(loaded, tomograms)]
@@ -811,6 +818,7 @@ def particle_templates(
             candidates,
             config.training_diameters_px[index] * TEMPLATE_SCALE,
             config.expected_particles,
+            weight,
         )
         logger.info(
             "Class %s: particle template made from %d labelled particle(s) and the best-matching picks of %d "

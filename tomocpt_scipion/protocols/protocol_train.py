@@ -255,12 +255,12 @@ class ProtTomoCPTTrain(EMProtocol):
             params.BooleanParam,
             default=True,
             expertLevel=params.LEVEL_ADVANCED,
-            label="Particle template (sparse labels)",
-            help="Where a positive-unlabelled loss (TomoPicker) learns from a sparse annotation, the "
-            "labelled particles are aligned and averaged, with the training picks that match them best, "
-            "into a template, and every pick is rescored by how well it matches it (minutes on a CPU). "
-            "On the WBP benchmark, with 6 labelled ribosomes, it kept the network from ranking other large "
-            "complexes beside the ribosome. No effect on complete annotations or other losses.",
+            label="Particle template",
+            help="Where a positive-unlabelled loss (TomoPicker) learns, the labelled particles are aligned "
+            "and averaged, with the training picks that match them best, into a template, and every pick is "
+            "rescored by how well it matches it (minutes on a CPU); the network's score weighs more where the "
+            "annotation is complete. On the WBP benchmark, with 6 labelled ribosomes, it kept the network "
+            "from ranking other large complexes beside the ribosome. No effect on other losses.",
         )
         form.addParam(
             "seed",
