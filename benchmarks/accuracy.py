@@ -30,11 +30,13 @@ and the engine-free NCC of ``template_matching.py`` (60 random orientations) bes
 label fraction) instead of training them again: training is what takes the time, and it
 gives the same model for the same tomograms, code and thread count; a run that split its
 tomograms differently (another ``--training-tomograms``) is refused, since its models may have
-trained on tomograms this run holds out. With ``--recalibrate``
-their score thresholds are calibrated again by the engine's current rule
-(:func:`calibrate.calibrate_thresholds`, on the validation tomogram and its annotated
-fraction, with the training tomograms as in ``train``) instead of the ones stored when they
-were trained.
+trained on tomograms this run holds out. With ``--recalibrate`` their particle templates
+are made again (:func:`train.particle_templates`) and their score thresholds calibrated again
+by the engine's current rule (:func:`calibrate.calibrate_thresholds`, on the validation
+tomogram and its annotated fraction, with the training tomograms as in ``train``) instead of
+the ones stored when they were trained; with ``--no-particle-templates`` as well, without
+particle templates, so that
+what the templates bring is measured on the same networks.
 
 Writes ``accuracy_per_seed.csv``, ``accuracy.csv`` (mean over seeds), ``accuracy.md`` and
 ``accuracy.png`` in ``--out``.
@@ -319,6 +321,7 @@ def _recipe_rows(
     work: Path,
     reuse: list[Path],
     recalibrate: bool = False,
+    with_templates: bool = True,
 ) -> list[dict]:
     started = time.time()
     checkpoint = _earlier_model(reuse, seed, task, name, fraction, dataset)
@@ -334,6 +337,7 @@ def _recipe_rows(
     templates = load_templates(checkpoint)
     recalibrated = recalibrate and not trained
     if recalibrated:
+        model_config.particle_template = model_config.particle_template and with_templates
         validation = prepare_tomogram(
             dataset.validation_path, _validation_rows(dataset, task, fraction, seed), model_config
         )
@@ -642,6 +646,12 @@ def main(argv=None) -> int:
         "by the engine's current rules",
     )
     parser.add_argument(
+        "--no-particle-templates",
+        action="store_true",
+        help="with --recalibrate: calibrate and pick without particle templates "
+        "(what they bring, on the same networks)",
+    )
+    parser.add_argument(
         "--training-tomograms",
         type=int,
         default=N_TRAINING,
@@ -653,6 +663,8 @@ def main(argv=None) -> int:
         parser.error(f"--training-tomograms must be at least 1, got {args.training_tomograms}.")
     if args.recalibrate and not args.reuse_models:
         parser.error("--recalibrate applies to the models of --reuse-models: give them.")
+    if args.no_particle_templates and not args.recalibrate:
+        parser.error("--no-particle-templates applies with --recalibrate: give it.")
     if args.combine:
         combine([Path(f) for f in args.combine], Path(args.out))
         return 0
@@ -693,7 +705,16 @@ def main(argv=None) -> int:
                         print(f"seed {seed} {task.name}: {name} skipped, its loss takes one class", flush=True)
                         continue
                     for row in _recipe_rows(
-                        name, recipes, task, fraction, dataset, seed, work / task.name, reuse, args.recalibrate
+                        name,
+                        recipes,
+                        task,
+                        fraction,
+                        dataset,
+                        seed,
+                        work / task.name,
+                        reuse,
+                        args.recalibrate,
+                        not args.no_particle_templates,
                     ):
                         rows.append({"seed": seed, "task": task.name, **row})
                         print(

@@ -67,8 +67,9 @@ models and a RuBisCO one trained again favoured N alone (0.040 against 0.053; 0.
 w = 1/2 has the smaller worst case (0.094 against 0.143). Where the training labels are not
 given, the weight is that of few labels.
 
-A class rescored by a particle template (:mod:`.particle_template`) keeps the expected count
-alone (:data:`TEMPLATE_SCORE_SUM_WEIGHT`): its scores are a standardised template match, not
+A class rescored by a particle template (:mod:`.particle_template`) whose validation annotation
+is partial keeps the expected count alone (:data:`TEMPLATE_SCORE_SUM_WEIGHT`; a complete one is
+calibrated by F1 as any other): its scores are a standardised template match, not
 probabilities, and the picks that are no particle, the most numerous, score near 0.4, so their
 sum over-counts. On the WBP benchmark's 10 %-label ribosome model of seed 1 (README) w = 3/4
 left the test F1 at 0.654 against its best 0.831 (commit cf0c584, before the picks moved to the
