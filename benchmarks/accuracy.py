@@ -35,8 +35,7 @@ are made again (:func:`train.particle_templates`) and their score thresholds cal
 by the engine's current rule (:func:`calibrate.calibrate_thresholds`, on the validation
 tomogram and its annotated fraction, with the training tomograms as in ``train``) instead of
 the ones stored when they were trained; with ``--no-particle-templates`` as well, without
-particle templates, so that
-what the templates bring is measured on the same networks.
+particle templates, so that what the templates bring is measured on the same networks.
 
 Writes ``accuracy_per_seed.csv``, ``accuracy.csv`` (mean over seeds), ``accuracy.md`` and
 ``accuracy.png`` in ``--out``.
@@ -337,7 +336,6 @@ def _recipe_rows(
     templates = load_templates(checkpoint)
     recalibrated = recalibrate and not trained
     if recalibrated:
-        model_config.particle_template = model_config.particle_template and with_templates
         validation = prepare_tomogram(
             dataset.validation_path, _validation_rows(dataset, task, fraction, seed), model_config
         )
@@ -347,7 +345,9 @@ def _recipe_rows(
             prepare_tomogram(path, training[training["tomo_name"] == path.stem], model_config)
             for path in dataset.training_paths
         ]
-        templates = particle_templates(model, model_config, training_tomograms, training_labels)
+        templates = (
+            particle_templates(model, model_config, training_tomograms, training_labels) if with_templates else {}
+        )
         model_config.thresholds = calibrate_thresholds(
             model,
             model_config,
