@@ -141,6 +141,7 @@ RECIPES = {
     "TomoPicker x2": ("tomopicker", {**_TOMOPICKER, "ensemble": 2}),
     "TomoPicker x4": ("tomopicker", {**_TOMOPICKER, "ensemble": 4}),
     "DeepETPicker x2": ("deepetpicker", {**_DEEPETPICKER, "ensemble": 2}),
+    "DeepETPicker templates": ("deepetpicker", {**_DEEPETPICKER, "particle_template": True}),
 }
 #: recipes run when none is named (the ensemble doubles the time of its recipe: ask for it)
 DEFAULT_RECIPES = ("tomoCPT", "DeepETPicker", "TomoPicker")

@@ -6,7 +6,8 @@
 Every ``scratch/seed_<n>/<species>/<picker>_<labels>/model.pt`` under the given ``accuracy.py``
 result folders (single-class tasks) picks its validation tomogram (the one after the
 ``--training-tomograms``, as ``accuracy.py`` split them: ``tomo_002`` by default) and its
-held-out test tomograms (the ones after it) down to a score of 0.02, refined on the score map. Each
+held-out test tomograms (the ones after it) down to a score of 0.02, refined on the score map
+(and rescored by the model's particle templates, where it has them). Each
 rule places a threshold from the validation picks and their (for partial labels: partial)
 annotation; the table gives the test F1 at that threshold and its gap to the best test F1
 over every threshold. The rules:
@@ -61,10 +62,10 @@ from tomocpt_scipion.engine.calibrate import (  # noqa: E402
     partial_annotation_keep,
     score_sum_count,
 )
-from tomocpt_scipion.engine.checkpoint import load_model  # noqa: E402
+from tomocpt_scipion.engine.checkpoint import load_model, load_templates  # noqa: E402
 from tomocpt_scipion.engine.infer import predict_scores  # noqa: E402
 from tomocpt_scipion.engine.metrics import evaluate_picks, match_points, threshold_sweep  # noqa: E402
-from tomocpt_scipion.engine.predict import picks_from_scores  # noqa: E402
+from tomocpt_scipion.engine.predict import picks_from_scores, template_rescored  # noqa: E402
 
 RESULTS = Path(__file__).with_name("results")
 _FLOOR = 0.02
@@ -74,10 +75,19 @@ _MAX_PICKS_PER_PARTICLE = 8
 _RUN = re.compile(r"(?P<picker>.+)_(?P<labels>[0-9.]+)$")
 
 
-def _picks(model, config, tomograms: list[Path]) -> pd.DataFrame:
-    """The picks of ``tomograms`` down to the floor, refined on the score map."""
+def _picks(model, config, templates, tomograms: list[Path]) -> pd.DataFrame:
+    """The picks of ``tomograms`` down to the floor, refined on the score map, then rescored and
+    moved by the model's particle templates where it has any."""
     return pd.concat(
-        [picks_from_scores(predict_scores(model, config, p), config, p.stem, threshold=_FLOOR) for p in tomograms],
+        [
+            template_rescored(
+                picks_from_scores(predict_scores(model, config, p), config, p.stem, threshold=_FLOOR),
+                p,
+                config,
+                templates,
+            )
+            for p in tomograms
+        ],
         ignore_index=True,
     )
 
@@ -227,18 +237,19 @@ def main(argv=None) -> int:
             paths, truth, [], float(summary["config"]["pixel_size_a"]), summary["diameters_a"], args.training_tomograms
         )
         model, config = load_model(model_path)
+        templates = load_templates(model_path)
         diameter_px = dataset.diameters_a[species] / dataset.pixel_size_a
         task = Task(species, (species,))
         test_truth = truth[species][truth[species]["tomo_name"].isin([p.stem for p in dataset.test_paths])]
-        test_picks = _picks(model, config, dataset.test_paths)
+        test_picks = _picks(model, config, templates, dataset.test_paths)
         training = (
-            _picks(model, config, dataset.training_paths),
+            _picks(model, config, templates, dataset.training_paths),
             _training_rows(dataset, task, labels, seed),
             len(dataset.training_paths),
         )
         expected = int(round(config.expected_particles or len(test_truth) / len(dataset.test_paths)))
         best = float(_every_score(test_picks, test_truth, diameter_px, len(test_truth))["f1"].max())
-        val_picks = _picks(model, config, [dataset.validation_path])
+        val_picks = _picks(model, config, templates, [dataset.validation_path])
         rules = _rules(
             val_picks, _validation_rows(dataset, task, labels, seed), diameter_px, expected, training, labels >= 1
         )

@@ -295,11 +295,26 @@ def test_a_complete_annotation_trains_a_template_that_weighs_the_network_more(ti
     assert [t.network_weight for t in load_templates(result.checkpoint).values()] == [COMPLETE_NETWORK_WEIGHT]
 
 
-def test_a_loss_that_is_not_positive_unlabelled_trains_no_template(tiny_dataset, tmp_path):
+def test_a_dice_model_of_a_complete_annotation_trains_a_template_expecting_its_labelled_particles(
+    tiny_dataset, tmp_path
+):
     tomograms, coordinates, diameter = _inputs(tiny_dataset)
     config = _config("deepetpicker", diameter, epochs=1, particle_template=True)
-    result = train(tomograms, coordinates.groupby("tomo_name").head(3), config, tmp_path)
+    assert config.expected_particles is None
+    result = train(tomograms, coordinates, config, tmp_path)
+    assert [t.network_weight for t in load_templates(result.checkpoint).values()] == [COMPLETE_NETWORK_WEIGHT]
+    assert load_model(result.checkpoint)[1].expected_particles == len(coordinates) / len(tomograms)
+
+
+def test_a_regression_of_gaussian_centres_trains_no_template(tiny_dataset, tmp_path):
+    """tomoCPT's scores are heights of a regressed Gaussian, no probabilities to add a match's logit to."""
+    tomograms, coordinates, diameter = _inputs(tiny_dataset)
+    config = _config(
+        "deepetpicker", diameter, epochs=1, particle_template=True, loss="huber-gradient", label="gaussian"
+    )
+    result = train(tomograms, coordinates, config, tmp_path)
     assert load_templates(result.checkpoint) == {}
+    assert load_model(result.checkpoint)[1].expected_particles is None
 
 
 def test_only_the_best_network_picks_per_expected_particle_are_matched_and_kept(monkeypatch):

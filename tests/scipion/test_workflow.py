@@ -276,6 +276,18 @@ class TestPickContinueAndValidation(TomoCPTProjectTest):
         protocol.expectedParticles.set(perTomogram)  # the annotation is complete: no warning
         self.assertFalse([w for w in protocol.warnings() if "labelled particle(s)" in w])
 
+    def test_train_form_leaves_the_particle_template_to_the_recipe_unless_asked(self):
+        from tomocpt_scipion.protocols.protocol_train import PARTICLE_TEMPLATE
+
+        annotate = self.importCoordinates(os.path.join(self.root, "coordinates", "4v94"), self.tomograms)
+        protocol = self.newProtocol(ProtTomoCPTTrain, inputTomograms=self.tomograms, diameter=self.diameter)
+        self.addCoordinates(protocol, annotate)
+        flags = {"--particle-template", "--no-particle-template"}
+        self.assertFalse(flags & set(protocol._getTrainArgs()))
+        for choice, flag in (("yes", "--particle-template"), ("no", "--no-particle-template")):
+            protocol.particleTemplate.set(PARTICLE_TEMPLATE.index(choice))
+            self.assertEqual(flags & set(protocol._getTrainArgs()), {flag})
+
     def test_every_protocol_with_an_empty_form_answers_with_messages(self):
         for protocolClass in ALL_PROTOCOLS:
             protocol = self.newProtocol(protocolClass)

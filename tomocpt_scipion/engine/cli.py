@@ -448,9 +448,9 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--particle-template",
         action=argparse.BooleanOptionalAction,
-        help="PU losses: average the labelled particles, and the training picks that match them best, into "
-        "a template and rescore every pick by its local match to it, the network's score weighing more where "
-        "the annotation is complete (TomoPicker: on)",
+        help="average the labelled particles, and the training picks that match them best, into a template "
+        "and rescore every pick by its local match to it, the network's score weighing more where the "
+        "annotation is complete (TomoPicker: on; not tomoCPT's loss, whose scores are no probabilities)",
     )
     parser.add_argument(
         "--min-patches-per-epoch",

@@ -127,6 +127,13 @@ class LossSpec:
     help: str
 
     @property
+    def probability_scores(self) -> bool:
+        """Whether its scores are probabilities (sigmoid or softmax), whose logit a particle
+        template's match can be added to (:func:`.particle_template.combined_scores`); ``clip``
+        gives the height of a regressed Gaussian."""
+        return self.activation != "clip"
+
+    @property
     def multi_class(self) -> bool:
         """Whether one network of this loss can learn several particle classes."""
         return self.target != "binary"

@@ -247,6 +247,25 @@ def _warn_few_partial_labels(config: EngineConfig, coordinates: pd.DataFrame, n_
             logger.warning(warning)
 
 
+def _makes_templates(config: EngineConfig) -> bool:
+    """Whether training ends with particle templates: asked for, on a loss with probability scores."""
+    return config.particle_template and LOSS_SPECS[config.loss].probability_scores
+
+
+def _expected_from_annotation(config: EngineConfig, coordinates: pd.DataFrame, n_tomograms: int) -> None:
+    """Where a loss that is not PU (its annotation complete) makes particle templates and the
+    particles expected per tomogram are not given, they are the labelled ones per tomogram and
+    class: a template matches that many best picks per tomogram (:func:`.particle_template.candidate_limit`)."""
+    if config.expected_particles or config.loss in PU_LOSSES or not _makes_templates(config):
+        return
+    config.expected_particles = len(coordinates) / n_tomograms / config.n_classes
+    logger.info(
+        "Expected particles per tomogram and class: %.1f, the labelled ones (the annotation of a %s loss is complete)",
+        config.expected_particles,
+        config.loss,
+    )
+
+
 def _label_radius_for_annotation(config: EngineConfig, coordinates: pd.DataFrame, n_tomograms: int) -> None:
     """Switch ``config`` to its sparse label radius where a PU loss trains on sparse annotations."""
     sparse_fraction = config.sparse_label_radius_fraction
@@ -488,6 +507,7 @@ def _train_run(
         )
         logger.info("Second pass: training again from fresh weights on %d labels", len(data.coordinates))
     _label_radius_for_annotation(config, data.coordinates, len(data.tomograms))
+    _expected_from_annotation(config, data.coordinates, len(data.tomograms))
 
     def centring(torch_device: torch.device, validation: list) -> _Centring | None:
         return _centring_network(labelled, config, torch_device, validation)
@@ -774,10 +794,10 @@ def particle_templates(
     training_labels: Sequence[int],
     device: torch.device | str = "cpu",
 ) -> dict[int, ParticleTemplate]:
-    """The particle templates (:mod:`.particle_template`) of the classes a PU loss learned,
-    built on the ``training`` tomograms (prepared with the user's labels): their labelled
-    particles and the finished model's picks there, the network weighted by whether the
-    annotation of the class is sparse or complete.
+    """The particle templates (:mod:`.particle_template`) of the classes a loss with probability
+    scores learned (not tomoCPT's regression), built on the ``training`` tomograms (prepared with
+    the user's labels): their labelled particles and the finished model's picks there, the
+    network weighted by whether the annotation of the class is sparse or complete.
 
     Parameters
     ----------
@@ -785,7 +805,7 @@ def particle_templates(
     """
     device = torch.device(device)
     tomograms = [t for t in training if t.path is not None]
-    if not (config.particle_template and config.loss in PU_LOSSES and config.expected_particles and tomograms):
+    if not (_makes_templates(config) and config.expected_particles and tomograms):
         return {}
     expected = config.expected_particles * len(tomograms)
     weights = {

@@ -28,6 +28,7 @@ RECIPE_DEFAULT = "recipe default"
 BACKBONES = [RECIPE_DEFAULT, *ENGINE_BACKBONES]
 LABELS = [RECIPE_DEFAULT, *ENGINE_LABELS]
 LOSSES = [RECIPE_DEFAULT, *LOSS_SPECS]
+PARTICLE_TEMPLATE = [RECIPE_DEFAULT, "yes", "no"]
 SIZES = list(MODEL_SIZES)
 PU_RECIPE = next(name for name, spec in RECIPE_SPECS.items() if spec.partial_labels)
 
@@ -252,15 +253,17 @@ class ProtTomoCPTTrain(EMProtocol):
         )
         form.addParam(
             "particleTemplate",
-            params.BooleanParam,
-            default=True,
+            params.EnumParam,
+            choices=PARTICLE_TEMPLATE,
+            default=0,
             expertLevel=params.LEVEL_ADVANCED,
             label="Particle template",
-            help="Where a positive-unlabelled loss (TomoPicker) learns, the labelled particles are aligned "
-            "and averaged, with the training picks that match them best, into a template, and every pick is "
-            "rescored by how well it matches it (minutes on a CPU); the network's score weighs more where the "
-            "annotation is complete. On the WBP benchmark, with 6 labelled ribosomes, it kept the network "
-            "from ranking other large complexes beside the ribosome. No effect on other losses.",
+            help="The labelled particles are aligned and averaged, with the training picks that match them "
+            "best, into a template, and every pick is rescored by how well it matches it and moved to where it "
+            "matches (minutes on a CPU); the network's score weighs more where the annotation is complete. "
+            "Recipe default: TomoPicker yes (on the WBP benchmark, with 6 labelled ribosomes, it kept the "
+            "network from ranking other large complexes beside the ribosome), DeepETPicker no (under "
+            "measurement). No effect on tomoCPT's loss, whose scores are no probabilities.",
         )
         form.addParam(
             "seed",
@@ -483,7 +486,6 @@ class ProtTomoCPTTrain(EMProtocol):
             str(self.ensemble.get()),
             "--centring-steps",
             str(self.centringSteps.get()),
-            "--particle-template" if self.particleTemplate.get() else "--no-particle-template",
             "--out",
             self._getExtraPath("training"),
         ]
@@ -505,6 +507,9 @@ class ProtTomoCPTTrain(EMProtocol):
         ):
             if self._choice(choices, param):
                 args += [flag, self._choice(choices, param)]
+        template = self._choice(PARTICLE_TEMPLATE, self.particleTemplate)
+        if template:
+            args.append("--particle-template" if template == "yes" else "--no-particle-template")
         args += setFlags(
             ("--patch-size", self.patchSize),
             ("--epochs", self.epochs),
