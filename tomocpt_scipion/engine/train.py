@@ -253,10 +253,11 @@ def _makes_templates(config: EngineConfig) -> bool:
 
 
 def _expected_from_annotation(config: EngineConfig, coordinates: pd.DataFrame, n_tomograms: int) -> None:
-    """Where a loss that is not PU (its annotation complete) makes particle templates and the
-    particles expected per tomogram are not given, they are the labelled ones per tomogram and
-    class: a template matches that many best picks per tomogram (:func:`.particle_template.candidate_limit`)."""
-    if config.expected_particles or config.loss in PU_LOSSES or not _makes_templates(config):
+    """Where a model makes particle templates and the particles expected per tomogram are not
+    given (a PU loss always has them, ``config`` validated: this is a loss that learns from a
+    complete annotation), they are the labelled ones per tomogram and class: a template matches
+    that many best picks per tomogram (:func:`.particle_template.candidate_limit`)."""
+    if config.expected_particles or not _makes_templates(config):
         return
     config.expected_particles = len(coordinates) / n_tomograms / config.n_classes
     logger.info(
