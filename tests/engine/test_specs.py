@@ -6,7 +6,7 @@ import pytest
 
 from tomocpt_scipion.engine import specs
 from tomocpt_scipion.engine.cli import build_parser
-from tomocpt_scipion.engine.config import RECIPES
+from tomocpt_scipion.engine.config import RECIPES, recipe_config
 from tomocpt_scipion.engine.labels import LABELS
 from tomocpt_scipion.engine.losses import LOSSES
 from tomocpt_scipion.engine.models import MODELS
@@ -20,10 +20,17 @@ def test_every_listed_option_is_implemented_and_every_implemented_one_listed():
 
 
 @pytest.mark.parametrize("recipe", list(specs.RECIPE_SPECS))
-def test_each_recipe_spec_describes_its_settings(recipe):
-    spec, settings = specs.RECIPE_SPECS[recipe], RECIPES[recipe]
-    assert settings["backbone"] == spec.backbone
-    assert specs.LOSS_SPECS[settings["loss"]].partial_labels == spec.partial_labels
+def test_each_recipe_config_is_built_around_its_spec(recipe):
+    spec, config = specs.RECIPE_SPECS[recipe], recipe_config(recipe)
+    assert (config.backbone, config.loss, config.particle_template) == (
+        spec.backbone,
+        spec.loss,
+        spec.particle_template,
+    )
+    assert spec.probability_scores or not spec.particle_template  # a regression's heights take no template
+    assert (
+        recipe_config(recipe, particle_template=not spec.particle_template).particle_template != spec.particle_template
+    )
 
 
 def _choices(command: str) -> dict[str, list]:

@@ -288,6 +288,18 @@ class TestPickContinueAndValidation(TomoCPTProjectTest):
             protocol.particleTemplate.set(PARTICLE_TEMPLATE.index(choice))
             self.assertEqual(flags & set(protocol._getTrainArgs()), {flag})
 
+    def test_train_form_help_names_each_recipes_particle_template_default_from_the_specs(self):
+        from tomocpt_scipion.engine.specs import RECIPE_SPECS
+
+        help = ProtTomoCPTTrain().getParam("particleTemplate").help.get()
+        said = {"yes": help.split("yes for ")[1].split(",")[0], "no": help.split("no for ")[1].split(".")[0]}
+        for spec in RECIPE_SPECS.values():
+            name = spec.label.split(" (")[0]
+            if spec.probability_scores:
+                self.assertIn(name, said["yes" if spec.particle_template else "no"], help)
+            else:
+                self.assertIn(f"No effect on {name}", help)
+
     def test_every_protocol_with_an_empty_form_answers_with_messages(self):
         for protocolClass in ALL_PROTOCOLS:
             protocol = self.newProtocol(protocolClass)

@@ -14,7 +14,7 @@ from .labels import LABELS
 from .losses import LOSSES
 from .models.registry import MODEL_SIZES, MODELS, patch_multiple, smallest_patch
 from .preprocess import NORMALISATIONS
-from .specs import DEFAULT_CENTRING_STEPS, FALLBACK_THRESHOLD, LOSS_SPECS
+from .specs import DEFAULT_CENTRING_STEPS, FALLBACK_THRESHOLD, LOSS_SPECS, RECIPE_SPECS
 
 __all__ = ["EngineConfig", "RECIPES", "recipe_config", "SAMPLINGS", "AUGMENTATIONS"]
 
@@ -255,12 +255,11 @@ class EngineConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-#: recipe -> the settings of its paper (every one can still be changed afterwards)
+#: recipe -> the settings of its paper beside its :data:`.specs.RECIPE_SPECS` (network, loss,
+#: particle templates); every one can still be changed afterwards
 RECIPES: dict[str, dict[str, Any]] = {
     "tomocpt": dict(
-        backbone="swinunetr",
         label="gaussian",
-        loss="huber-gradient",
         label_radius_fraction=0.5,
         normalisation="robust",
         patch_size=64,
@@ -274,9 +273,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         plateau_patience=6,
     ),
     "deepetpicker": dict(
-        backbone="resunet",
         label="tball",
-        loss="dice",
         label_radius_fraction=0.3,
         normalisation="robust",
         patch_size=64,
@@ -290,9 +287,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         augment=["rot90", "flip", "affine", "invert"],
     ),
     "tomopicker": dict(
-        backbone="multiresunet",
         label="sphere",
-        loss="nnpu",
         label_radius_fraction=0.5,
         # not the paper's: smaller spheres picked better from sparse labels on the WBP benchmark (README)
         sparse_label_radius_fraction=0.25,
@@ -302,8 +297,6 @@ RECIPES: dict[str, dict[str, Any]] = {
         sampling="all",
         # not the paper's: a small tomogram's grid is a few optimiser steps per epoch (README)
         min_patches_per_epoch=256,
-        # not the paper's: 6 labelled ribosomes do not teach a network the other large complexes (README)
-        particle_template=True,
         epochs=20,
         batch_size=8,
         lr=2e-3,
@@ -328,7 +321,11 @@ def recipe_config(recipe: str, **overrides: Any) -> EngineConfig:
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ValueError(f"unknown setting(s) {unknown}.")
-    base = RECIPES.get(recipe, {})
+    spec = RECIPE_SPECS.get(recipe)
+    identity = (
+        {} if spec is None else dict(backbone=spec.backbone, loss=spec.loss, particle_template=spec.particle_template)
+    )
+    base = {**identity, **RECIPES.get(recipe, {})}
     given = {k: v for k, v in overrides.items() if v is not None}
     if "patch_size" in given and "stride" not in given and "stride" in base:
         # keep the recipe's overlap: tomoCPT's stride is half a cube, TomoPicker's a whole one

@@ -41,31 +41,58 @@ class Choice:
 
 @dataclass(frozen=True)
 class RecipeSpec:
-    """One published picker's settings (the values themselves are in :data:`.config.RECIPES`).
+    """One published picker's identity: what a form shows and what the rest of its settings
+    (in :data:`.config.RECIPES`) are built around.
 
     Attributes
     ----------
     name : recipe name.
     label : what a form shows.
     backbone : its network (fine-tuning must keep it).
+    loss : its loss (:data:`LOSS_SPECS`).
     citation : bibtex key of its paper.
-    partial_labels : trained on partial annotations (positive-unlabelled): needs the
-        expected number of particles per tomogram.
+    particle_template : makes particle templates by default (:mod:`.particle_template`; only
+        a loss with probability scores can).
     """
 
     name: str
     label: str
     backbone: str
+    loss: str
     citation: str
-    partial_labels: bool
+    particle_template: bool
+
+    @property
+    def partial_labels(self) -> bool:
+        """Trained on partial annotations (positive-unlabelled): needs the expected number of
+        particles per tomogram."""
+        return LOSS_SPECS[self.loss].partial_labels
+
+    @property
+    def probability_scores(self) -> bool:
+        """Its scores are probabilities, so that a particle template can rescore them."""
+        return LOSS_SPECS[self.loss].probability_scores
 
 
 RECIPE_SPECS: dict[str, RecipeSpec] = {
     spec.name: spec
     for spec in (
-        RecipeSpec("tomocpt", "tomoCPT (SwinUNETR, Gaussian centroids)", "swinunetr", "Shah2025tomocpt", False),
-        RecipeSpec("deepetpicker", "DeepETPicker (3D-ResUNet, TBall, Dice)", "resunet", "Liu2024deepetpicker", False),
-        RecipeSpec("tomopicker", "TomoPicker (PU learning, few labels)", "multiresunet", "Uddin2024tomopicker", True),
+        RecipeSpec(
+            "tomocpt",
+            "tomoCPT (SwinUNETR, Gaussian centroids)",
+            "swinunetr",
+            "huber-gradient",
+            "Shah2025tomocpt",
+            False,
+        ),
+        # templates off: +0.065 and -0.025 F1 on two seeds' ribosomes, the distance up (README)
+        RecipeSpec(
+            "deepetpicker", "DeepETPicker (3D-ResUNet, TBall, Dice)", "resunet", "dice", "Liu2024deepetpicker", False
+        ),
+        # not the paper's: 6 labelled ribosomes do not teach a network the other large complexes (README)
+        RecipeSpec(
+            "tomopicker", "TomoPicker (PU learning, few labels)", "multiresunet", "nnpu", "Uddin2024tomopicker", True
+        ),
     )
 }
 

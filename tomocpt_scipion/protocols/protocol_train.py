@@ -33,6 +33,19 @@ SIZES = list(MODEL_SIZES)
 PU_RECIPE = next(name for name, spec in RECIPE_SPECS.items() if spec.partial_labels)
 
 
+def _particleTemplateDefaults() -> str:
+    """The recipes' particle-template defaults, as the form's help says them."""
+
+    def names(wanted) -> str:
+        return ", ".join(spec.label.split(" (")[0] for spec in RECIPE_SPECS.values() if wanted(spec)) or "none"
+
+    return (
+        f"Recipe default: yes for {names(lambda s: s.particle_template)}, no for "
+        f"{names(lambda s: s.probability_scores and not s.particle_template)}. No effect on "
+        f"{names(lambda s: not s.probability_scores)}, whose scores are no probabilities."
+    )
+
+
 class TrainOutputs(Enum):
     model = TomoCPTModel
 
@@ -261,9 +274,8 @@ class ProtTomoCPTTrain(EMProtocol):
             help="The labelled particles are aligned and averaged, with the training picks that match them "
             "best, into a template, and every pick is rescored by how well it matches it and moved to where it "
             "matches (minutes on a CPU); the network's score weighs more where the annotation is complete. "
-            "Recipe default: TomoPicker yes (on the WBP benchmark, with 6 labelled ribosomes, it kept the "
-            "network from ranking other large complexes beside the ribosome), DeepETPicker no (under "
-            "measurement). No effect on tomoCPT's loss, whose scores are no probabilities.",
+            "On the WBP benchmark, with 6 labelled ribosomes, it kept a PU network from ranking other large "
+            f"complexes beside the ribosome. {_particleTemplateDefaults()}",
         )
         form.addParam(
             "seed",
