@@ -128,9 +128,11 @@ QUICK_TASKS = [Task("4v94", ("4v94",), label_fractions=(1.0,))]
 #: the CPU-sized settings every TomoPicker variant below starts from
 _TOMOPICKER = dict(model_size="small", patch_size=32, batch_size=4, epochs=30, loss="nnpu")
 _DEEPETPICKER = dict(model_size="small", patch_size=32, batch_size=4, epochs=100)
+_TOMOCPT = dict(model_size="small", patch_size=64, batch_size=2, epochs=15)
 #: recipe name in the tables -> (engine recipe, overrides): CPU-sized networks and epochs
 RECIPES = {
-    "tomoCPT": ("tomocpt", dict(model_size="small", patch_size=64, batch_size=2, epochs=15)),
+    "tomoCPT": ("tomocpt", _TOMOCPT),
+    "tomoCPT 45 epochs": ("tomocpt", {**_TOMOCPT, "epochs": 45}),
     "DeepETPicker": ("deepetpicker", _DEEPETPICKER),
     "TomoPicker": ("tomopicker", _TOMOPICKER),
     "TomoPicker pseudo-labels": ("tomopicker", {**_TOMOPICKER, "pseudo_labels": True}),
