@@ -94,6 +94,28 @@ def test_a_complete_pu_annotation_takes_the_f1_best_threshold_over_completely_an
     assert ("training tomogram(s) to calibrate on them too" in caplog.text) == pooled
 
 
+def test_a_class_rescored_by_a_particle_template_takes_its_f1_threshold_from_the_validation_tomograms_alone(
+    monkeypatch,
+):
+    monkeypatch.setattr(calibrate, "template_rescored", lambda table, *args, **kwargs: table)
+    config = recipe_config("tomopicker", diameter_a=100.0, expected_particles=12, patch_size=32)
+
+    def prepared(name, volume, labelled):
+        return PreparedTomogram(
+            name, volume, np.zeros_like(volume, np.uint8), labelled, np.ones(len(labelled), int), 1.0
+        )
+
+    # as above: the training tomograms' faint particles would pull the F1-best cut below the look-alike
+    validation = prepared("val", _tomogram(TRUE_XYZ, FALSE_XYZ[:1]), TRUE_XYZ)
+    training = prepared("train", _tomogram(GRID_XYZ[:6], FALSE_XYZ), np.vstack([GRID_XYZ[:6], FALSE_XYZ]))
+    template = ParticleTemplate(np.zeros((15, 15, 15), np.float32), 0.2, 0.05, SPARSE_NETWORK_WEIGHT)
+    with torch.no_grad():
+        (rescored,) = calibrate_thresholds(
+            _VolumeAsLogits(), config, [validation], training_tomograms=[training], templates={0: template}
+        )
+    assert rescored > 1 / (1 + np.exp(-1.0)) + 1e-3, rescored
+
+
 @pytest.mark.parametrize(
     "training_labels,keeps_look_alikes",
     [((), True), ((ENOUGH_PARTIAL_LABELS - 1,), True), ((ENOUGH_PARTIAL_LABELS,), False)],

@@ -25,7 +25,12 @@ the validation tomograms alone: on five models of the DeepETPicker recipe (4v94 
 and 3d2f seeds 1-2, ``benchmarks/calibration.py``) the F1 over the training tomograms too left
 the test F1 0.029 below its best on average (largest 0.062, 3d2f seed 1), against 0.023
 (0.040) for the validation tomogram alone: 3d2f lost on both seeds (its seed-1 threshold
-moved from 0.60 to 0.96, past the test optimum) and no model gained.
+moved from 0.60 to 0.96, past the test optimum) and no model gained. A class that a particle
+template rescores keeps the validation tomograms alone too: the template averages the training
+particles, so their matches flatter the training picks. On the six TomoPicker models with
+templates of seeds 2 and 3 (``calibration_particle_templates``) the validation tomogram alone
+left the test F1 0.020 below its best on average (largest 0.054), against 0.035 (0.096) with
+the training tomograms; RuBisCO 0.023 against 0.096 and 0.030 against 0.062.
 
 Positive-unlabelled losses are trained on partial annotations, and their validation
 particles are usually partial too: F1 against them would punish the true picks nobody
@@ -276,7 +281,10 @@ def calibrate_thresholds(
         labels (not pseudo-labels). For a PU loss their picks join the validation picks: where
         a class's validation annotation is partial, the count rule keeps from them all, with the
         particles expected in all of them; where it is complete, F1 is over them all if their
-        annotation of the class is complete too. Empty: the validation tomograms alone; a
+        annotation of the class is complete too and no particle template rescores the class
+        (the template averages their particles: on six TomoPicker models of the WBP benchmark
+        the validation tomogram alone left the test F1 0.020 below its best on average, against
+        0.035 with the training tomograms, README). Empty: the validation tomograms alone; a
         tomogram that is also a validation one (one tomogram both trains and validates) counts once.
     templates : the model's particle templates: their classes' picks are rescored before the
         thresholds are set on those scores.
@@ -307,8 +315,10 @@ def calibrate_thresholds(
         pooled_expected = int(round(config.expected_particles * len(pooled))) if pooled else 0
         more_truth = _truth(pooled, class_id) if pooled else truth.iloc[:0]
         counts = config.loss in PU_LOSSES and is_partial_annotation(len(truth), expected)
-        # F1 against a partial training annotation would punish the unlabelled particles picked
-        if not counts and is_partial_annotation(len(more_truth), pooled_expected):
+        rescored = bool(templates) and class_id - 1 in templates
+        # F1 against a partial training annotation would punish the unlabelled particles picked; a
+        # particle template averages the training particles, so their matches flatter the training picks
+        if not counts and (rescored or is_partial_annotation(len(more_truth), pooled_expected)):
             more_truth = truth.iloc[:0]
         uses_training = bool(pooled) and (counts or len(more_truth) > 0)
         if uses_training and training_picks is None:  # once, for every class
@@ -318,7 +328,6 @@ def calibrate_thresholds(
         if counts:
             scores = np.sort(np.concatenate([picks["score"].to_numpy(), more_picks["score"].to_numpy()]))[::-1]
             labelled = training_labels[class_id - 1] if training_labels else 0
-            rescored = bool(templates) and class_id - 1 in templates
             weight = TEMPLATE_SCORE_SUM_WEIGHT if rescored else score_sum_weight(labelled)
             kept = partial_annotation_keep(scores, expected + pooled_expected, weight)
             threshold = float(scores[kept - 1])
