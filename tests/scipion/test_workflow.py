@@ -294,11 +294,10 @@ class TestPickContinueAndValidation(TomoCPTProjectTest):
         help = ProtTomoCPTTrain().getParam("particleTemplate").help.get()
         said = {"yes": help.split("yes for ")[1].split(",")[0], "no": help.split("no for ")[1].split(".")[0]}
         for spec in RECIPE_SPECS.values():
-            name = spec.label.split(" (")[0]
             if spec.probability_scores:
-                self.assertIn(name, said["yes" if spec.particle_template else "no"], help)
+                self.assertIn(spec.picker, said["yes" if spec.particle_template else "no"], help)
             else:
-                self.assertIn(f"No effect on {name}", help)
+                self.assertIn(f"No effect on {spec.picker}", help)
 
     def test_every_protocol_with_an_empty_form_answers_with_messages(self):
         for protocolClass in ALL_PROTOCOLS:

@@ -63,6 +63,11 @@ class RecipeSpec:
     particle_template: bool
 
     @property
+    def picker(self) -> str:
+        """The published picker's name: the form label before its parenthesis."""
+        return self.label.split(" (")[0]
+
+    @property
     def partial_labels(self) -> bool:
         """Trained on partial annotations (positive-unlabelled): needs the expected number of
         particles per tomogram."""

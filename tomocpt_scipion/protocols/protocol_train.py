@@ -37,7 +37,7 @@ def _particleTemplateDefaults() -> str:
     """The recipes' particle-template defaults, as the form's help says them."""
 
     def names(wanted) -> str:
-        return ", ".join(spec.label.split(" (")[0] for spec in RECIPE_SPECS.values() if wanted(spec)) or "none"
+        return ", ".join(spec.picker for spec in RECIPE_SPECS.values() if wanted(spec)) or "none"
 
     return (
         f"Recipe default: yes for {names(lambda s: s.particle_template)}, no for "
