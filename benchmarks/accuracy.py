@@ -31,7 +31,8 @@ label fraction) instead of training them again: training is what takes the time,
 gives the same model for the same tomograms, code and thread count; a run that split its
 tomograms differently (another ``--training-tomograms``) is refused, since its models may have
 trained on tomograms this run holds out. With ``--recalibrate`` their particle templates
-are made again (:func:`train.particle_templates`) and their score thresholds calibrated again
+are made again (:func:`train.particle_templates`, where the recipe makes them now) and their
+score thresholds calibrated again
 by the engine's current rule (:func:`calibrate.calibrate_thresholds`, on the validation
 tomogram and its annotated fraction, with the training tomograms as in ``train``) instead of
 the ones stored when they were trained; with ``--no-particle-templates`` as well, without
@@ -339,6 +340,9 @@ def _recipe_rows(
     templates = load_templates(checkpoint)
     recalibrated = recalibrate and not trained
     if recalibrated:
+        # the recipe's template setting as it is now, not as it was when the model trained
+        recipe, overrides = recipes[name]
+        model_config.particle_template = recipe_config(recipe, **overrides).particle_template
         validation = prepare_tomogram(
             dataset.validation_path, _validation_rows(dataset, task, fraction, seed), model_config
         )

@@ -27,7 +27,6 @@ def test_each_recipe_config_is_built_around_its_spec(recipe):
         spec.loss,
         spec.particle_template,
     )
-    assert spec.probability_scores or not spec.particle_template  # a regression's heights take no template
     assert (
         recipe_config(recipe, particle_template=not spec.particle_template).particle_template != spec.particle_template
     )

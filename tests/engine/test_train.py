@@ -21,8 +21,8 @@ from tomocpt_scipion.engine.train import train
 #: small networks and patches that fit the tiny volumes, CPU-friendly, no centring network nor particle template, one
 #: grid per epoch (the epoch's length has its own tests in test_data.py)
 RECIPE_SETTINGS = {
-    "tomocpt": dict(model_size="small", patch_size=64, batch_size=2, centring_steps=0),
-    "deepetpicker": dict(model_size="small", patch_size=32, batch_size=4, centring_steps=0),
+    "tomocpt": dict(model_size="small", patch_size=64, batch_size=2, centring_steps=0, particle_template=False),
+    "deepetpicker": dict(model_size="small", patch_size=32, batch_size=4, centring_steps=0, particle_template=False),
     "tomopicker": dict(
         model_size="small",
         patch_size=32,

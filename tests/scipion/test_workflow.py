@@ -292,12 +292,9 @@ class TestPickContinueAndValidation(TomoCPTProjectTest):
         from tomocpt_scipion.engine.specs import RECIPE_SPECS
 
         help = ProtTomoCPTTrain().getParam("particleTemplate").help.get()
-        said = {"yes": help.split("yes for ")[1].split(",")[0], "no": help.split("no for ")[1].split(".")[0]}
+        said = {"yes": help.split("yes for ")[1].split(";")[0], "no": help.split("no for ")[1].split(".")[0]}
         for spec in RECIPE_SPECS.values():
-            if spec.probability_scores:
-                self.assertIn(spec.picker, said["yes" if spec.particle_template else "no"], help)
-            else:
-                self.assertIn(f"No effect on {spec.picker}", help)
+            self.assertIn(spec.picker, said["yes" if spec.particle_template else "no"], help)
 
     def test_every_protocol_with_an_empty_form_answers_with_messages(self):
         for protocolClass in ALL_PROTOCOLS:

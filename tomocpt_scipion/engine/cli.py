@@ -450,7 +450,7 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         help="average the labelled particles, and the training picks that match them best, into a template "
         "and rescore every pick by its local match to it, the network's score weighing more where the "
-        "annotation is complete (TomoPicker: on; not tomoCPT's loss, whose scores are no probabilities)",
+        "annotation is complete (tomoCPT and TomoPicker: on)",
     )
     parser.add_argument(
         "--min-patches-per-epoch",

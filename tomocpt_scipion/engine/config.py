@@ -54,8 +54,7 @@ class EngineConfig:
     pseudo_labels : on sparse annotations with a PU loss, train a first model, add its
         confident picks in the training tomograms to the labels and train again
         (:mod:`.pseudo_labels`).
-    particle_template : where the loss gives probability scores (not tomoCPT's regression),
-        average each class's labelled particles (and the training picks that match them best)
+    particle_template : average each class's labelled particles (and the training picks that match them best)
         into a template and rescore every pick by its local match, the network's score weighing
         more where the annotation is complete (:mod:`.particle_template`). A loss that is not
         PU then takes its expected particles per tomogram, where not given, from the labels.

@@ -92,7 +92,7 @@ from .particle_template import (
 from .plots import plot_learning_curve
 from .preprocess import load_at_training_scale, tomogram_pixel_size
 from .pseudo_labels import pseudo_labelled
-from .specs import LOSS_SPECS, PU_LOSSES
+from .specs import CANDIDATE_FLOOR, LOSS_SPECS, PU_LOSSES
 
 __all__ = ["train", "particle_templates", "TrainingResult", "TrainingInterrupted", "RESUMABLE_SETTINGS"]
 
@@ -247,17 +247,12 @@ def _warn_few_partial_labels(config: EngineConfig, coordinates: pd.DataFrame, n_
             logger.warning(warning)
 
 
-def _makes_templates(config: EngineConfig) -> bool:
-    """Whether training ends with particle templates: asked for, on a loss with probability scores."""
-    return config.particle_template and LOSS_SPECS[config.loss].probability_scores
-
-
 def _expected_from_annotation(config: EngineConfig, coordinates: pd.DataFrame, n_tomograms: int) -> None:
     """Where a model makes particle templates and the particles expected per tomogram are not
     given (a PU loss always has them, ``config`` validated: this is a loss that learns from a
     complete annotation), they are the labelled ones per tomogram and class: a template matches
     that many best picks per tomogram (:func:`.particle_template.candidate_limit`)."""
-    if config.expected_particles or not _makes_templates(config):
+    if config.expected_particles or not config.particle_template:
         return
     config.expected_particles = len(coordinates) / n_tomograms / config.n_classes
     logger.info(
@@ -795,8 +790,8 @@ def particle_templates(
     training_labels: Sequence[int],
     device: torch.device | str = "cpu",
 ) -> dict[int, ParticleTemplate]:
-    """The particle templates (:mod:`.particle_template`) of the classes a loss with probability
-    scores learned (not tomoCPT's regression), built on the ``training`` tomograms (prepared with
+    """The particle templates (:mod:`.particle_template`) of the classes the model learned, built
+    on the ``training`` tomograms (prepared with
     the user's labels): their labelled particles and the finished model's picks there, the
     network weighted by whether the annotation of the class is sparse or complete.
 
@@ -806,7 +801,7 @@ def particle_templates(
     """
     device = torch.device(device)
     tomograms = [t for t in training if t.path is not None]
-    if not (_makes_templates(config) and config.expected_particles and tomograms):
+    if not (config.particle_template and config.expected_particles and tomograms):
         return {}
     expected = config.expected_particles * len(tomograms)
     weights = {
@@ -825,6 +820,15 @@ def particle_templates(
     ]
     templates = {}
     for index, weight in weights.items():
+        if picks[index].empty:
+            # the match is standardised over the network's picks: with none there is no scale to add it on
+            logger.warning(
+                "Class %s: no particle template, the network picks nothing above a score of %g in the training "
+                "tomograms (train longer?); its picks keep the network's scores",
+                config.classes[index],
+                CANDIDATE_FLOOR,
+            )
+            continue
         started = time.time()
         # pixels at the training scale → at the template scale, (z, y, x)
         ratios = [volume.zoom / t.zoom for volume, t in zip(loaded, tomograms)]

@@ -37,12 +37,11 @@ def _particleTemplateDefaults() -> str:
     """The recipes' particle-template defaults, as the form's help says them."""
 
     def names(wanted) -> str:
-        return ", ".join(spec.picker for spec in RECIPE_SPECS.values() if wanted(spec)) or "none"
+        return " and ".join(spec.picker for spec in RECIPE_SPECS.values() if wanted(spec)) or "none"
 
     return (
-        f"Recipe default: yes for {names(lambda s: s.particle_template)}, no for "
-        f"{names(lambda s: s.probability_scores and not s.particle_template)}. No effect on "
-        f"{names(lambda s: not s.probability_scores)}, whose scores are no probabilities."
+        f"Recipe default: yes for {names(lambda s: s.particle_template)}; "
+        f"no for {names(lambda s: not s.particle_template)}."
     )
 
 
