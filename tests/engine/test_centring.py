@@ -4,12 +4,11 @@ checkpoint, and is left out where the validation particles are too few to check 
 import logging
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
 from tests.engine.conftest import TINY
-from tomocpt_scipion.engine import io, predict
+from tomocpt_scipion.engine import io
 from tomocpt_scipion.engine import train as train_module
 from tomocpt_scipion.engine.annotation import ENOUGH_PARTIAL_LABELS
 from tomocpt_scipion.engine.calibrate import CENTRING_EVIDENCE
@@ -175,32 +174,6 @@ def test_a_second_pass_that_would_jump_onto_another_feature_keeps_the_first_answ
     assert centre_positions(_BrightestVoxel(), volume, 1.0, pick, DIAMETER_PX, passes=3)[0, 0] == pytest.approx(26.0)
     with pytest.raises(ValueError, match="passes must be >= 1"):
         centre_positions(_BrightestVoxel(), volume, 1.0, pick, DIAMETER_PX, passes=0)
-
-
-def test_a_pick_a_particle_template_placed_is_only_refined_never_carried_onto_a_brighter_neighbour():
-    # the pick sits 1 px from A (x = 26); its first crop also holds the brighter B (x = 31), 6 px off
-    volume = np.zeros((32, 32, 48), np.float32)
-    volume[16, 16, 26], volume[16, 16, 31] = 1.0, 2.0
-    picks = np.array([[25.0, 16.0, 16.0], [25.0, 16.0, 16.0]])
-    after = centre_positions(_BrightestVoxel(), volume, 1.0, picks, DIAMETER_PX, placed=np.array([True, False]))
-    assert after[0, 0] == pytest.approx(25.0, abs=1e-3)  # the jump to B is refused
-    assert after[1, 0] == pytest.approx(31.0, abs=1e-3)
-
-
-def test_picking_refines_only_the_picks_of_classes_a_particle_template_placed(tmp_path, monkeypatch):
-    noise = np.random.default_rng(0).normal(size=(32, 48, 48)).astype(np.float32)
-    path = io.write_mrc(tmp_path / "tomo.mrc", noise, 10.0)
-    config = recipe_config("deepetpicker", classes=["a", "b"], diameter_a=120.0, centring_diameter_px=12.0)
-    table = pd.DataFrame({"x": [10.0, 30.0], "y": 20.0, "z": 16.0, "score": [0.9, 0.8], "class_id": [1, 2]})
-    seen = {}
-
-    def centring(net, volume, zoom, xyz_px, diameter_px, device, placed):
-        seen["placed"] = placed
-        return xyz_px
-
-    monkeypatch.setattr(predict, "centre_positions", centring)
-    predict.centre_picks(table, path, config, torch.nn.Identity(), templates={1: object()})
-    assert seen["placed"].tolist() == [False, True]
 
 
 def test_the_refining_pass_removes_the_pull_back_towards_picks_that_started_far_off(trained_net):

@@ -273,17 +273,14 @@ def centre_positions(
     device: torch.device | str = "cpu",
     batch_size: int = 32,
     passes: int = 2,
-    placed: np.ndarray | bool = False,
 ) -> np.ndarray:
     """Move picks onto the particle centres the centring network finds.
 
-    The first pass moves each pick as far as the network says, unless it is ``placed``. A pick
-    that started far off saw its particle near the crop's edge; later passes look again from the
-    crop centred on the first answer and keep moves of at most ``0.15 × diameter_px`` (1.5 σ of
-    the training offsets): a refinement. A larger jump is the network drifting onto another
-    feature (a membrane the particle sits on, a neighbour), and is refused. A placed pick (a
-    particle template moved it to where the template matches) starts on its particle, so every
-    pass only refines it.
+    The first pass moves each pick as far as the network says. A pick that started far off
+    saw its particle near the crop's edge; later passes look again from the crop centred on
+    the first answer and keep moves of at most ``0.15 × diameter_px`` (1.5 σ of the training
+    offsets): a refinement. A larger second jump is the network drifting onto another feature
+    (a membrane the particle sits on, a neighbour), and is refused.
 
     Parameters
     ----------
@@ -295,8 +292,6 @@ def centre_positions(
     device : where the network runs.
     batch_size : crops per forward pass (each in 8 flips).
     passes : centring passes (≥ 1); 2 by default.
-    placed : (N,) or one for all: picks already on their particle, whose first pass is a
-        refinement too.
 
     Returns
     -------
@@ -310,11 +305,9 @@ def centre_positions(
     device = torch.device(device)
     crop = crop_size(diameter_px)
     volumes, grid = _Volumes([volume], crop), _grid(crop, device)
-    centres = xyz_px[:, ::-1] * zoom
-    refining = np.broadcast_to(np.asarray(placed, bool), len(centres))
-    for _ in range(passes):
+    centres = _centre_once(net, volumes, grid, xyz_px[:, ::-1] * zoom, device, batch_size)
+    for _ in range(passes - 1):
         again = _centre_once(net, volumes, grid, centres, device, batch_size)
-        within = np.linalg.norm(again - centres, axis=1) <= _REFINE_LIMIT_FRACTION * diameter_px
-        centres = np.where((within | ~refining)[:, None], again, centres)
-        refining = np.ones(len(centres), bool)
+        refines = np.linalg.norm(again - centres, axis=1) <= _REFINE_LIMIT_FRACTION * diameter_px
+        centres = np.where(refines[:, None], again, centres)
     return centres[:, ::-1] / zoom

@@ -20,7 +20,7 @@ the picks over slices of a tomogram (``<tomo>_picks.png``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +129,6 @@ def centre_picks(
     pixel_size_a: float | None = None,
     device: torch.device | str = "cpu",
     min_distance_a: float | None = None,
-    templates: Mapping[int, ParticleTemplate] | None = None,
 ) -> pd.DataFrame:
     """The picks of one tomogram moved onto the centres its model's centring network finds.
 
@@ -147,9 +146,6 @@ def centre_picks(
     pixel_size_a : pixel size when the header has none.
     device : torch device.
     min_distance_a : the smallest distance between picks asked for, Å (default: the diameter).
-    templates : the model's particle templates, by class index (0-based): the picks of their
-        classes (:func:`template_rescored`) are on their particles, and are only refined
-        (:func:`.centring.centre_positions`).
     """
     name = Path(tomogram).name
     if centring is None or not config.centring_diameter_px:
@@ -161,10 +157,7 @@ def centre_picks(
         tomogram, config.diameter_a, config.centring_diameter_px, config.normalisation, pixel_size_a
     )
     before = table[["x", "y", "z"]].to_numpy(float)
-    placed = table["class_id"].isin([index + 1 for index in templates or {}]).to_numpy()
-    after = centre_positions(
-        centring, loaded.volume, loaded.zoom, before, config.centring_crop_diameter_px, device, placed=placed
-    )
+    after = centre_positions(centring, loaded.volume, loaded.zoom, before, config.centring_crop_diameter_px, device)
     after = np.clip(after, 0, np.array(loaded.original_shape[::-1]) - 1)
     moved = table.assign(x=after[:, 0], y=after[:, 1], z=after[:, 2])
     kept = _merged(moved, config, loaded.pixel_size_a, min_distance_a)
@@ -299,7 +292,7 @@ def pick_tomogram(
             max_picks,
         )
     if refine == "learned":
-        table = centre_picks(table, tomogram, config, centring, pixel_size_a, device, min_distance_a, templates)
+        table = centre_picks(table, tomogram, config, centring, pixel_size_a, device, min_distance_a)
         if read:  # centring can move a pick across the mask's edge
             table = filter_picks(table, masks={Path(tomogram).stem: read})
     if config.n_classes > 1:
