@@ -76,7 +76,7 @@ class RecipeSpec:
 RECIPE_SPECS: dict[str, RecipeSpec] = {
     spec.name: spec
     for spec in (
-        # not the paper's: the template took the CPU-sized ribosome model from F1 0.46 to 0.83 (README)
+        # not the paper's: templates took the CPU-sized ribosome models from F1 0.45 to 0.73 (3 seeds, README)
         RecipeSpec(
             "tomocpt",
             "tomoCPT (SwinUNETR, Gaussian centroids)",
