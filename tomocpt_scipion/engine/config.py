@@ -54,10 +54,11 @@ class EngineConfig:
     pseudo_labels : on sparse annotations with a PU loss, train a first model, add its
         confident picks in the training tomograms to the labels and train again
         (:mod:`.pseudo_labels`).
-    particle_template : average each class's labelled particles (and the training picks that match them best)
-        into a template and rescore every pick by its local match, the network's score weighing
-        more where the annotation is complete (:mod:`.particle_template`). A loss that is not
-        PU then takes its expected particles per tomogram, where not given, from the labels.
+    particle_template : average each class's labelled particles (and the training picks that
+        match them best) into a template and rescore every pick by its local match, the
+        network's score weighing more where the annotation is complete
+        (:mod:`.particle_template`). A loss that is not PU then takes its expected particles per
+        tomogram, where not given, from the labels.
     min_patches_per_epoch : an epoch repeats its sampling until it holds at least this many
         patches (see :func:`.data.sample_patches`); 0 = one sampling per epoch.
     augment : augmentations switched on, from :data:`AUGMENTATIONS`.

@@ -791,9 +791,9 @@ def particle_templates(
     device: torch.device | str = "cpu",
 ) -> dict[int, ParticleTemplate]:
     """The particle templates (:mod:`.particle_template`) of the classes the model learned, built
-    on the ``training`` tomograms (prepared with
-    the user's labels): their labelled particles and the finished model's picks there, the
-    network weighted by whether the annotation of the class is sparse or complete.
+    on the ``training`` tomograms (prepared with the user's labels): their labelled particles and
+    the finished model's picks there, the network weighted by whether the annotation of the
+    class is sparse or complete. A class the network picks nothing of there gets none (warned).
 
     Parameters
     ----------
@@ -809,9 +809,18 @@ def particle_templates(
         for index, labelled in enumerate(training_labels)
         if labelled
     }
+    picks = training_scale_picks(model, config, tomograms, device) if weights else []
+    for index in [i for i in weights if picks[i].empty]:
+        # the match is standardised over the network's picks: with none there is no scale to add it on
+        logger.warning(
+            "Class %s: no particle template, the network picks nothing above a score of %g in the training "
+            "tomograms (train longer?); its picks keep the network's scores",
+            config.classes[index],
+            CANDIDATE_FLOOR,
+        )
+        del weights[index]
     if not weights:
         return {}
-    picks = training_scale_picks(model, config, tomograms, device)
     loaded = [
         load_at_training_scale(
             t.path, config.diameter_a, config.target_diameter_px * TEMPLATE_SCALE, config.normalisation, t.pixel_size_a
@@ -820,15 +829,6 @@ def particle_templates(
     ]
     templates = {}
     for index, weight in weights.items():
-        if picks[index].empty:
-            # the match is standardised over the network's picks: with none there is no scale to add it on
-            logger.warning(
-                "Class %s: no particle template, the network picks nothing above a score of %g in the training "
-                "tomograms (train longer?); its picks keep the network's scores",
-                config.classes[index],
-                CANDIDATE_FLOOR,
-            )
-            continue
         started = time.time()
         # pixels at the training scale → at the template scale, (z, y, x)
         ratios = [volume.zoom / t.zoom for volume, t in zip(loaded, tomograms)]
