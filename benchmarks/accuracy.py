@@ -374,7 +374,10 @@ def _recipe_rows(
         for path in dataset.test_paths
     ]
     picks = pd.concat(
-        [centre_picks(p, path, model_config, centring) for p, path in zip(on_score_map, dataset.test_paths)],
+        [
+            centre_picks(p, path, model_config, centring, templates=templates)
+            for p, path in zip(on_score_map, dataset.test_paths)
+        ],
         ignore_index=True,
     )
     on_score_map = pd.concat(on_score_map, ignore_index=True)

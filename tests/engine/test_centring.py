@@ -4,6 +4,7 @@ checkpoint, and is left out where the validation particles are too few to check 
 import logging
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -13,6 +14,7 @@ from tomocpt_scipion.engine import train as train_module
 from tomocpt_scipion.engine.annotation import ENOUGH_PARTIAL_LABELS
 from tomocpt_scipion.engine.calibrate import CENTRING_EVIDENCE
 from tomocpt_scipion.engine.centring import (
+    CONVERGING_PASSES,
     build_centring_network,
     centre_positions,
     centring_diameter_px,
@@ -23,6 +25,8 @@ from tomocpt_scipion.engine.checkpoint import load_centring, read_checkpoint, sa
 from tomocpt_scipion.engine.cli import main
 from tomocpt_scipion.engine.config import recipe_config
 from tomocpt_scipion.engine.models import build_model
+from tomocpt_scipion.engine.particle_template import SPARSE_NETWORK_WEIGHT, ParticleTemplate
+from tomocpt_scipion.engine.predict import centre_picks
 from tomocpt_scipion.engine.simulate import simulate_dataset
 
 DIAMETER_PX = 12.0
@@ -61,7 +65,7 @@ def test_planted_off_grid_centres_are_recovered_from_picks_two_pixels_away(train
     rng = np.random.default_rng(5)
     picks_xyz = (centres + rng.normal(0, 2.0 / np.sqrt(3), centres.shape))[:, ::-1]
     before = np.linalg.norm(picks_xyz - centres[:, ::-1], axis=1)
-    after = np.linalg.norm(centre_positions(net, volume, 1.0, picks_xyz, DIAMETER_PX) - centres[:, ::-1], axis=1)
+    after = np.linalg.norm(centre_positions(net, volume, 1.0, picks_xyz, DIAMETER_PX)[0] - centres[:, ::-1], axis=1)
     assert before.mean() > 1.5
     # 500 CPU-test steps give a median of 0.48 px
     assert np.median(after) < 0.6 and after.mean() < before.mean() / 3, (np.median(after), after.mean())
@@ -70,7 +74,7 @@ def test_planted_off_grid_centres_are_recovered_from_picks_two_pixels_away(train
 def test_particles_cut_by_a_face_of_the_tomogram_are_not_pulled_onto_the_face(trained_net):
     net, _ = trained_net
     volume, centres = _planted(6, n=8, cut=8)
-    after = centre_positions(net, volume, 1.0, centres[:, ::-1], DIAMETER_PX)
+    after, _ = centre_positions(net, volume, 1.0, centres[:, ::-1], DIAMETER_PX)
     toward_face = np.where(centres[:, 0] < volume.shape[0] / 2, -1, 1) * (after[:, 2] - centres[:, 0])
     # reflect-padded crops mirror a cut particle about the face and pull every one towards it (0.49 px)
     assert toward_face.mean() < 0.3, toward_face
@@ -81,7 +85,7 @@ def test_coordinates_are_scaled_between_the_file_and_the_centring_grid(trained_n
     volume, centres = _planted(4)
     zoom = 0.5  # the file is twice as fine as the centring grid
     file_xyz = centres[:, ::-1] / zoom
-    after = centre_positions(net, volume, zoom, file_xyz + 1.0, DIAMETER_PX)
+    after, _ = centre_positions(net, volume, zoom, file_xyz + 1.0, DIAMETER_PX)
     assert np.median(np.linalg.norm(after - file_xyz, axis=1)) < 1.2  # 0.6 px of the centring grid
 
 
@@ -168,12 +172,38 @@ def test_a_second_pass_that_would_jump_onto_another_feature_keeps_the_first_answ
     volume = np.zeros((32, 32, 48), np.float32)
     volume[16, 16, 26], volume[16, 16, 33] = 1.0, 2.0
     pick = np.array([[20.0, 16.0, 16.0]])
-    first = centre_positions(_BrightestVoxel(), volume, 1.0, pick, DIAMETER_PX, passes=1)
+    first, _ = centre_positions(_BrightestVoxel(), volume, 1.0, pick, DIAMETER_PX, passes=1)
     np.testing.assert_allclose(first, [[26.0, 16.0, 16.0]], atol=1e-3)
-    np.testing.assert_allclose(centre_positions(_BrightestVoxel(), volume, 1.0, pick, DIAMETER_PX), first)
-    assert centre_positions(_BrightestVoxel(), volume, 1.0, pick, DIAMETER_PX, passes=3)[0, 0] == pytest.approx(26.0)
+    np.testing.assert_allclose(centre_positions(_BrightestVoxel(), volume, 1.0, pick, DIAMETER_PX)[0], first)
+    assert centre_positions(_BrightestVoxel(), volume, 1.0, pick, DIAMETER_PX, passes=3)[0][0, 0] == pytest.approx(26.0)
     with pytest.raises(ValueError, match="passes must be >= 1"):
         centre_positions(_BrightestVoxel(), volume, 1.0, pick, DIAMETER_PX, passes=0)
+
+
+def test_picks_a_template_placed_are_centred_until_they_converge_and_dropped_when_they_do_not(tmp_path):
+    # 10 Å/px, particles of 120 Å: 12 px in the file and at the centring scale (crops of 16 px).
+    # Row y = 8: ever brighter voxels 7 px apart, each pass from x = 20 jumps on to the next;
+    # row y = 24: one particle 3 px from its pick, found by the first pass and confirmed by the second
+    volume = np.random.default_rng(0).normal(0, 0.01, (32, 32, 72)).astype(np.float32)
+    for k, x in enumerate((26, 33, 40, 47, 54, 61)):
+        volume[16, 8, x] = 1.0 + k
+    volume[16, 24, 23] = 1.0
+    io.write_mrc(tmp_path / "t.mrc", volume, 10.0)
+    config = recipe_config("tomocpt", diameter_a=120.0, classes=["a"])
+    config.centring_diameter_px = DIAMETER_PX
+    picks = pd.DataFrame({"tomo_name": "t", "x": 20.0, "y": [8.0, 24.0], "z": 16.0, "score": [0.9, 0.8], "class_id": 1})
+    template = {0: ParticleTemplate(np.ones((15, 15, 15), np.float32), 0.0, 1.0, SPARSE_NETWORK_WEIGHT)}
+    placed = centre_picks(picks, tmp_path / "t.mrc", config, _BrightestVoxel(), templates=template)
+    np.testing.assert_allclose(placed[["x", "y", "z"]].to_numpy(), [[23, 24, 16]], atol=0.01)
+    # from the score map: the first pass moves both, the capped second one refuses the wanderer's next jump
+    found_on_the_score_map = centre_picks(picks, tmp_path / "t.mrc", config, _BrightestVoxel())
+    np.testing.assert_allclose(found_on_the_score_map[["x", "y"]].to_numpy(), [[26, 8], [23, 24]], atol=0.01)
+    xyz = picks[["x", "y", "z"]].to_numpy()
+    positions, converged = centre_positions(_BrightestVoxel(), volume, 1.0, xyz, DIAMETER_PX, converge=True)
+    np.testing.assert_allclose(positions[:, 0], [26 + 7 * (CONVERGING_PASSES - 1), 23], atol=0.01)
+    assert converged.tolist() == [False, True]
+    with pytest.raises(ValueError, match="passes must be >= 2 to converge"):
+        centre_positions(_BrightestVoxel(), volume, 1.0, xyz, DIAMETER_PX, passes=1, converge=True)
 
 
 def test_the_refining_pass_removes_the_pull_back_towards_picks_that_started_far_off(trained_net):
@@ -185,7 +215,7 @@ def test_the_refining_pass_removes_the_pull_back_towards_picks_that_started_far_
     picks_xyz = (centres + 0.3 * DIAMETER_PX * direction)[:, ::-1]  # the edge of the training offsets
     towards_pick = [
         float(
-            ((centre_positions(net, volume, 1.0, picks_xyz, DIAMETER_PX, passes=n)[:, ::-1] - centres) * direction)
+            ((centre_positions(net, volume, 1.0, picks_xyz, DIAMETER_PX, passes=n)[0][:, ::-1] - centres) * direction)
             .sum(1)
             .mean()
         )

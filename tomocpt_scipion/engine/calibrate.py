@@ -408,7 +408,7 @@ def centring_helps(
             device=device,
         )
         on_score_map.append(_hit_distances(picks, tomogram, config))
-        moved = centre_picks(picks, tomogram.path, config, centring, tomogram.pixel_size_a, device)
+        moved = centre_picks(picks, tomogram.path, config, centring, tomogram.pixel_size_a, device, templates=templates)
         centred.append(_hit_distances(moved, tomogram, config))
     on_score_map, centred = np.concatenate(on_score_map), np.concatenate(centred)
     if min(len(on_score_map), len(centred)) < CENTRING_EVIDENCE:

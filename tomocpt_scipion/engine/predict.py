@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .centring import centre_positions
+from .centring import CONVERGING_PASSES, centre_positions
 from .config import EngineConfig
 from .filtering import filter_picks, read_mask, resolve_class_overlaps, suppress_close
 from .infer import ScoreMap, predict_scores, score_map_at_original_grid
@@ -129,12 +129,15 @@ def centre_picks(
     pixel_size_a: float | None = None,
     device: torch.device | str = "cpu",
     min_distance_a: float | None = None,
+    templates: dict[int, ParticleTemplate] | None = None,
 ) -> pd.DataFrame:
     """The picks of one tomogram moved onto the centres its model's centring network finds.
 
     Two picks of one particle (a broad score blob can give two) move onto the same centre:
     of picks of one class that end closer than half the diameter (or ``min_distance_a``, when
-    smaller), the best-scoring one is kept.
+    smaller), the best-scoring one is kept. Picks that a particle template placed
+    (:func:`template_rescored`) are centred until they converge
+    (:func:`.centring.centre_positions` with ``converge``), and dropped when they do not.
 
     Parameters
     ----------
@@ -146,6 +149,9 @@ def centre_picks(
     pixel_size_a : pixel size when the header has none.
     device : torch device.
     min_distance_a : the smallest distance between picks asked for, Å (default: the diameter).
+    templates : the model's particle templates, whose classes' picks ``table`` holds where
+        they matched (:func:`template_rescored`); None or empty: every pick is centred as
+        one found on the score map.
     """
     name = Path(tomogram).name
     if centring is None or not config.centring_diameter_px:
@@ -157,17 +163,31 @@ def centre_picks(
         tomogram, config.diameter_a, config.centring_diameter_px, config.normalisation, pixel_size_a
     )
     before = table[["x", "y", "z"]].to_numpy(float)
-    after = centre_positions(centring, loaded.volume, loaded.zoom, before, config.centring_crop_diameter_px, device)
+    placed = table["class_id"].isin([i + 1 for i in templates or {}]).to_numpy()
+    after, converged = before.copy(), np.ones(len(table), bool)
+    for picks, converge in ((~placed, False), (placed, True)):
+        if picks.any():
+            after[picks], converged[picks] = centre_positions(
+                centring,
+                loaded.volume,
+                loaded.zoom,
+                before[picks],
+                config.centring_crop_diameter_px,
+                device,
+                converge=converge,
+            )
     after = np.clip(after, 0, np.array(loaded.original_shape[::-1]) - 1)
-    moved = table.assign(x=after[:, 0], y=after[:, 1], z=after[:, 2])
-    kept = _merged(moved, config, loaded.pixel_size_a, min_distance_a)
+    moved = table.assign(x=after[:, 0], y=after[:, 1], z=after[:, 2])[converged]
+    kept = _merged(moved, config, loaded.pixel_size_a, min_distance_a) if len(moved) else []
     logger.info(
-        "%s: centring network moved %d pick(s) by %.2f px on average; %d landed on a better pick's "
-        "particle and were dropped",
+        "%s: centring network moved %d pick(s) by %.2f px on average; %d placed by a particle template did "
+        "not converge in %d passes and were dropped; %d landed on a better pick's particle and were dropped",
         name,
         len(table),
         float(np.linalg.norm(after - before, axis=1).mean()),
-        len(table) - len(kept),
+        int((~converged).sum()),
+        CONVERGING_PASSES,
+        len(moved) - len(kept),
     )
     return moved.loc[kept].sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
 
@@ -292,7 +312,7 @@ def pick_tomogram(
             max_picks,
         )
     if refine == "learned":
-        table = centre_picks(table, tomogram, config, centring, pixel_size_a, device, min_distance_a)
+        table = centre_picks(table, tomogram, config, centring, pixel_size_a, device, min_distance_a, templates)
         if read:  # centring can move a pick across the mask's edge
             table = filter_picks(table, masks={Path(tomogram).stem: read})
     if config.n_classes > 1:
