@@ -179,14 +179,19 @@ def centre_picks(
     after = np.clip(after, 0, np.array(loaded.original_shape[::-1]) - 1)
     moved = table.assign(x=after[:, 0], y=after[:, 1], z=after[:, 2])[converged]
     kept = _merged(moved, config, loaded.pixel_size_a, min_distance_a) if len(moved) else []
+    unconverged = (
+        f"; {int((~converged).sum())} placed by a particle template did not converge in {CONVERGING_PASSES} "
+        "passes and were dropped"
+        if placed.any()
+        else ""
+    )
     logger.info(
-        "%s: centring network moved %d pick(s) by %.2f px on average; %d placed by a particle template did "
-        "not converge in %d passes and were dropped; %d landed on a better pick's particle and were dropped",
+        "%s: centring network moved %d pick(s) by %.2f px on average%s; %d landed on a better pick's particle "
+        "and were dropped",
         name,
         len(table),
         float(np.linalg.norm(after - before, axis=1).mean()),
-        int((~converged).sum()),
-        CONVERGING_PASSES,
+        unconverged,
         len(moved) - len(kept),
     )
     return moved.loc[kept].sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
