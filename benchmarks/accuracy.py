@@ -38,8 +38,9 @@ tomogram and its annotated fraction, with the training tomograms as in ``train``
 the ones stored when they were trained; with ``--no-particle-templates`` as well, without
 particle templates, so that what the templates bring is measured on the same networks.
 
-Writes ``accuracy_per_seed.csv``, ``accuracy.csv`` (mean over seeds), ``accuracy.md`` and
-``accuracy.png`` in ``--out``.
+Writes ``accuracy_per_seed.csv`` (after every row, so a run stopped part-way keeps its finished
+rows for ``--combine``), ``accuracy.csv`` (mean over seeds), ``accuracy.md`` and ``accuracy.png``
+in ``--out``.
 """
 
 from __future__ import annotations
@@ -105,6 +106,8 @@ MEASURES = [
     "best_threshold",
     "seconds",
 ]
+#: the per-seed rows, rewritten after each one so that a run stopped part-way keeps what it measured
+PER_SEED = "accuracy_per_seed.csv"
 #: the floor down to which picks are kept, so the best threshold can be found above it
 PICK_FLOOR = 0.02
 
@@ -581,11 +584,16 @@ def _bar_chart(table: pd.DataFrame, path: Path) -> None:
     plt.close()
 
 
-def _write_tables(raw: pd.DataFrame, out: Path, header: str) -> None:
-    """The per-seed rows, their mean over seeds (CSV, Markdown) and the bar chart, in ``out``.
-    A measure that older runs did not record is empty for their rows."""
+def _write_per_seed(raw: pd.DataFrame, out: Path) -> pd.DataFrame:
+    """The per-seed rows in ``out``; a measure that older runs did not record is empty for their rows."""
     raw = raw.reindex(columns=list(dict.fromkeys([*raw.columns, *MEASURES])))
-    raw.to_csv(out / "accuracy_per_seed.csv", index=False)
+    raw.to_csv(out / PER_SEED, index=False)
+    return raw
+
+
+def _write_tables(raw: pd.DataFrame, out: Path, header: str) -> None:
+    """The per-seed rows, their mean over seeds (CSV, Markdown) and the bar chart, in ``out``."""
+    raw = _write_per_seed(raw, out)
     keys = ["task", "species", "picker", "labels"]
     table = raw.groupby(keys, sort=False, dropna=False)[MEASURES].mean().reset_index()
     table = table.assign(seeds=raw.groupby(keys, sort=False, dropna=False)["seed"].nunique().to_numpy())
@@ -599,10 +607,10 @@ def _write_tables(raw: pd.DataFrame, out: Path, header: str) -> None:
 def combine(folders: list[Path], out: Path) -> None:
     """The per-seed rows of earlier runs as one table; a row of a later folder replaces the
     same seed, task, species, picker and label fraction of an earlier one."""
-    missing = [str(f) for f in folders if not (f / "accuracy_per_seed.csv").is_file()]
+    missing = [str(f) for f in folders if not (f / PER_SEED).is_file()]
     if missing:
-        raise FileNotFoundError(f"no accuracy_per_seed.csv in {', '.join(missing)}: run accuracy.py with --out there")
-    raw = pd.concat([pd.read_csv(f / "accuracy_per_seed.csv") for f in folders], ignore_index=True)
+        raise FileNotFoundError(f"no {PER_SEED} in {', '.join(missing)}: run accuracy.py with --out there")
+    raw = pd.concat([pd.read_csv(f / PER_SEED) for f in folders], ignore_index=True)
     raw = raw.drop_duplicates(["seed", "task", "species", "picker", "labels"], keep="last")
     out.mkdir(parents=True, exist_ok=True)
     _write_tables(
@@ -697,6 +705,11 @@ def main(argv=None) -> int:
     n_test = QUICK_N_TEST if args.quick else N_TEST
     out.mkdir(parents=True, exist_ok=True)
     rows = []
+
+    def record(seed: int, task: Task, row: dict) -> None:
+        rows.append({"seed": seed, "task": task.name, **row})
+        _write_per_seed(pd.DataFrame(rows), out)
+
     for seed in seeds:
         work = out / "scratch" / f"seed_{seed}"
         shutil.rmtree(work, ignore_errors=True)
@@ -726,7 +739,7 @@ def main(argv=None) -> int:
                         args.recalibrate,
                         not args.no_particle_templates,
                     ):
-                        rows.append({"seed": seed, "task": task.name, **row})
+                        record(seed, task, row)
                         print(
                             f"seed {seed} {task.name:<10} {row['species']:<5} labels {fraction:>4.0%} "
                             f"{name:<14} F1 {row['f1']:.3f} (best {row['best_f1']:.3f} at "
@@ -750,7 +763,7 @@ def main(argv=None) -> int:
                     )
                 for matcher in matchers:
                     row = matcher()
-                    rows.append({"seed": seed, "task": task.name, **row})
+                    record(seed, task, row)
                     print(
                         f"seed {seed} {task.name:<10} {species:<5} {row['picker']:<22} best F1 "
                         f"{row['best_f1']:.3f} AD {row['ad_px']:.2f} px (median {row['median_px']:.2f})  "

@@ -113,6 +113,23 @@ def test_accuracy_reuses_an_earlier_runs_model_and_gets_its_figures(quick_accura
     assert again[columns].to_numpy() == pytest.approx(earlier[columns].to_numpy(), nan_ok=True)
 
 
+def test_an_accuracy_run_stopped_part_way_keeps_the_rows_it_finished(quick_accuracy, tmp_path, monkeypatch):
+    folder, _ = quick_accuracy
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import accuracy
+
+    def stopped(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(accuracy, "_ncc_row", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        accuracy.main(["--quick", "--reuse-models", str(folder), "--out", str(tmp_path)])
+    kept, earlier = (pd.read_csv(f / accuracy.PER_SEED) for f in (tmp_path, folder))
+    assert kept["picker"].tolist() == ["DeepETPicker"]
+    assert kept["f1"].to_numpy() == pytest.approx(earlier.dropna(subset=["trained"])["f1"].to_numpy())
+    assert not (tmp_path / "accuracy.md").exists()
+
+
 def test_accuracy_recalibrating_a_reused_model_by_the_rule_it_was_trained_with_keeps_its_threshold(
     quick_accuracy, tmp_path
 ):
