@@ -56,6 +56,7 @@ __all__ = [
     "BOOTSTRAP_SHARE",
     "CANDIDATES_PER_EXPECTED",
     "candidate_limit",
+    "has_template",
     "TEMPLATE_SCALE",
     "SPARSE_NETWORK_WEIGHT",
     "COMPLETE_NETWORK_WEIGHT",
@@ -366,6 +367,12 @@ def template_matches(
     return ncc, _box_centres(volume, centres_zyx) + shift
 
 
+def has_template(table: pd.DataFrame, templates: Mapping[int, ParticleTemplate] | None) -> np.ndarray:
+    """Whether each pick of ``table`` (``class_id``, 1-based) is of a class with a template
+    (``templates``: class index, 0-based → its template; None: none has)."""
+    return table["class_id"].isin([i + 1 for i in templates or {}]).to_numpy()
+
+
 def candidate_limit(expected_particles: float) -> int:
     """How many of a tomogram's best network picks of a class are matched: :data:`CANDIDATES_PER_EXPECTED`
     times the particles expected there."""
@@ -474,7 +481,7 @@ def rescored(
     if expected_particles:
         limit = candidate_limit(expected_particles)
         rank = table.groupby("class_id")["score"].rank(ascending=False, method="first")
-        table = table[(rank <= limit) | ~table["class_id"].isin([i + 1 for i in templates])]
+        table = table[(rank <= limit).to_numpy() | ~has_template(table, templates)]
     scores = table["score"].to_numpy(float).copy()
     xyz = table[["x", "y", "z"]].to_numpy(float).copy()
     for index, template in templates.items():

@@ -33,7 +33,7 @@ from .filtering import filter_picks, read_mask, resolve_class_overlaps, suppress
 from .infer import ScoreMap, predict_scores, score_map_at_original_grid
 from .io import coordinate_table, read_mrc, write_coordinates, write_mrc
 from .outputs import PREDICT
-from .particle_template import TEMPLATE_SCALE, ParticleTemplate, rescored
+from .particle_template import TEMPLATE_SCALE, ParticleTemplate, has_template, rescored
 from .peaks import find_peaks
 from .plots import plot_picks
 from .preprocess import load_at_training_scale
@@ -163,7 +163,7 @@ def centre_picks(
         tomogram, config.diameter_a, config.centring_diameter_px, config.normalisation, pixel_size_a
     )
     before = table[["x", "y", "z"]].to_numpy(float)
-    placed = table["class_id"].isin([i + 1 for i in templates or {}]).to_numpy()
+    placed = has_template(table, templates)
     after, converged = before.copy(), np.ones(len(table), bool)
     for picks, converge in ((~placed, False), (placed, True)):
         if picks.any():
@@ -236,7 +236,7 @@ def template_rescored(
     logger.info(
         "%s: %d pick(s) rescored by their match to the particle template of %s, and moved to where it matches",
         Path(tomogram).name,
-        int(table["class_id"].isin([i + 1 for i in templates]).sum()),
+        int(has_template(table, templates).sum()),
         ", ".join(config.classes[i] for i in sorted(templates)),
     )
     moved = rescored(table, loaded.volume, loaded.zoom, diameters_px, templates, config.expected_particles)
