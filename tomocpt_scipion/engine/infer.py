@@ -143,7 +143,7 @@ def run_network(
     batch_size : patches per forward pass. Defaults to 4.
     tta : average over flips along x, y and z (4 passes). Defaults to True: on held-out WBP
         tomograms it brought the mean hit distance of a DeepETPicker model from 3.65 to
-        2.76 px at the same F1 (README, "Decisions").
+        2.76 px at the same F1 (README, "What was tried").
 
     Returns
     -------
