@@ -18,13 +18,14 @@ from tomo.protocols import ProtImportCoordinates3D, ProtImportTomograms
 from .engine import io
 from .engine.simulate import SimulationConfig, simulate_dataset
 from .protocols import ProtTomoCPTEvaluate, ProtTomoCPTPick, ProtTomoCPTTrain
+from .protocols.protocol_train import RECIPES
 
 TARGET = "4v94"
 DEMO_SIMULATION = dict(
     shape_zyx=(48, 96, 96), pixel_size_a=20.0, n_target=20, n_distractors=12, mode="fourier", snr=1.0
 )
 DEMO_TRAINING = dict(
-    recipe=1,
+    recipe=RECIPES.index("deepetpicker"),
     modelSize=1,
     patchSize=32,
     epochs=20,

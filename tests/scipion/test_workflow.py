@@ -276,6 +276,12 @@ class TestPickContinueAndValidation(TomoCPTProjectTest):
         protocol.expectedParticles.set(perTomogram)  # the annotation is complete: no warning
         self.assertFalse([w for w in protocol.warnings() if "labelled particle(s)" in w])
 
+    def test_train_form_starts_from_the_engines_default_recipe(self):
+        from tomocpt_scipion.engine.specs import DEFAULT_RECIPE
+        from tomocpt_scipion.protocols.protocol_train import RECIPES
+
+        self.assertEqual(RECIPES[self.newProtocol(ProtTomoCPTTrain).recipe.get()], DEFAULT_RECIPE)
+
     def test_train_form_leaves_the_particle_template_to_the_recipe_unless_asked(self):
         from tomocpt_scipion.protocols.protocol_train import PARTICLE_TEMPLATE
 

@@ -1,4 +1,4 @@
-"""``tomocpt-engine``: the engine's command line (simulate, export, train, predict, evaluate).
+"""tomocpt-engine: deep-learning particle picking in cryo-electron tomograms (tomoCPT, DeepETPicker, TomoPicker).
 
 Each sub-command parses its arguments and calls one library function; heavy modules are
 imported lazily so ``--help`` is instant. Errors in the input (bad files, bad values)
@@ -386,7 +386,7 @@ def _copick_export(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------- train
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
     from .config import AUGMENTATIONS, SAMPLINGS
-    from .specs import BACKBONES, DEFAULT_CENTRING_STEPS, LABELS, LOSS_SPECS, MODEL_SIZES, RECIPE_SPECS
+    from .specs import BACKBONES, DEFAULT_CENTRING_STEPS, DEFAULT_RECIPE, LABELS, LOSS_SPECS, MODEL_SIZES, RECIPE_SPECS
 
     parser.add_argument("--tomograms", nargs="+", required=True, help="training tomograms (MRC)")
     parser.add_argument(
@@ -410,8 +410,9 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--recipe",
         choices=list(RECIPE_SPECS),
-        default="tomocpt",
-        help="settings of one paper (default tomocpt); every option below overrides it",
+        default=DEFAULT_RECIPE,
+        help=f"settings of one paper (default {DEFAULT_RECIPE}: it picks from complete and partial "
+        "annotations alike); every option below overrides it",
     )
     parser.add_argument("--out", required=True, help="output folder (model.pt, training_log.csv, learning_curve.png)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
@@ -857,7 +858,11 @@ _COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``tomocpt-engine`` argument parser with every sub-command."""
-    parser = argparse.ArgumentParser(prog="tomocpt-engine", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="tomocpt-engine",
+        description=__doc__.splitlines()[0],
+        epilog="tomocpt-engine COMMAND --help describes one command and its options.",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (add_arguments, _, help_text) in _COMMANDS.items():
