@@ -24,7 +24,7 @@ export SCIPION_TEST_NOSYNC := 1
 export SCIPION_PYTHON := $(CURDIR)/$(PY)
 SCIPION_CONFIG_FILE := $(SCIPION_HOME)/config/scipion.conf
 
-.PHONY: demo test test-engine lint install install-engine install-bench clean
+.PHONY: demo test test-engine lint install install-engine install-bench device-wheels clean
 
 install: $(INSTALLED)
 
@@ -51,6 +51,17 @@ install-bench: $(BENCH_VENV)/bin/pytme
 $(BENCH_VENV)/bin/pytme:
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet pytme==$(PYTME_VERSION)
+
+# The packages the device machine's python3 (3.12: torch with CUDA, numpy 2, scipy, scikit-image,
+# pandas, pyarrow) lacks, as wheels for benchmarks/gpu_check.sh to install there: the engine's own
+# without their dependencies, pydantic (for imodmodel) with its own.
+DEVICE_PYTHON_VERSION ?= 3.12
+DEVICE_WHEEL_PLATFORM := --only-binary=:all: --python-version $(DEVICE_PYTHON_VERSION) --implementation cp \
+	--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
+device-wheels: $(INSTALLED)
+	rm -rf .whl
+	$(PY) -m pip download --quiet --no-deps $(DEVICE_WHEEL_PLATFORM) -d .whl monai mrcfile starfile imodmodel
+	$(PY) -m pip download --quiet $(DEVICE_WHEEL_PLATFORM) -d .whl pydantic
 
 $(SCIPION_CONFIG_FILE): $(INSTALLED)
 	mkdir -p $(SCIPION_HOME) $(SCIPION_USER_DATA)
