@@ -163,7 +163,8 @@ def test_finetuning_starts_from_the_trained_weights_with_a_lower_encoder_rate(ti
 def test_ddp_with_two_gloo_processes_trains_one_model(tiny_dataset, tmp_path):
     out, summary = tiny_dataset
     tomograms = [str(out / p) for p in summary["tomograms"].values()]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # two processes on the CPU, also where a GPU is there: with one GPU, rank 1 would ask for a second
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     command = [
         sys.executable,
         "-m",
