@@ -26,16 +26,19 @@ export PYTHONPATH=/tmp/site:$PWD
 { nvidia-smi -L; python3 -c 'import torch, numpy; print("torch", torch.__version__, "cuda", torch.cuda.is_available(), "numpy", numpy.__version__)'; } | tee "$OUT/device.txt"
 
 echo "== 1. engine tests"
-timeout 200 python3 -m pytest -q -p no:cacheprovider --maxfail=20 tests/engine \
+timeout 150 python3 -m pytest -q -p no:cacheprovider --maxfail=20 tests/engine \
     --ignore=tests/engine/test_copick_project.py > "$OUT/engine_tests.log" 2>&1
-echo "engine tests: exit $? ($(tail -1 "$OUT/engine_tests.log"))"
+echo "engine tests: exit $? (124: out of time): $(tail -1 "$OUT/engine_tests.log")"
 
 echo "== 2. GPU speed table"
-timeout 120 python3 benchmarks/speed.py --gpu --out /tmp/speed && cp /tmp/speed/speed_gpu.md /tmp/speed/speed_gpu.csv "$OUT/"
+timeout 100 python3 benchmarks/speed.py --gpu --out /tmp/speed
+echo "speed: exit $? (124: out of time)"
+cp /tmp/speed/speed_gpu.md /tmp/speed/speed_gpu.csv "$OUT/" 2>/dev/null
 
 echo "== 3. default-size recipes, seed 1, ribosome"
-timeout 240 python3 benchmarks/accuracy.py --seeds 1 --tasks 4v94 --label-fractions 1.0 --no-template-matching \
+timeout 300 python3 benchmarks/accuracy.py --seeds 1 --tasks 4v94 --label-fractions 1.0 --no-template-matching \
     --recipes "TomoPicker default size" "DeepETPicker default size" "tomoCPT default size" --out /tmp/accuracy
+echo "accuracy: exit $? (124: out of time; the rows finished are kept)"
 cp /tmp/accuracy/accuracy.md "$OUT/accuracy_gpu.md" 2>/dev/null
 cp /tmp/accuracy/accuracy_per_seed.csv "$OUT/accuracy_gpu_per_seed.csv" 2>/dev/null
 echo "gpu_check: done"
