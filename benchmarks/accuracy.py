@@ -148,14 +148,11 @@ RECIPES = {
     "TomoPicker x4": ("tomopicker", {**_TOMOPICKER, "ensemble": 4}),
     "DeepETPicker x2": ("deepetpicker", {**_DEEPETPICKER, "ensemble": 2}),
     "DeepETPicker templates": ("deepetpicker", {**_DEEPETPICKER, "particle_template": True}),
-    # the recipes as a user trains them, the papers' networks and epochs: for a GPU (gpu_check.sh)
-    **{
-        f"{name} default size": (recipe, {})
-        for name, recipe in (("tomoCPT", "tomocpt"), ("DeepETPicker", "deepetpicker"), ("TomoPicker", "tomopicker"))
-    },
 }
 #: recipes run when none is named (the ensemble doubles the time of its recipe: ask for it)
 DEFAULT_RECIPES = ("tomoCPT", "DeepETPicker", "TomoPicker")
+#: the same recipes as a user trains them, the papers' networks and epochs: for a GPU (gpu_check.sh)
+RECIPES.update({f"{name} default size": (RECIPES[name][0], {}) for name in DEFAULT_RECIPES})
 QUICK_RECIPES = {
     "DeepETPicker": (
         "deepetpicker",

@@ -35,7 +35,7 @@ def test_each_recipe_config_is_built_around_its_spec(recipe):
 def test_training_starts_from_a_recipe_that_picks_from_partial_annotations_too():
     """A user who labelled only some particles gets a positive-unlabelled recipe unless they choose otherwise."""
     args = build_parser().parse_args(
-        ["train", "--tomograms", "t.mrc", "--coordinates", "c.star"] + ["--diameter", "100", "--out", "m"]
+        ["train", "--tomograms", "t.mrc", "--coordinates", "c.star", "--diameter", "100", "--out", "m"]
     )
     assert args.recipe == specs.DEFAULT_RECIPE
     assert specs.RECIPE_SPECS[specs.DEFAULT_RECIPE].partial_labels
