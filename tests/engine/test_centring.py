@@ -180,6 +180,25 @@ def test_a_second_pass_that_would_jump_onto_another_feature_keeps_the_first_answ
         centre_positions(_BrightestVoxel(), volume, 1.0, pick, DIAMETER_PX, passes=0)
 
 
+class _FooledInOneView(_BrightestVoxel):
+    """Finds the brightest voxel, except in the one flip that shows the crop's first corner
+    marked: that view alone takes a fixed voxel near the corner for the centre."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        heatmap = super().forward(images).clone()
+        heatmap[images[:, 0, 0, 0, 0] > 0.5, 0, 2, 2, 2] = 1000.0
+        return heatmap
+
+
+def test_one_flip_that_takes_another_feature_for_the_centre_does_not_move_the_answer():
+    # crops of 16 px: the pick at x = 20 crops from the corner (8, 8, 12), marked; the particle is at x = 22.
+    # Averaging the eight flips would answer x = 21 (7/8 × 22 + 1/8 × 14)
+    volume = np.zeros((32, 32, 48), np.float32)
+    volume[16, 16, 22], volume[8, 8, 12] = 1.0, 0.6
+    found, _ = centre_positions(_FooledInOneView(), volume, 1.0, np.array([[20.0, 16.0, 16.0]]), DIAMETER_PX, passes=1)
+    np.testing.assert_allclose(found, [[22.0, 16.0, 16.0]], atol=1e-3)
+
+
 def test_picks_a_template_placed_are_centred_until_they_converge_and_dropped_when_they_do_not(tmp_path):
     # 10 Å/px, particles of 120 Å: 12 px in the file and at the centring scale (crops of 16 px).
     # Row y = 8: ever brighter voxels 7 px apart, each pass from x = 20 jumps on to the next;
