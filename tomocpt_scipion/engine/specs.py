@@ -99,7 +99,7 @@ RECIPE_SPECS: dict[str, RecipeSpec] = {
 #: the recipe the command line and the train form start from: on the WBP benchmark (README) it picks
 #: as well as DeepETPicker from complete annotations (F1 0.89 / 0.53 / 0.45 against 0.91 / 0.52 /
 #: 0.43 on 4v94 / 1bxn / 3d2f), and it is the one that still picks from a partial one (10 %: 0.83 /
-#: 0.47 / 0.38, DeepETPicker 0.37 / 0.01 / 0.26, one early run); CPU-sized tomoCPT trails both (0.74 on 4v94)
+#: 0.47 / 0.38, DeepETPicker 0.37 / 0.01 / 0.26, one early run); CPU-sized tomoCPT trails both (0.76 on 4v94)
 DEFAULT_RECIPE = "tomopicker"
 
 #: networks (see :mod:`.models`)
