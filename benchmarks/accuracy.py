@@ -586,16 +586,19 @@ def _bar_chart(table: pd.DataFrame, path: Path) -> None:
     plt.close()
 
 
-def _write_per_seed(raw: pd.DataFrame, out: Path) -> pd.DataFrame:
-    """The per-seed rows in ``out``; a measure that older runs did not record is empty for their rows."""
-    raw = raw.reindex(columns=list(dict.fromkeys([*raw.columns, *MEASURES])))
-    raw.to_csv(out / PER_SEED, index=False)
-    return raw
+def _every_measure(raw: pd.DataFrame) -> pd.DataFrame:
+    """The per-seed rows with a column for each measure; one that older runs did not record is empty for their rows."""
+    return raw.reindex(columns=list(dict.fromkeys([*raw.columns, *MEASURES])))
+
+
+def _write_per_seed(raw: pd.DataFrame, out: Path) -> None:
+    """The per-seed rows in ``out``."""
+    _every_measure(raw).to_csv(out / PER_SEED, index=False)
 
 
 def _write_tables(raw: pd.DataFrame, out: Path, header: str) -> None:
-    """The per-seed rows, their mean over seeds (CSV, Markdown) and the bar chart, in ``out``."""
-    raw = _write_per_seed(raw, out)
+    """The mean of the per-seed rows over seeds (CSV, Markdown) and the bar chart, in ``out``."""
+    raw = _every_measure(raw)
     keys = ["task", "species", "picker", "labels"]
     table = raw.groupby(keys, sort=False, dropna=False)[MEASURES].mean().reset_index()
     table = table.assign(seeds=raw.groupby(keys, sort=False, dropna=False)["seed"].nunique().to_numpy())
@@ -615,6 +618,7 @@ def combine(folders: list[Path], out: Path) -> None:
     raw = pd.concat([pd.read_csv(f / PER_SEED) for f in folders], ignore_index=True)
     raw = raw.drop_duplicates(["seed", "task", "species", "picker", "labels"], keep="last")
     out.mkdir(parents=True, exist_ok=True)
+    _write_per_seed(raw, out)
     _write_tables(
         raw, out, f"Seeds {sorted(raw['seed'].unique().tolist())}, combined from {', '.join(map(str, folders))}."
     )

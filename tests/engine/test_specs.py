@@ -62,3 +62,10 @@ def test_the_command_line_offers_exactly_the_listed_options():
     assert predict["merge"] == list(specs.MERGE_MODES)
     assert evaluate["criterion"] == [c.name for c in specs.MATCH_CRITERIA]
     assert evaluate["sweep"] == [c.name for c in specs.SWEEP_GRIDS]
+
+
+def test_every_command_prints_its_help():
+    """Help texts built from the specs' sentences (a stray ``%`` breaks argparse's formatting)."""
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for command, parser in subparsers.choices.items():
+        assert command in parser.format_help()

@@ -44,6 +44,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .boxes import cut_boxes
+
 __all__ = [
     "CENTRING_DIAMETER_PX",
     "centring_diameter_px",
@@ -125,23 +127,21 @@ def _soft_argmax(logits: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 
 
 class _Volumes:
-    """Volumes at the centring scale, padded by one crop so every crop is whole.
+    """Volumes at the centring scale, cropped with zeros beyond their faces (:func:`.boxes.cut_boxes`).
 
-    The padding is zero, the normalised tomogram's background level: a particle cut by a face
-    of the tomogram stays cut, and the network learns where its centre lies beyond the face.
-    Reflecting would mirror it into a whole particle centred on the face, so the network could
-    not tell the two apart and pulled cut particles onto the face."""
+    Zero, not reflection: a particle cut by a face of the tomogram stays cut, and the network
+    learns where its centre lies beyond the face. Reflecting would mirror it into a whole
+    particle centred on the face, so the network could not tell the two apart and pulled cut
+    particles onto the face."""
 
     def __init__(self, volumes: list[np.ndarray], crop: int) -> None:
         self.crop = crop
-        self.padded = [np.pad(v, crop, mode="constant") for v in volumes]
+        self.volumes = volumes
 
     def crops(self, index: int, centres_zyx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Crops of volume ``index`` whose centre voxel is the rounded centre, and their corners (z, y, x)."""
         corners = np.rint(centres_zyx).astype(int) - self.crop // 2
-        padded, crop = self.padded[index], self.crop
-        stacked = np.stack([padded[tuple(slice(c + crop, c + 2 * crop) for c in corner)] for corner in corners])
-        return stacked, corners
+        return cut_boxes(self.volumes[index], corners, self.crop), corners
 
 
 def _sample(

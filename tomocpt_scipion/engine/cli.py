@@ -386,7 +386,16 @@ def _copick_export(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------- train
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
     from .config import AUGMENTATIONS, SAMPLINGS
-    from .specs import BACKBONES, DEFAULT_CENTRING_STEPS, DEFAULT_RECIPE, LABELS, LOSS_SPECS, MODEL_SIZES, RECIPE_SPECS
+    from .specs import (
+        BACKBONES,
+        DEFAULT_CENTRING_STEPS,
+        DEFAULT_RECIPE,
+        DEFAULT_RECIPE_REASON,
+        LABELS,
+        LOSS_SPECS,
+        MODEL_SIZES,
+        RECIPE_SPECS,
+    )
 
     parser.add_argument("--tomograms", nargs="+", required=True, help="training tomograms (MRC)")
     parser.add_argument(
@@ -411,8 +420,8 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
         "--recipe",
         choices=list(RECIPE_SPECS),
         default=DEFAULT_RECIPE,
-        help=f"settings of one paper (default {DEFAULT_RECIPE}: it picks from complete and partial "
-        "annotations alike); every option below overrides it",
+        help=f"settings of one paper (default {DEFAULT_RECIPE}: {DEFAULT_RECIPE_REASON}); every option "
+        "below overrides it",
     )
     parser.add_argument("--out", required=True, help="output folder (model.pt, training_log.csv, learning_curve.png)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")

@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial.transform import Rotation
 
+from .boxes import cut_boxes
+
 __all__ = [
     "ParticleTemplate",
     "build_template",
@@ -147,14 +149,8 @@ def _box_centres(volume: np.ndarray, centres_zyx: np.ndarray) -> np.ndarray:
 def particle_boxes(volume: np.ndarray, centres_zyx: np.ndarray, box: int) -> np.ndarray:
     """(n, box, box, box) float32 boxes centred on the rounded centres (``box`` odd; a centre
     outside the volume moves to its edge), zero outside the volume, each standardised (mean 0, std 1)."""
-    half = box // 2
-    padded = np.pad(np.asarray(volume, dtype=np.float32), half + 1)
-    corners = _box_centres(volume, centres_zyx).astype(int) + 1  # padded by half + 1
-    boxes = (
-        np.stack([padded[z : z + box, y : y + box, x : x + box] for z, y, x in corners])
-        if len(corners)
-        else (np.zeros((0, box, box, box), np.float32))
-    )
+    corners = _box_centres(volume, centres_zyx).astype(int) - box // 2
+    boxes = cut_boxes(np.asarray(volume), corners, box).astype(np.float32, copy=False)
     centred = boxes - boxes.mean(axis=(1, 2, 3), keepdims=True)
     return centred / np.maximum(centred.std(axis=(1, 2, 3), keepdims=True), 1e-6)
 

@@ -96,11 +96,13 @@ RECIPE_SPECS: dict[str, RecipeSpec] = {
     )
 }
 
-#: the recipe the command line and the train form start from: on the WBP benchmark (README) it picks
-#: as well as DeepETPicker from complete annotations (F1 0.89 / 0.53 / 0.45 against 0.91 / 0.52 /
-#: 0.43 on 4v94 / 1bxn / 3d2f), and it is the one that still picks from a partial one (10 %: 0.83 /
-#: 0.47 / 0.38, DeepETPicker 0.37 / 0.01 / 0.26, one early run); CPU-sized tomoCPT trails both (0.76 on 4v94)
+#: the recipe the command line and the train form start from (figures: README, Benchmarks)
 DEFAULT_RECIPE = "tomopicker"
+#: why, as the command line's and the train form's help say it
+DEFAULT_RECIPE_REASON = (
+    "it picks from complete and partial annotations alike; on the WBP benchmark it picked as well "
+    "as DeepETPicker from complete ones and far better from a tenth of the particles (README, Benchmarks)"
+)
 
 #: networks (see :mod:`.models`)
 BACKBONES = ("swinunetr", "resunet", "multiresunet")

@@ -16,7 +16,15 @@ from ..convert import coordinatesTable, linkTomograms, readModelSummary, writeCo
 from ..engine.annotation import ENOUGH_PARTIAL_LABELS, few_partial_labels_warning
 from ..engine.outputs import TRAIN
 from ..engine.specs import BACKBONES as ENGINE_BACKBONES
-from ..engine.specs import DEFAULT_CENTRING_STEPS, DEFAULT_RECIPE, LOSS_SPECS, MODEL_SIZES, PU_LOSSES, RECIPE_SPECS
+from ..engine.specs import (
+    DEFAULT_CENTRING_STEPS,
+    DEFAULT_RECIPE,
+    DEFAULT_RECIPE_REASON,
+    LOSS_SPECS,
+    MODEL_SIZES,
+    PU_LOSSES,
+    RECIPE_SPECS,
+)
 from ..engine.specs import LABELS as ENGINE_LABELS
 from ..objects import TomoCPTModel
 from .arguments import setFlags
@@ -121,9 +129,7 @@ class ProtTomoCPTTrain(EMProtocol):
             default=RECIPES.index(DEFAULT_RECIPE),
             label="Recipe",
             help="Settings of one published picker; change any of them under Advanced. "
-            f"{RECIPE_SPECS[DEFAULT_RECIPE].picker}, the default, picks from complete and partial "
-            "annotations alike; on the benchmark it picked best of the three on the medium proteins and "
-            "0.02 F1 below DeepETPicker on ribosomes (README, Benchmarks).",
+            f"{RECIPE_SPECS[DEFAULT_RECIPE].picker} is the default: {DEFAULT_RECIPE_REASON}.",
         )
         form.addParam(
             "expectedParticles",
