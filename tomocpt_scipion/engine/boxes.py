@@ -1,8 +1,8 @@
 """Cubic boxes cut from a volume, zero beyond its faces.
 
 Zero is the normalised tomogram's background level, so a particle cut by a face stays cut
-in its box. Each box is filled on its own: no padded copy of the whole volume is made (at
-the centring scale of a 4k tomogram that copy would be hundreds of MB).
+in its box. Each box is filled on its own: no padded copy of the whole volume is made (it
+would be larger than the tomogram at the centring scale, held for every centring call).
 """
 
 from __future__ import annotations
